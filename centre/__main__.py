@@ -1,0 +1,3 @@
+from centre.cli import main
+
+main()

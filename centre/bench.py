@@ -1,0 +1,231 @@
+"""`centre bench`: the pipeline's figures, measured on a stack it starts for the purpose.
+
+Two phases on the same stack, then the raw Kafka rate on the same messages:
+  1. throughput: N reports produced as fast as possible; end-to-end rate is from the first
+     produce to the last case appended to le.europol (broker timestamps, so a slow reader
+     does not flatter or spoil the figure);
+  2. latency: reports paced at a steady rate below capacity, latency per priority from the
+     report's append to reports.intake to its case's append to le.europol;
+  3. raw pass-through: confluent-kafka consume → produce of the same N intake messages, no
+     processing: the ceiling the pipeline is compared with.
+Peak RSS of every worker process is sampled throughout.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psutil
+from confluent_kafka import Consumer, Producer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from centre import messages as m
+from centre import samples
+from centre.broker import _port_in_use, free_port
+from centre.kafka import base_config, ensure_topics
+from centre.settings import Settings
+from centre.stack import Stack
+from centre.topology import INTAKE, TopicSpec, le_topic
+
+console = Console()
+
+
+@dataclass
+class RssSampler:
+    pids: dict[str, int]
+    peak: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> "RssSampler":
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        procs = {}
+        for name, pid in self.pids.items():
+            try:
+                procs[name] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                pass
+        while not self._stop.wait(0.2):
+            for name, p in procs.items():
+                try:
+                    self.peak[name] = max(self.peak.get(name, 0), p.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _producer(settings: Settings) -> Producer:
+    return Producer({**base_config(settings), "enable.idempotence": True, "acks": "all",
+                     "partitioner": "murmur2_random", "linger.ms": 5, "compression.type": "lz4",
+                     "queue.buffering.max.messages": 1_000_000})
+
+
+def _produce(p: Producer, topic: str, msgs: list[tuple[bytes, bytes]],
+             sent_at: dict[bytes, float] | None = None, rate: float | None = None) -> float:
+    """Returns the time of the first produce."""
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is None and sent_at is not None:
+            sent_at[msg.key()] = msg.timestamp()[1] / 1000.0
+
+    first = time.time()
+    for i, (k, v) in enumerate(msgs):
+        if rate:
+            due = first + i / rate
+            while (delay := due - time.time()) > 0:
+                p.poll(min(delay, 0.01))
+        while True:
+            try:
+                p.produce(topic, v, k, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.01)
+        p.poll(0)
+    p.flush(120)
+    return first
+
+
+def _collect_cases(settings: Settings, expected: set[bytes], timeout: float) -> dict[bytes, float]:
+    """Case key → broker append time on le.europol, for the expected case ids."""
+    topic = settings.topic(le_topic("europol"))
+    c = Consumer({**base_config(settings), "group.id": f"bench-{uuid.uuid4()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    seen: dict[bytes, float] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while len(seen) < len(expected) and time.monotonic() < deadline:
+            for msg in c.consume(5000, timeout=0.5):
+                if msg.error() or msg.key() not in expected:
+                    continue
+                seen.setdefault(msg.key(), msg.timestamp()[1] / 1000.0)
+    finally:
+        c.close()
+    return seen
+
+
+def _messages(run: str, n: int, p1_share: float, seed: int) -> tuple[list[tuple[bytes, bytes]], dict[bytes, str]]:
+    rng = random.Random(seed)
+    msgs, prio = [], {}
+    for i in range(n):
+        r = samples.synthetic(i, run, rng, p1_share)
+        key = f"{r['provider_id']}/{r['provider_report_id']}".encode()
+        msgs.append((key, orjson.dumps(r)))
+        case = m.case_id_for(m.report_id_for(r["provider_id"], r["provider_report_id"]))
+        prio[case.encode()] = "P1" if r["incident"]["urgent"] else "P2"
+    return msgs, prio
+
+
+def _raw_passthrough(settings: Settings, n: int) -> float:
+    """consume → produce of n intake messages with no processing, messages/s."""
+    out = settings.topic("bench.passthrough")
+    ensure_topics(settings, [TopicSpec("bench.passthrough", settings.partitions, "bench")])
+    c = Consumer({**base_config(settings), "group.id": f"bench-raw-{uuid.uuid4()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "fetch.max.bytes": 52428800})
+    c.subscribe([settings.topic(INTAKE)])
+    p = _producer(settings)
+    done, first = 0, None
+    deadline = time.monotonic() + 300
+    while done < n and time.monotonic() < deadline:
+        batch = c.consume(5000, timeout=0.5)
+        for msg in batch:
+            if msg.error():
+                continue
+            if first is None:
+                first = time.time()
+            while True:
+                try:
+                    p.produce(out, msg.value(), msg.key())
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            done += 1
+        p.poll(0)
+    p.flush(120)
+    c.close()
+    return done / (time.time() - (first or time.time()))
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: float = 1000.0,
+              paced_seconds: float = 10.0) -> int:
+    run = uuid.uuid4().hex[:8]
+    home = settings.home / "bench" / run
+    settings = settings.with_(home=home, database_url=f"sqlite:///{home / 'centre.db'}")
+    if settings.kafka_bootstrap is None and _port_in_use(settings.local_kafka_port):
+        settings = settings.with_(local_kafka_port=free_port())
+    console.print(f"bench {run}: starting a fresh stack under {home} …")
+    with Stack(settings) as stack:
+        pids = {f"worker {s}": w.pid for s, w in stack.workers.items() if w.pid}
+        if stack.broker and stack.broker.process:
+            pids["broker"] = stack.broker.process.pid
+        rss = RssSampler(pids).start()  # type: ignore[arg-type]
+        producer = _producer(settings)
+        intake = settings.topic(INTAKE)
+
+        # Warm-up: provider topics are created and caches filled before timing.
+        warm, warm_prio = _messages(run + "w", 200, p1_share, 1)
+        _produce(producer, intake, warm)
+        _collect_cases(settings, set(warm_prio), 120)
+
+        msgs, prio = _messages(run, reports, p1_share, 2)
+        console.print(f"phase 1: {reports} reports as fast as they can be produced …")
+        first = _produce(producer, intake, msgs)
+        produced_in = time.time() - first
+        arrived = _collect_cases(settings, set(prio), 600)
+        e2e = len(arrived) / (max(arrived.values()) - first) if arrived else 0.0
+
+        n_paced = int(paced_rate * paced_seconds)
+        console.print(f"phase 2: {n_paced} reports paced at {paced_rate:.0f}/s …")
+        paced, paced_prio = _messages(run + "p", n_paced, max(p1_share, 0.05), 3)
+        sent_at: dict[bytes, float] = {}
+        _produce(producer, intake, paced, sent_at=sent_at, rate=paced_rate)
+        paced_arrived = _collect_cases(settings, set(paced_prio), 300)
+        key_to_case = {k: m.case_id_for(m.report_id_for(*k.decode().split("/", 1))).encode()
+                       for k, _ in paced}
+        lat: dict[str, list[float]] = {"P1": [], "P2": []}
+        for k, t0 in sent_at.items():
+            case = key_to_case[k]
+            if case in paced_arrived:
+                lat[paced_prio[case]].append(paced_arrived[case] - t0)
+
+        console.print("phase 3: raw Kafka pass-through of the same messages …")
+        raw = _raw_passthrough(settings, reports)
+        rss.stop()
+
+    t = Table(title=f"centre bench ({reports} reports, 2-core machine, broker on the same host)")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("reports produced in", f"{produced_in:.2f} s")
+    t.add_row("cases delivered (phase 1)", f"{len(arrived)} / {reports}")
+    t.add_row("end-to-end throughput", f"{e2e:,.0f} reports/s")
+    t.add_row("raw pass-through (consume→produce)", f"{raw:,.0f} messages/s")
+    t.add_row("ratio end-to-end / raw", f"{e2e / raw:.3f}" if raw else "n/a")
+    for p in ("P1", "P2"):
+        v = lat[p]
+        t.add_row(f"{p} latency at {paced_rate:.0f}/s (n={len(v)}) p50 / p99",
+                  f"{_pct(v, .5) * 1000:,.0f} ms / {_pct(v, .99) * 1000:,.0f} ms")
+    for name, b in sorted(rss.peak.items()):
+        t.add_row(f"peak RSS {name}", f"{b / 1e6:,.0f} MB")
+    console.print(t)
+    if len(arrived) < reports:
+        console.print(f"[red]{reports - len(arrived)} cases did not arrive[/]")
+        return 1
+    return 0

@@ -1,0 +1,325 @@
+"""Sealed envelopes for cases, one recipient each, and the Ed25519 helpers the centre signs with.
+
+A case on `le.<cc>` must be readable only by that liaison (not by other recipients, not by
+the broker's operators) and provably from the centre. So each message gets a fresh ephemeral
+X25519 key, ECDH with the recipient's key, HKDF-SHA256 to an AES-256-GCM key, and an Ed25519
+signature by the centre over everything.
+
+Envelope, version 1 (the Kafka value, bytes):
+
+    <header: one line of JSON, ASCII> 0x0A <AES-256-GCM ciphertext || 16-byte tag> <signature>
+
+    header = {"v":1,"alg":"X25519-HKDF-SHA256-A256GCM+Ed25519","recipient":"de",
+              "kid":<recipient key id>,"signer":<centre key id>,
+              "epk":<base64 ephemeral X25519 public key>,"nonce":<base64 12 bytes>}
+    signature = 64-byte Ed25519 signature over every byte before it (header, newline, ciphertext)
+
+Why this shape: the header stays readable (`head -1`) and says what it is and which key opens
+it, while the body is raw, so a 1 MiB report does not grow by a third as base64 would make it.
+The signature has a fixed length, so the body needs no length field. The header bytes are the
+AEAD's associated data and are covered by the signature, so no field can be swapped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = [
+    "ALG", "RECIPIENTS", "VERSION", "ForgedError", "MalformedError", "NotForYouError",
+    "SealError", "check_recipient", "key_id", "open_envelope", "peek_header", "seal", "sign",
+    "verify",
+]  # fmt: skip
+
+MEMBER_STATES: Final[tuple[str, ...]] = (
+    "at", "be", "bg", "cy", "cz", "de", "dk", "ee", "es", "fi", "fr", "gr", "hr", "hu",
+    "ie", "it", "lt", "lu", "lv", "mt", "nl", "pl", "pt", "ro", "se", "si", "sk",
+)  # fmt: skip
+RECIPIENTS: Final[tuple[str, ...]] = (*MEMBER_STATES, "europol")
+_RECIPIENT_SET: Final[frozenset[str]] = frozenset(RECIPIENTS)
+
+VERSION: Final = 1
+ALG: Final = "X25519-HKDF-SHA256-A256GCM+Ed25519"
+_INFO_PREFIX: Final = b"centre/seal/v1|"
+_SIG_LEN: Final = 64
+_TAG_LEN: Final = 16
+_NONCE_LEN: Final = 12
+_KEY_LEN: Final = 32
+# A real header is ~200 bytes; the bound stops a search for the newline through megabytes of
+# garbage and keeps error paths cheap.
+_MAX_HEADER: Final = 1024
+_KID_RE: Final = re.compile(r"[0-9a-f]{16}")
+
+
+class SealError(Exception):
+    """An envelope cannot be opened. Messages name ids and key ids, never key material."""
+
+
+class ForgedError(SealError):
+    """The signature does not verify with the centre's key: forged, altered, or another signer."""
+
+
+class NotForYouError(SealError):
+    """Genuine, but sealed for another recipient or for a key this recipient does not hold."""
+
+
+class MalformedError(SealError):
+    """Not a version-1 envelope at all (truncated, garbage, unknown version or algorithm)."""
+
+
+PublicKey = X25519PublicKey | Ed25519PublicKey
+AnyKey = PublicKey | X25519PrivateKey | Ed25519PrivateKey
+
+
+def key_id(public_key: AnyKey) -> str:
+    """Short stable id of a key: first 16 hex digits of SHA-256 of its raw public bytes.
+
+    A private key is accepted too and named by its public half, so callers never have to
+    derive the public key just to ask which one they hold.
+    """
+    if isinstance(public_key, (X25519PrivateKey, Ed25519PrivateKey)):
+        public_key = public_key.public_key()
+    return _kid(public_key.public_bytes_raw())
+
+
+def _kid(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def check_recipient(recipient_id: object) -> str:
+    """Return `recipient_id` if it is one of RECIPIENTS, else raise ValueError.
+
+    Recipient ids become topic names and directory names, so anything else (``../x``) is
+    refused before it can reach either.
+    """
+    if not isinstance(recipient_id, str) or recipient_id not in _RECIPIENT_SET:
+        raise ValueError(
+            f"unknown recipient id {str(recipient_id)[:40]!r}: expected a lower-case EU member "
+            "state code (at, be, …, sk) or 'europol'"
+        )
+    return recipient_id
+
+
+def _derive_key(shared: bytes, epk: bytes, rpk: bytes, recipient_id: str, kid: str) -> bytes:
+    # Salt and info bind the key to both public keys and to who/which key it is for, so an
+    # envelope re-labelled for another recipient or key id cannot decrypt even before the
+    # signature is considered.
+    info = b"%s%s|%s" % (_INFO_PREFIX, recipient_id.encode("ascii"), kid.encode("ascii"))
+    return HKDF(algorithm=hashes.SHA256(), length=_KEY_LEN, salt=epk + rpk, info=info).derive(
+        shared
+    )
+
+
+def seal(
+    plaintext: bytes,
+    *,
+    recipient_id: str,
+    recipient_public: X25519PublicKey,
+    signer: Ed25519PrivateKey,
+) -> bytes:
+    """Encrypt `plaintext` for one recipient and sign it as the centre; returns the envelope."""
+    check_recipient(recipient_id)
+    ephemeral = X25519PrivateKey.generate()
+    epk = ephemeral.public_key().public_bytes_raw()
+    rpk = recipient_public.public_bytes_raw()
+    kid = _kid(rpk)
+    key = _derive_key(ephemeral.exchange(recipient_public), epk, rpk, recipient_id, kid)
+    # The key is fresh per message, so a random nonce can never repeat under it.
+    nonce = os.urandom(_NONCE_LEN)
+    # Formatted by hand: every value is an id from a fixed alphabet or base64, so no JSON
+    # escaping is needed, and it is several times cheaper than json.dumps on this hot path.
+    header = (
+        b'{"v":1,"alg":"%s","recipient":"%s","kid":"%s","signer":"%s","epk":"%s","nonce":"%s"}'
+        % (
+            ALG.encode("ascii"),
+            recipient_id.encode("ascii"),
+            kid.encode("ascii"),
+            _kid(signer.public_key().public_bytes_raw()).encode("ascii"),
+            base64.b64encode(epk),
+            base64.b64encode(nonce),
+        )
+    )
+    body = b"%s\n%s" % (header, AESGCM(key).encrypt(nonce, plaintext, header))
+    return body + signer.sign(body)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    header: dict[str, Any]
+    header_bytes: bytes
+    body: bytes  # what the signature covers
+    ciphertext: bytes
+    signature: bytes
+    recipient: str
+    kid: str
+    signer: str
+    epk: bytes
+    nonce: bytes
+
+
+def _b64_field(header: Mapping[str, Any], name: str, length: int) -> bytes:
+    value = header.get(name)
+    if not isinstance(value, str):
+        raise MalformedError(f"envelope header field {name!r} is missing or not a string")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedError(f"envelope header field {name!r} is not base64") from None
+    if len(raw) != length:
+        raise MalformedError(f"envelope header field {name!r} must be {length} bytes")
+    return raw
+
+
+def _kid_field(header: Mapping[str, Any], name: str) -> str:
+    value = header.get(name)
+    if not isinstance(value, str) or not _KID_RE.fullmatch(value):
+        raise MalformedError(f"envelope header field {name!r} is not a 16-hex-digit key id")
+    return value
+
+
+def _parse(envelope: bytes) -> _Parsed:
+    if not isinstance(envelope, (bytes, bytearray, memoryview)):
+        raise MalformedError(f"an envelope is bytes, not {type(envelope).__name__}")
+    envelope = bytes(envelope)
+    newline = envelope.find(b"\n", 0, _MAX_HEADER + 1)
+    if newline <= 0 or not envelope.startswith(b"{"):
+        raise MalformedError("not a sealed envelope: no JSON header line")
+    if len(envelope) < newline + 1 + _TAG_LEN + _SIG_LEN:
+        raise MalformedError("sealed envelope is truncated")
+    header_bytes = envelope[:newline]
+    try:
+        header = json.loads(header_bytes)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedError("not a sealed envelope: header line is not JSON") from None
+    if not isinstance(header, dict):
+        raise MalformedError("not a sealed envelope: header is not a JSON object")
+    version = header.get("v")
+    if type(version) is not int or version != VERSION:  # `type is`: JSON true must not pass as 1
+        raise MalformedError(f"unsupported envelope version {str(version)[:20]!r} (expected 1)")
+    if header.get("alg") != ALG:
+        raise MalformedError(f"unsupported envelope algorithm {str(header.get('alg'))[:60]!r}")
+    recipient = header.get("recipient")
+    if not isinstance(recipient, str) or recipient not in _RECIPIENT_SET:
+        raise MalformedError("envelope header names no known recipient")
+    return _Parsed(
+        header=header,
+        header_bytes=header_bytes,
+        body=envelope[:-_SIG_LEN],
+        ciphertext=envelope[newline + 1 : -_SIG_LEN],
+        signature=envelope[-_SIG_LEN:],
+        recipient=recipient,
+        kid=_kid_field(header, "kid"),
+        signer=_kid_field(header, "signer"),
+        epk=_b64_field(header, "epk", _KEY_LEN),
+        nonce=_b64_field(header, "nonce", _NONCE_LEN),
+    )
+
+
+def peek_header(envelope: bytes) -> dict[str, Any]:
+    """The envelope's header (`recipient`, `kid`, `signer`, …) without verifying or decrypting.
+
+    Unauthenticated: good for routing and diagnostics, never for trusting anything.
+    """
+    return dict(_parse(envelope).header)
+
+
+def _as_tuple(keys: Ed25519PublicKey | Iterable[Ed25519PublicKey]) -> tuple[Ed25519PublicKey, ...]:
+    return (keys,) if isinstance(keys, Ed25519PublicKey) else tuple(keys)
+
+
+def open_envelope(
+    envelope: bytes,
+    *,
+    recipient_id: str,
+    recipient_private: X25519PrivateKey | Mapping[str, X25519PrivateKey],
+    centre_public: Ed25519PublicKey | Iterable[Ed25519PublicKey],
+) -> bytes:
+    """Verify, check the addressee, decrypt. Returns the plaintext or raises a SealError.
+
+    The signature is checked first so that nothing an attacker wrote (recipient, key id,
+    ephemeral key) is acted upon before it is known to come from the centre.
+    `recipient_private` may map key id -> key so that cases sealed before a rotation still open;
+    `centre_public` may list several keys for the same reason on the centre's side.
+    """
+    check_recipient(recipient_id)
+    parsed = _parse(envelope)
+
+    signer = next((k for k in _as_tuple(centre_public) if key_id(k) == parsed.signer), None)
+    if signer is None:
+        raise ForgedError(f"envelope is signed by key {parsed.signer}, not a known centre key")
+    try:
+        signer.verify(parsed.signature, parsed.body)
+    except InvalidSignature:
+        raise ForgedError("envelope signature does not verify: forged or altered") from None
+
+    if parsed.recipient != recipient_id:
+        raise NotForYouError(f"envelope is sealed for {parsed.recipient!r}, not {recipient_id!r}")
+    if isinstance(recipient_private, X25519PrivateKey):
+        private: X25519PrivateKey | None = recipient_private
+    else:
+        private = recipient_private.get(parsed.kid)
+    rpk = private.public_key().public_bytes_raw() if private is not None else b""
+    # Compared even for a mapping: a mislabelled entry would otherwise surface as a vague
+    # decryption failure instead of "you do not hold that key".
+    if private is None or _kid(rpk) != parsed.kid:
+        raise NotForYouError(
+            f"envelope is sealed for key {parsed.kid} of {recipient_id!r}, which is not held here"
+        )
+
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(parsed.epk))
+    except ValueError:  # low-order point: only a broken sealer could have signed it
+        raise SealError("envelope carries an unusable ephemeral key") from None
+    key = _derive_key(shared, parsed.epk, rpk, recipient_id, parsed.kid)
+    try:
+        return AESGCM(key).decrypt(parsed.nonce, parsed.ciphertext, parsed.header_bytes)
+    except InvalidTag:
+        # Signed by the centre and addressed to a key we hold, yet it does not decrypt: the
+        # sealer is at fault, not an attacker, hence the base class.
+        raise SealError(
+            f"envelope is signed by the centre but does not decrypt with key {parsed.kid}"
+        ) from None
+
+
+def sign(data: bytes, key: Ed25519PrivateKey) -> str:
+    """Ed25519 signature of `data`, base64 (as in the `signature` header of report/v1)."""
+    return base64.b64encode(key.sign(data)).decode("ascii")
+
+
+def verify(
+    data: bytes,
+    signature_b64: str | bytes,
+    public: Ed25519PublicKey | Iterable[Ed25519PublicKey],
+) -> bool:
+    """True when `signature_b64` is a valid signature of `data` by `public` (or any of them).
+
+    Returns False rather than raising on a malformed signature: to a caller, a signature that is
+    not base64 is as bad as one that does not verify.
+    """
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        return False
+    if len(signature) != _SIG_LEN:
+        return False
+    for candidate in _as_tuple(public):
+        try:
+            candidate.verify(signature, data)
+            return True
+        except InvalidSignature:
+            continue
+    return False

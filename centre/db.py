@@ -1,0 +1,209 @@
+"""The database: SQLAlchemy 2 models of the Art. 45 report record and the pipeline's state.
+
+The schema is created only by Alembic (`migrations/`); `upgrade()` runs it. Models here are the
+single source that `alembic check` compares the migrations against.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        dt.datetime: DateTime(timezone=True),
+    }
+
+
+class Provider(Base):
+    """A company that reports; its feedback topic is created on first sight."""
+
+    __tablename__ = "providers"
+    provider_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    first_seen_at: Mapped[dt.datetime]
+    reports_received: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IntakeDecision(Base):
+    """One row per message read from reports.intake: what intake decided for it.
+
+    Keyed by the message's position, so a message read again after a crash is recognised as
+    the same message (its recorded outputs are sent again) rather than as a resubmission.
+    """
+
+    __tablename__ = "intake_decisions"
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider_id: Mapped[str | None] = mapped_column(String(100))
+    provider_report_id: Mapped[str | None] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(32))  # received | rejected | duplicate_submission | supplement
+    report_id: Mapped[str | None] = mapped_column(String(36))
+    reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    decided_at: Mapped[dt.datetime]
+
+
+class Report(Base):
+    """The record of Art. 45: the report as received, every decision with reasons, and times."""
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        UniqueConstraint("provider_id", "provider_report_id", name="uq_reports_provider_ref"),
+    )
+    report_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(36), unique=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.provider_id"))
+    provider_report_id: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[dt.datetime]
+    submitted_at: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(16))  # absent | valid | invalid | unchecked
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(32), index=True)  # received | triaged | forwarded | manifestly_unfounded
+    category: Mapped[str | None] = mapped_column(String(32))
+    severity: Mapped[str | None] = mapped_column(String(16))
+    priority: Mapped[str | None] = mapped_column(String(4))
+    manifestly_unfounded: Mapped[bool | None] = mapped_column(Boolean)
+    triage: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the triage result, re-sent on replay
+    jurisdiction: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    triaged_at: Mapped[dt.datetime | None]
+    forwarded_at: Mapped[dt.datetime | None]
+    supplements: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DeadLetter(Base):
+    """A rejected message kept whole, with its reasons, so nothing a company sent is lost."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("topic", "partition", "offset", name="uq_dead_letter_pos"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    value: Mapped[bytes | None] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    provider_id: Mapped[str | None] = mapped_column(String(100))
+    reasons: Mapped[list[Any]] = mapped_column(JSON)
+    received_at: Mapped[dt.datetime]
+
+
+class Cluster(Base):
+    """Content seen before: every item equal (or near, for PDQ) to a member joins the cluster."""
+
+    __tablename__ = "clusters"
+    cluster_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[dt.datetime]
+    merged_into: Mapped[str | None] = mapped_column(String(36), index=True)
+    times_reported: Mapped[int] = mapped_column(Integer, default=0)
+    recent_cases: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class ClusterSignal(Base):
+    """A hash of a cluster member. Exact kinds are looked up directly; PDQ also through an index."""
+
+    __tablename__ = "cluster_signals"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.cluster_id"), index=True)
+
+
+class ReportCluster(Base):
+    __tablename__ = "report_clusters"
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.report_id"), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.cluster_id"), primary_key=True)
+    __table_args__ = (Index("ix_report_clusters_cluster", "cluster_id"),)
+
+
+class Indicator(Base):
+    """An entry of an indicator bank (Art. 44) with its provenance."""
+
+    __tablename__ = "indicators"
+    __table_args__ = (UniqueConstraint("bank", "kind", "value", name="uq_indicator"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bank: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(200))
+    added_by: Mapped[str] = mapped_column(String(100))
+    added_at: Mapped[dt.datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Delivery(Base):
+    """Where a case went: one row per recipient, with when it was forwarded (and later pulled)."""
+
+    __tablename__ = "deliveries"
+    case_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(16), primary_key=True)
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.report_id"), index=True)
+    priority: Mapped[str] = mapped_column(String(4))
+    key_id: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(String(255))
+    forwarded_at: Mapped[dt.datetime]
+    delivered_at: Mapped[dt.datetime | None]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the CLI read while workers write; NORMAL sync is durable across process crashes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str) -> None:
+    """Bring the schema to the newest migration (idempotent)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), "head")

@@ -1,0 +1,152 @@
+"""`centre demo`: the stack, a handful of telling reports, and what each liaison received."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
+from rich.console import Console
+from rich.table import Table
+
+from centre import samples
+from centre.broker import _port_in_use, free_port
+from centre.kafka import BatchProducer, base_config
+from centre.keys import KeySet
+from centre.liaison import pull
+from centre.settings import Settings
+from centre.stack import Stack
+from centre.topology import INTAKE, RECIPIENTS
+from triage.banks import import_file
+
+FINAL = {"rejected", "duplicate_submission", "manifestly_unfounded", "forwarded"}
+
+
+def scenario(run: str) -> list[tuple[str, str | None, bytes, str]]:
+    """(what it shows, key, value, provider_report_id) for each message the demo sends."""
+    r = samples.report
+    msgs: list[tuple[str, dict[str, Any] | bytes, str | None]] = [
+        ("known material, IP in Germany", r("acme-social", f"{run}-1", kind="known_material",
+                                             media_seed=f"known-{run}", classification="A2"), None),
+        ("urgent live stream, suspect FR, victim IT",
+         r("acme-social", f"{run}-2", media_seed=f"live-{run}", urgent=True, live=True,
+           ip_country=None, suspect_country="FR", victim_country="IT", classification="A1"), None),
+        ("new image, IP in France", r("blue-cloud", f"{run}-1", media_seed=f"img-{run}",
+                                      ip_country="fr"), None),
+        ("same image from another company", r("acme-social", f"{run}-3",
+                                              media_seed=f"img-{run}", ip_country="nl"), None),
+        ("same image a third time", r("chat-app", f"{run}-9", media_seed=f"img-{run}",
+                                      ip_country="es"), None),
+        ("solicitation, only a country hint", r("chat-app", f"{run}-1", kind="solicitation",
+                                                ip_country=None, hint="NL",
+                                                text="[redacted message]"), None),
+        ("IP outside the EU only", r("chat-app", f"{run}-2", media_seed=f"us-{run}",
+                                     ip_country="us"), None),
+        ("known false positive", r("acme-social", f"{run}-4", media_seed=f"fp-{run}"), None),
+        ("not JSON", b'{"schema": "report/v1", "provider_id": "blue-cloud", ...',
+         f"blue-cloud/{run}-2"),
+        ("missing occurred_at and hashes", {
+            "schema": "report/v1", "provider_id": "blue-cloud", "provider_report_id": f"{run}-3",
+            "submitted_at": "2026-11-20T10:15:00Z", "incident": {"kind": "new_material"},
+            "content": [{"content_id": "x", "media_type": "image"}]}, None),
+        ("the first report sent again", r("acme-social", f"{run}-1", kind="known_material",
+                                          media_seed=f"known-{run}"), None),
+    ]
+    out = []
+    for what, doc, key in msgs:
+        if isinstance(doc, bytes):
+            out.append((what, key, doc, (key or "/").split("/", 1)[1]))
+        else:
+            out.append((what, f"{doc['provider_id']}/{doc['provider_report_id']}",
+                        json.dumps(doc).encode(), doc["provider_report_id"]))
+    return out
+
+
+def _load_banks(settings: Settings, run: str, home: Path) -> None:
+    for bank, seed in (("known_material", f"known-{run}"), ("false_positive", f"fp-{run}")):
+        f = home / f"demo-{bank}.jsonl"
+        f.write_text(json.dumps({"sha256": samples.fake_hashes(seed)["sha256"]}) + "\n")
+        import_file(settings, bank, f, source="demo", added_by="demo", reason="demo data")
+
+
+def _wait_feedback(settings: Settings, wanted: set[str], timeout: float) -> dict[str, list[str]]:
+    consumer = Consumer({**base_config(settings), "group.id": f"demo-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "topic.metadata.refresh.interval.ms": 1000})
+    consumer.subscribe(["^" + re.escape(settings.topic("provider.")) + r".+\.feedback$"])
+    statuses: dict[str, list[str]] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            done = {k for k, v in statuses.items() if FINAL & set(v)}
+            if wanted <= done:
+                break
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error():
+                    continue
+                fb = json.loads(msg.value())
+                k = f"{fb['provider_id']}/{fb['provider_report_id']}"
+                if k in wanted:
+                    statuses.setdefault(k, []).append(fb["status"])
+    finally:
+        consumer.close()
+    return statuses
+
+
+def run_demo(settings: Settings, extra: int = 0) -> int:
+    console = Console()
+    run = time.strftime("%H%M%S") + "-" + uuid.uuid4().hex[:4]
+    if settings.kafka_bootstrap is None and _port_in_use(settings.local_kafka_port):
+        settings = settings.with_(local_kafka_port=free_port())
+    console.print(f"[bold]Starting the stack[/] (home {settings.home}) …")
+    with Stack(settings) as stack:
+        console.print(f"ready: broker {settings.bootstrap}, workers "
+                      f"{', '.join(f'{s}={w.pid}' for s, w in stack.workers.items())}")
+        _load_banks(settings, run, settings.home)
+        msgs = scenario(run)
+        producer = BatchProducer(settings)
+        for _what, key, value, _prid in msgs:
+            producer.send(INTAKE, value, key=key.encode() if key else None)
+        producer.flush_or_raise()
+        console.print(f"sent {len(msgs)} reports from 3 companies; waiting for feedback …")
+        wanted = {k for _w, k, _v, _p in msgs if k}
+        statuses = _wait_feedback(settings, wanted, timeout=60)
+
+        fb = Table(title="What each company was told (feedback/v1)")
+        for col in ("report", "what it shows", "feedback"):
+            fb.add_column(col)
+        seen_keys: set[str] = set()
+        for what, key, _v, _p in msgs:
+            occurrence = "(again) " if key in seen_keys else ""
+            seen_keys.add(key or "")
+            fb.add_row(key or "-", occurrence + what, " → ".join(statuses.get(key or "", ["(none)"])))
+        console.print(fb)
+
+        keys = KeySet(settings.keys_dir)
+        cases = Table(title="What each liaison pulled (sealed case/v1, opened with its own key)")
+        for col in ("liaison", "case", "from", "priority", "category", "severity",
+                    "jurisdiction (basis)", "times reported"):
+            cases.add_column(col)
+        total = 0
+        for rcpt in RECIPIENTS:
+            for opened in pull(settings, rcpt, keys.recipient_private_keys(rcpt),
+                               keys.centre_public_keys(), timeout=1.0,
+                               group=f"demo-{run}-{rcpt}"):
+                d: dict[str, Any] = opened.document  # type: ignore[assignment]
+                if not str(d.get("provider_report_id", "")).startswith(run):
+                    continue
+                total += 1
+                j = d["jurisdiction"]
+                basis = "; ".join(f"{c['country']} ({', '.join(c['basis'])})"
+                                  for c in j["countries"]) or "none: Europol only"
+                cases.add_row(f"le.{rcpt}", str(d["case_id"])[:8],
+                              f"{d['provider_id']}/{d['provider_report_id']}", d["priority"],
+                              d["category"], d["severity"], basis,
+                              str(d["duplicates"]["times_reported"]))
+        console.print(cases)
+        console.print(f"{total} sealed cases delivered. Stopping the stack …")
+    return 0 if total else 1

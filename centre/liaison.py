@@ -1,0 +1,140 @@
+"""The liaison's side: read sealed cases from `le.<cc>`, check and open them, print, commit.
+
+Cases are delivered at least once; a liaison sees each case_id once because this client keeps
+the ids it has printed (a small SQLite file under CENTRE_HOME/liaison). Anything forged,
+altered or sealed for someone else is refused on stderr and skipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from centre import messages as m
+from centre.crypto import SealError, key_id, open_envelope
+from centre.kafka import base_config
+from centre.settings import Settings
+from centre.topology import le_topic
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    document: dict[str, object]
+    partition: int
+    offset: int
+
+
+class SeenStore:
+    """Ids this liaison has already printed, so a case delivered twice is shown once."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.execute("CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY)")
+
+    def add(self, ident: str) -> bool:
+        """True when new."""
+        cur = self.db.execute("INSERT OR IGNORE INTO seen (id) VALUES (?)", (ident,))
+        return cur.rowcount == 1
+
+    def commit(self) -> None:
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def pull(
+    settings: Settings,
+    recipient: str,
+    private_keys: Mapping[str, X25519PrivateKey],
+    centre_keys: list[Ed25519PublicKey],
+    *,
+    max_messages: int | None = None,
+    timeout: float = 10.0,
+    on_refused: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+    group: str | None = None,
+) -> Iterator[Opened]:
+    """Yield opened documents, oldest first per partition; offsets are committed after each
+    yielded batch is consumed by the caller. Stops after `max_messages` documents or when no
+    message arrived for `timeout` seconds."""
+    topic = settings.topic(le_topic(recipient))
+    group = group or f"{settings.topic_prefix}liaison-{recipient}"
+    consumer = Consumer({
+        **base_config(settings),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "fetch.max.bytes": 16 * 1024 * 1024,
+    })
+    # One store per consumer group: the group's committed offsets and its seen ids go together.
+    seen = SeenStore(settings.home / "liaison" / f"{group}.seen.sqlite")
+    consumer.subscribe([topic])
+    printed = 0
+    idle_since = time.monotonic()
+    try:
+        while max_messages is None or printed < max_messages:
+            want = 500 if max_messages is None else min(500, max_messages - printed)
+            msgs = consumer.consume(num_messages=want, timeout=0.5)
+            if not msgs:
+                if time.monotonic() - idle_since > timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            last: dict[int, int] = {}
+            for msg in msgs:
+                if msg.error():
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        on_refused(f"refused: broker error on {topic}: {msg.error().str()}")
+                    continue
+                last[msg.partition()] = msg.offset()
+                where = f"{topic} partition {msg.partition()} offset {msg.offset()}"
+                try:
+                    plain = open_envelope(msg.value() or b"", recipient_id=recipient,
+                                          recipient_private=private_keys,
+                                          centre_public=centre_keys)
+                    doc = m.loads(plain)
+                except SealError as exc:
+                    on_refused(f"refused: {where}: {type(exc).__name__}: {exc}")
+                    continue
+                except ValueError:
+                    on_refused(f"refused: {where}: the opened content is not JSON")
+                    continue
+                ident = f"{doc.get('schema')}|{doc.get('case_id')}"
+                if seen.add(ident):
+                    yield Opened(doc, msg.partition(), msg.offset())
+                    printed += 1
+                    if max_messages is not None and printed >= max_messages:
+                        last[msg.partition()] = msg.offset()
+                        _commit_upto(consumer, topic, last, msg)
+                        seen.commit()
+                        return
+            seen.commit()
+            _commit_upto(consumer, topic, last, None)
+    finally:
+        seen.close()
+        consumer.close()
+
+
+def _commit_upto(consumer: Consumer, topic: str, last: dict[int, int], stop_msg: object) -> None:
+    if stop_msg is not None:
+        # Stopping early at --max: commit only through the last printed message.
+        part = stop_msg.partition()  # type: ignore[attr-defined]
+        off = stop_msg.offset()  # type: ignore[attr-defined]
+        last = {p: o for p, o in last.items() if p != part} | {part: off}
+    if last:
+        consumer.commit(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()],
+                        asynchronous=False)
+
+
+def describe_key(private_keys: Mapping[str, X25519PrivateKey]) -> str:
+    return ", ".join(key_id(k.public_key()) for k in private_keys.values())

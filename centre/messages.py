@@ -1,0 +1,85 @@
+"""Message formats between stages and to the outside, and the deterministic ids they carry.
+
+Every output has an id derived from its input, so a message processed twice after a crash
+produces the same output, and every consumer deduplicates on that id (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import orjson
+
+_NS = uuid.UUID("6f1c3c52-8a47-4f4e-9d0c-7d2b1f0e5a11")
+NS_REPORT = uuid.uuid5(_NS, "report")
+NS_CASE = uuid.uuid5(_NS, "case")
+NS_CLUSTER = uuid.uuid5(_NS, "cluster")
+NS_FEEDBACK = uuid.uuid5(_NS, "feedback")
+
+FEEDBACK_STATUSES = (
+    "rejected", "received", "duplicate_submission", "manifestly_unfounded", "forwarded",
+    "information_requested",
+)
+
+
+def report_id_for(provider_id: str, provider_report_id: str) -> str:
+    return str(uuid.uuid5(NS_REPORT, f"{provider_id}/{provider_report_id}"))
+
+
+def case_id_for(report_id: str) -> str:
+    return str(uuid.uuid5(NS_CASE, report_id))
+
+
+def cluster_id_for(kind: str, value: str) -> str:
+    """A new cluster is named by the first signal that founded it: replays name it the same."""
+    return str(uuid.uuid5(NS_CLUSTER, f"{kind}:{value}"))
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(t: dt.datetime) -> str:
+    if t.tzinfo is None:  # SQLite hands back naive datetimes for UTC columns
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+def feedback(
+    *,
+    provider_id: str,
+    provider_report_id: str | None,
+    report_id: str | None,
+    status: str,
+    reasons: list[dict[str, Any]],
+    at: dt.datetime,
+    source: str,
+) -> dict[str, Any]:
+    """feedback/v1. `feedback_id` (an addition to the contract) lets a provider drop repeats:
+    it is the same whenever the same decision on the same input is sent again."""
+    assert status in FEEDBACK_STATUSES, status
+    fid = uuid.uuid5(NS_FEEDBACK, f"{source}|{status}")
+    return {
+        "schema": "feedback/v1",
+        "feedback_id": str(fid),
+        "provider_id": provider_id,
+        "provider_report_id": provider_report_id,
+        "report_id": report_id,
+        "status": status,
+        "reasons": reasons,
+        "at": iso(at),
+    }
+
+
+def reason(code: str, message: str, path: str = "$") -> dict[str, str]:
+    return {"code": code, "message": message, "path": path}

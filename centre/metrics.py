@@ -1,0 +1,71 @@
+"""Prometheus metrics: one /metrics endpoint per worker process.
+
+Labels carry stage, outcome, priority, recipient and topic names only: never a provider's
+report id, a hash, an address or anything else from inside a report.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from centre.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MESSAGES_IN = Counter("centre_messages_in_total", "Messages consumed", ["stage"])
+OUTCOMES = Counter("centre_outcomes_total", "Decisions taken per stage", ["stage", "outcome"])
+MESSAGES_OUT = Counter("centre_messages_out_total", "Messages produced", ["stage", "kind"])
+ERRORS = Counter("centre_errors_total", "Errors per stage and kind", ["stage", "kind"])
+BATCH_SECONDS = Histogram("centre_batch_seconds", "Time to process one batch", ["stage"],
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+LATENCY = Histogram(
+    "centre_report_latency_seconds",
+    "Time from the report's arrival on reports.intake to the case's forwarding, per priority",
+    ["priority"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CONSUMER_LAG = Gauge("centre_consumer_lag_messages", "Messages not yet consumed", ["stage"])
+DEAD_LETTERS = Counter("centre_dead_letters_total", "Rejected messages kept in the dead-letter store",
+                       ["stage"])
+
+
+def serve(port: int, stage: str) -> int:
+    """Start the /metrics endpoint; port 0 picks a free one. Returns the port."""
+    server, _thread = start_http_server(port, addr="127.0.0.1")
+    bound = int(server.server_port)
+    print(f"metrics for {stage} on http://127.0.0.1:{bound}/metrics", file=sys.stderr, flush=True)
+    return bound
+
+
+def start_lag_probe(settings: Settings, stage: str, every: float = 5.0) -> None:
+    """Consumer lag from the broker's view: end offsets minus the group's committed offsets."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from centre.topology import STAGES
+
+    topic = settings.topic(STAGES[stage].source)
+    group = f"{settings.topic_prefix}centre-{stage}"
+
+    def probe() -> None:
+        consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group,
+                             "enable.auto.commit": False, "logger": log})
+        while True:
+            try:
+                md = consumer.list_topics(topic, timeout=5)
+                parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+                committed = consumer.committed(parts, timeout=5)
+                lag = 0
+                for tp in committed:
+                    _lo, hi = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                    lag += max(0, hi - max(tp.offset, 0))
+                CONSUMER_LAG.labels(stage).set(lag)
+            except Exception as exc:  # the probe must never take the worker down
+                log.debug("lag probe: %s", exc)
+            time.sleep(every)
+
+    threading.Thread(target=probe, name=f"lag-probe-{stage}", daemon=True).start()

@@ -1,0 +1,145 @@
+"""Settings from the environment, validated once, with errors that name the variable.
+
+Every component reads the same variables (CONTRACT.md, "Configuration every component reads");
+the rest are operational knobs with safe defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]{0,100}$")
+_BOOTSTRAP_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}(,[A-Za-z0-9.\-\[\]:]+:\d{1,5})*$")
+
+
+class SettingsError(ValueError):
+    """A variable has a value the centre cannot work with; the message names it."""
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    kafka_bootstrap: str | None  # None: `centre up` starts the local broker
+    database_url: str
+    topic_prefix: str = ""
+    require_signatures: bool = False
+    geoip_db: str | None = None
+    partitions: int = 12
+    local_kafka_port: int = 9092
+    metrics_port: int = 0  # 0: pick a free port per worker; printed at start
+    batch_size: int = 500
+    batch_within_s: float = 0.05
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers to use: the configured cluster, else the local broker."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.local_kafka_port}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def with_(self, **changes: object) -> "Settings":
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for a child process (a worker) so that it sees exactly these settings."""
+        env = dict(os.environ)
+        env.update(
+            CENTRE_HOME=str(self.home),
+            CENTRE_DATABASE_URL=self.database_url,
+            CENTRE_KAFKA_BOOTSTRAP=self.bootstrap,
+            CENTRE_TOPIC_PREFIX=self.topic_prefix,
+            CENTRE_REQUIRE_SIGNATURES="1" if self.require_signatures else "0",
+            CENTRE_PARTITIONS=str(self.partitions),
+            CENTRE_BATCH_SIZE=str(self.batch_size),
+        )
+        if self.geoip_db:
+            env["CENTRE_GEOIP_DB"] = self.geoip_db
+        return env
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    home = Path(env.get("CENTRE_HOME") or "./var").expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise SettingsError(f"CENTRE_HOME={home} exists and is not a directory")
+
+    bootstrap = env.get("CENTRE_KAFKA_BOOTSTRAP") or None
+    if bootstrap is not None and not _BOOTSTRAP_RE.match(bootstrap):
+        raise SettingsError(
+            f"CENTRE_KAFKA_BOOTSTRAP must be host:port[,host:port…], not {bootstrap!r}"
+        )
+
+    db_url = env.get("CENTRE_DATABASE_URL") or f"sqlite:///{home / 'centre.db'}"
+    if "://" not in db_url:
+        raise SettingsError(
+            "CENTRE_DATABASE_URL must be an SQLAlchemy URL such as sqlite:///path/centre.db "
+            "or postgresql+psycopg://user@host/db"
+        )
+
+    prefix = env.get("CENTRE_TOPIC_PREFIX", "")
+    if not _PREFIX_RE.match(prefix):
+        raise SettingsError(
+            "CENTRE_TOPIC_PREFIX may hold only letters, digits, '.', '_' and '-' (at most 100)"
+        )
+
+    geoip = env.get("CENTRE_GEOIP_DB") or None
+    if geoip is not None and not Path(geoip).is_file():
+        raise SettingsError(f"CENTRE_GEOIP_DB={geoip} is not a readable file")
+
+    within_raw = env.get("CENTRE_BATCH_WITHIN_MS", "")
+    try:
+        within = float(within_raw) / 1000.0 if within_raw else 0.05
+    except ValueError:
+        raise SettingsError(f"CENTRE_BATCH_WITHIN_MS must be a number, not {within_raw!r}") from None
+
+    return Settings(
+        home=home,
+        kafka_bootstrap=bootstrap,
+        database_url=db_url,
+        topic_prefix=prefix,
+        require_signatures=_bool(env, "CENTRE_REQUIRE_SIGNATURES", False),
+        geoip_db=geoip,
+        partitions=_int(env, "CENTRE_PARTITIONS", 12, 1, 1000),
+        local_kafka_port=_int(env, "CENTRE_KAFKA_PORT", 9092, 1, 65535),
+        metrics_port=_int(env, "CENTRE_METRICS_PORT", 0, 0, 65535),
+        batch_size=_int(env, "CENTRE_BATCH_SIZE", 500, 1, 100_000),
+        batch_within_s=within,
+    )

@@ -1,0 +1,101 @@
+"""The whole topology in one place: every topic, every stage, what flows where.
+
+    companies ──report/v1──▶ reports.intake ──[intake]──▶ reports.accepted ──[triage]──▶
+        reports.triaged ──[routing]──▶ le.<cc> … le.europol  (sealed case/v1)
+    intake, routing ──feedback/v1──▶ provider.<p>.feedback     (created on first sight of p)
+
+Each stage is a faust agent in its own worker process and consumer group (`centre worker
+STAGE`); `centre up` starts one of each. More processes of a stage share its partitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from centre.settings import Settings
+
+MEMBER_STATES: tuple[str, ...] = (
+    "at", "be", "bg", "cy", "cz", "de", "dk", "ee", "es", "fi", "fr", "gr", "hr", "hu",
+    "ie", "it", "lt", "lu", "lv", "mt", "nl", "pl", "pt", "ro", "se", "si", "sk",
+)
+EUROPOL = "europol"
+RECIPIENTS: tuple[str, ...] = MEMBER_STATES + (EUROPOL,)
+
+DAY_MS = 24 * 3600 * 1000
+MIB = 1024 * 1024
+
+INTAKE = "reports.intake"
+ACCEPTED = "reports.accepted"
+TRIAGED = "reports.triaged"
+NOTICE_RESPONSES = "notices.responses"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # without the CENTRE_TOPIC_PREFIX
+    partitions: int
+    purpose: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    source: str
+    outputs: tuple[str, ...]
+    factory: str  # "module:Class", imported only by the worker that runs the stage
+
+
+def le_topic(recipient: str) -> str:
+    return f"le.{recipient}"
+
+
+def feedback_topic(provider_id: str) -> str:
+    return f"provider.{provider_id}.feedback"
+
+
+def notices_topic(provider_id: str) -> str:
+    return f"provider.{provider_id}.notices"
+
+
+def _retention(days: int, max_bytes: int) -> dict[str, str]:
+    return {"retention.ms": str(days * DAY_MS), "max.message.bytes": str(max_bytes)}
+
+
+def static_topics(settings: Settings) -> list[TopicSpec]:
+    """Topics that exist from the start; provider topics are made when a provider appears."""
+    hot = settings.partitions
+    # The intake topic accepts more than the 1 MiB report limit so that an oversized report
+    # reaches intake and its sender gets a `too_large` feedback instead of a broker error.
+    topics = [
+        TopicSpec(INTAKE, hot, "report/v1 from companies", _retention(14, 4 * MIB)),
+        TopicSpec(ACCEPTED, hot, "validated reports with their report_id", _retention(14, 4 * MIB)),
+        TopicSpec(TRIAGED, hot, "reports with cluster, bank, category and priority decisions",
+                  _retention(14, 4 * MIB)),
+        TopicSpec(NOTICE_RESPONSES, 3, "notice-response/v1 from companies", _retention(30, MIB)),
+    ]
+    # Liaison topics keep cases long enough for a liaison that is away for weeks.
+    topics += [
+        TopicSpec(le_topic(r), 3, f"sealed case/v1 and retraction/v1 for {r}",
+                  _retention(90, 8 * MIB))
+        for r in RECIPIENTS
+    ]
+    return topics
+
+
+def provider_topics(provider_id: str) -> list[TopicSpec]:
+    return [
+        TopicSpec(feedback_topic(provider_id), 3, "feedback/v1 for the provider",
+                  _retention(30, MIB)),
+        TopicSpec(notices_topic(provider_id), 1, "notice/v1 for the provider",
+                  _retention(90, MIB)),
+    ]
+
+
+STAGES: dict[str, StageSpec] = {
+    "intake": StageSpec("intake", INTAKE, (ACCEPTED, "provider.<p>.feedback"),
+                        "intake.stage:IntakeStage"),
+    "triage": StageSpec("triage", ACCEPTED, (TRIAGED,), "triage.stage:TriageStage"),
+    "routing": StageSpec("routing", TRIAGED, ("le.<cc>", "provider.<p>.feedback"),
+                         "routing.stage:RoutingStage"),
+}

@@ -1,0 +1,239 @@
+"""Intake: validate each report/v1, make it idempotent, give it a report_id, tell the company.
+
+Every message read is decided exactly once and the decision is stored by its position on the
+topic, in the same transaction as its effects. A message read again after a crash finds its
+decision and re-sends the same outputs; a new message with a known provider_report_id is a
+duplicate submission. Bad input never raises: it is rejected with one reason per problem and
+kept whole in the dead-letter store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from centre import messages as m
+from centre import metrics
+from centre.db import (
+    DeadLetter, IntakeDecision, Provider, Report, make_engine, make_sessionmaker,
+)
+from centre.kafka import BatchProducer, ProviderTopics
+from centre.keys import KeySet
+from centre.runtime import Record
+from centre.settings import Settings
+from centre.topology import ACCEPTED, INTAKE, feedback_topic
+from intake.validation import Outcome, parse_key, validate_report
+
+log = logging.getLogger(__name__)
+STAGE = "intake"
+_TOPIC_SAFE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+
+
+@dataclass(slots=True)
+class Decision:
+    record: Record
+    outcome: str  # received | rejected | duplicate_submission | supplement
+    provider_id: str | None
+    provider_report_id: str | None
+    report_id: str | None
+    reasons: list[dict[str, Any]]
+    at: dt.datetime
+    report: dict[str, Any] | None = None
+    received_at: dt.datetime | None = None
+    signature: str = "absent"
+
+
+class IntakeStage:
+    name = STAGE
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.producer = BatchProducer(settings)
+        self.provider_topics = ProviderTopics(settings)
+        self.keys = KeySet(settings.keys_dir)
+        self.source_topic = settings.topic(INTAKE)
+
+    def close(self) -> None:
+        self.producer.close()
+        self.engine.dispose()
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _validate(self, rec: Record) -> Outcome:
+        pid, _ = parse_key(rec.key)
+        if pid is None and rec.value:
+            pid = _peek_provider(rec.value)
+        provider_key = self.keys.provider_public(pid) if pid and _TOPIC_SAFE.fullmatch(pid) else None
+        sig = rec.headers.get("signature")
+        return validate_report(
+            rec.value,
+            rec.key,
+            signature_b64=sig.decode("ascii", "replace") if sig else None,
+            provider_key=provider_key,
+            require_signature=self.settings.require_signatures,
+        )
+
+    def process(self, records: list[Record]) -> None:
+        metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
+        with self.sessions.begin() as s:
+            known = {
+                (d.partition, d.offset): d
+                for d in s.scalars(
+                    select(IntakeDecision).where(
+                        tuple_(IntakeDecision.partition, IntakeDecision.offset).in_(
+                            [(r.partition, r.offset) for r in records]
+                        )
+                    )
+                )
+            }
+            fresh = [r for r in records if (r.partition, r.offset) not in known]
+            decisions = self._decide(s, fresh)
+            replays = self._replay(s, [r for r in records if (r.partition, r.offset) in known],
+                                   known)
+        self._send(replays + decisions)
+
+    def _decide(self, s: Any, records: list[Record]) -> list[Decision]:
+        now = m.now()
+        outcomes = [(r, self._validate(r)) for r in records]
+        ids = {(o.provider_id, o.provider_report_id) for _, o in outcomes if o.accepted}
+        existing: dict[tuple[str, str], str] = {}
+        if ids:
+            for pid, prid, rid in s.execute(
+                select(Report.provider_id, Report.provider_report_id, Report.report_id).where(
+                    tuple_(Report.provider_id, Report.provider_report_id).in_(list(ids))
+                )
+            ):
+                existing[(pid, prid)] = rid
+
+        decisions: list[Decision] = []
+        new_reports: list[dict[str, Any]] = []
+        dead: list[dict[str, Any]] = []
+        providers: set[str] = set()
+        for rec, out in outcomes:
+            pid, prid = out.provider_id, out.provider_report_id
+            if not out.accepted:
+                reasons = [p.as_dict() for p in out.problems]
+                decisions.append(Decision(rec, "rejected", pid, prid, None, reasons, now))
+                dead.append(dict(topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                 key=rec.key, value=rec.value, headers=_printable(rec.headers),
+                                 provider_id=pid if pid and _TOPIC_SAFE.fullmatch(pid) else None,
+                                 reasons=reasons, received_at=now))
+                if pid and _TOPIC_SAFE.fullmatch(pid):
+                    providers.add(pid)
+                continue
+            assert pid is not None and prid is not None and out.report is not None
+            providers.add(pid)
+            prior = existing.get((pid, prid))
+            if prior is not None:
+                outcome = "supplement" if out.report.get("supplement") is True else "duplicate_submission"
+                decisions.append(Decision(rec, outcome, pid, prid, prior, [], now))
+                continue
+            rid = m.report_id_for(pid, prid)
+            existing[(pid, prid)] = rid  # a second copy later in this same batch is a duplicate
+            received_at = dt.datetime.fromtimestamp(rec.timestamp, dt.timezone.utc) \
+                if rec.timestamp else now
+            new_reports.append(dict(
+                report_id=rid, case_id=m.case_id_for(rid), provider_id=pid,
+                provider_report_id=prid, received_at=received_at,
+                submitted_at=str(out.report.get("submitted_at")), signature=out.signature,
+                body=out.report, status="received", reasons=[], supplements=0,
+            ))
+            decisions.append(Decision(rec, "received", pid, prid, rid, [], now, out.report,
+                                      received_at, out.signature))
+
+        if providers:
+            self._upsert_providers(s, providers, now)
+        if new_reports:
+            s.execute(Report.__table__.insert(), new_reports)
+        if dead:
+            s.execute(DeadLetter.__table__.insert(), dead)
+            metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
+        supplements = [d for d in decisions if d.outcome == "supplement"]
+        for d in supplements:
+            # Stored now; updating the case from it is the routing stage's work (issue 5).
+            rep = s.get(Report, d.report_id)
+            rep.supplements += 1
+        if decisions:
+            s.execute(IntakeDecision.__table__.insert(), [
+                dict(partition=d.record.partition, offset=d.record.offset,
+                     provider_id=d.provider_id, provider_report_id=d.provider_report_id,
+                     outcome=d.outcome, report_id=d.report_id, reasons=d.reasons,
+                     decided_at=d.at)
+                for d in decisions
+            ])
+        return decisions
+
+    def _upsert_providers(self, s: Any, providers: set[str], now: dt.datetime) -> None:
+        rows = [dict(provider_id=p, first_seen_at=now, reports_received=0) for p in providers]
+        dialect = s.bind.dialect.name
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Provider.__table__)
+        s.execute(ins.on_conflict_do_nothing(index_elements=["provider_id"]), rows)
+
+    def _replay(self, s: Any, records: list[Record],
+                known: dict[tuple[int, int], IntakeDecision]) -> list[Decision]:
+        """Rebuild the decisions of messages decided before a crash, to send their outputs again."""
+        out: list[Decision] = []
+        for rec in records:
+            d = known[(rec.partition, rec.offset)]
+            dec = Decision(rec, d.outcome, d.provider_id, d.provider_report_id, d.report_id,
+                           list(d.reasons or []), d.decided_at)
+            if d.outcome == "received" and d.report_id:
+                rep = s.get(Report, d.report_id)
+                dec.report, dec.received_at, dec.signature = rep.body, rep.received_at, rep.signature
+            out.append(dec)
+        return out
+
+    # -- telling --------------------------------------------------------------------------
+
+    def _send(self, decisions: list[Decision]) -> None:
+        self.provider_topics.ensure(
+            {d.provider_id for d in decisions if d.provider_id and _TOPIC_SAFE.fullmatch(d.provider_id)}
+        )
+        for d in decisions:
+            metrics.OUTCOMES.labels(STAGE, d.outcome).inc()
+            if d.outcome == "received":
+                assert d.report_id and d.report is not None and d.received_at is not None
+                self.producer.send(ACCEPTED, m.dumps({
+                    "report_id": d.report_id,
+                    "case_id": m.case_id_for(d.report_id),
+                    "provider_id": d.provider_id,
+                    "provider_report_id": d.provider_report_id,
+                    "received_at": m.iso(d.received_at),
+                    "signature": d.signature,
+                    "report": d.report,
+                }), key=d.report_id.encode())
+                metrics.MESSAGES_OUT.labels(STAGE, "accepted").inc()
+            if d.provider_id and _TOPIC_SAFE.fullmatch(d.provider_id):
+                status = "received" if d.outcome == "supplement" else d.outcome
+                fb = m.feedback(
+                    provider_id=d.provider_id, provider_report_id=d.provider_report_id,
+                    report_id=d.report_id, status=status, reasons=d.reasons, at=d.at,
+                    source=f"{self.source_topic}/{d.record.partition}/{d.record.offset}",
+                )
+                self.producer.send(feedback_topic(d.provider_id), m.dumps(fb),
+                                   key=(d.provider_report_id or "").encode())
+                metrics.MESSAGES_OUT.labels(STAGE, "feedback").inc()
+            else:
+                metrics.ERRORS.labels(STAGE, "no_provider_for_feedback").inc()
+        self.producer.flush_or_raise()
+
+
+def _peek_provider(value: bytes) -> str | None:
+    try:
+        doc = m.loads(value)
+    except Exception:
+        return None
+    pid = doc.get("provider_id") if isinstance(doc, dict) else None
+    return pid if isinstance(pid, str) else None
+
+
+def _printable(headers: dict[str, bytes]) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in headers.items()}

@@ -1,0 +1,71 @@
+"""Clusters on a real database (SQLite, and PostgreSQL when available), schema from Alembic."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+
+from centre import messages as m
+from centre.db import Cluster, Provider, Report, make_engine, make_sessionmaker
+from triage.clusters import ClusterBatch
+
+NOW = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+
+
+def _reports(s, n: int) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    s.merge(Provider(provider_id="p", first_seen_at=NOW, reports_received=0))
+    ids = []
+    for i in range(n):
+        rid = m.report_id_for("p", f"r{i}")
+        s.add(Report(report_id=rid, case_id=m.case_id_for(rid), provider_id="p",
+                     provider_report_id=f"r{i}", received_at=NOW, submitted_at="x",
+                     signature="absent", body={}, status="received", reasons=[], supplements=0))
+        ids.append((rid, m.case_id_for(rid)))
+    s.flush()
+    return ids
+
+
+def test_equal_hashes_join_and_count(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine).begin() as s:
+        r = _reports(s, 3)
+        a, b = ("sha256", "a" * 64), ("md5", "b" * 32)
+        batch = ClusterBatch(s, [a, b], NOW)
+        m1 = batch.assign(*r[0], [[a]])
+        m2 = batch.assign(*r[1], [[b, a]])  # md5 joins the cluster through the shared sha256
+        batch.flush()
+        batch2 = ClusterBatch(s, [b], NOW)  # a later batch finds it from the database
+        m3 = batch2.assign(*r[2], [[b]])
+        batch2.flush()
+    assert m1.cluster_ids == m2.cluster_ids == m3.cluster_ids
+    assert [m1.times_reported, m2.times_reported, m3.times_reported] == [1, 2, 3]
+    assert m3.related_case_ids == [r[0][1], r[1][1]]
+    engine.dispose()
+
+
+def test_an_item_linking_two_clusters_merges_them_without_double_counting(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine).begin() as s:
+        r = _reports(s, 4)
+        x, y = ("sha256", "1" * 64), ("sha256", "2" * 64)
+        bx, by = ("md5", "1" * 32), ("md5", "2" * 32)
+        batch = ClusterBatch(s, [x, y, bx, by], NOW)
+        c1 = batch.assign(*r[0], [[x]]).cluster_ids[0]
+        # r1 holds both items, each in its own cluster: counted once in each.
+        batch.assign(*r[1], [[x], [y]])
+        batch.flush()
+        batch = ClusterBatch(s, [x, y], NOW)
+        merged = batch.assign(*r[2], [[x, y]])  # one item equal to both: merge
+        batch.flush()
+        assert len(merged.cluster_ids) == 1
+        # x-cluster had r0, r1; y-cluster had r1; merged holds r0, r1, r2 = 3 distinct.
+        assert merged.times_reported == 3
+        assert merged.merges and merged.merges[0][1] == merged.cluster_ids[0]
+        survivor = merged.cluster_ids[0]
+        assert survivor == c1  # the older cluster survives
+        gone = merged.merges[0][0]
+        assert s.scalar(select(Cluster.merged_into).where(Cluster.cluster_id == gone)) == survivor
+        later = ClusterBatch(s, [y], NOW).assign(*r[3], [[y]])
+        assert later.cluster_ids == [survivor] and later.times_reported == 4
+    engine.dispose()

@@ -1,0 +1,166 @@
+"""Content clusters: every item equal to (or, for PDQ, near) a member joins that cluster.
+
+One item that links two clusters merges them; the merged one points at the survivor
+(`merged_into`), so ids handed out earlier still resolve. Work is done a batch at a time: the
+clusters a batch touches are loaded once, changed in memory in report order, written back in
+the batch's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy.orm import Session, aliased
+
+from centre import messages as m
+from centre.db import Cluster, ClusterSignal, ReportCluster
+
+RECENT_CASES = 100  # related_case_ids shows the most recent ones; times_reported counts all
+
+Signal = tuple[str, str]
+
+
+@dataclass(slots=True)
+class _State:
+    cluster_id: str
+    created_at: dt.datetime
+    times_reported: int
+    recent_cases: list[str]
+    merged_into: str | None = None
+    new: bool = False
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class Membership:
+    cluster_ids: list[str]
+    times_reported: int
+    related_case_ids: list[str]
+    merges: list[tuple[str, str]] = field(default_factory=list)  # (merged, into)
+
+
+class ClusterBatch:
+    """The clusters of one batch; call `assign` per report in order, then `flush`."""
+
+    def __init__(self, session: Session, signals: Iterable[Signal], now: dt.datetime) -> None:
+        self.s = session
+        self.now = now
+        wanted = list(set(signals))
+        self.by_signal: dict[Signal, str] = {}
+        self.new_signals: list[dict[str, str]] = []
+        self.links: list[dict[str, str]] = []
+        self.clusters: dict[str, _State] = {}
+        for chunk in _chunks(wanted, 500):
+            for kind, value, cid in session.execute(
+                select(ClusterSignal.kind, ClusterSignal.value, ClusterSignal.cluster_id).where(
+                    tuple_(ClusterSignal.kind, ClusterSignal.value).in_(chunk))
+            ):
+                self.by_signal[(kind, value)] = cid
+        self._load(set(self.by_signal.values()))
+
+    def _load(self, ids: set[str]) -> None:
+        while ids:
+            rows = self.s.scalars(select(Cluster).where(Cluster.cluster_id.in_(list(ids)))).all()
+            ids = set()
+            for c in rows:
+                self.clusters[c.cluster_id] = _State(c.cluster_id, c.created_at, c.times_reported,
+                                                     list(c.recent_cases or []), c.merged_into)
+                if c.merged_into and c.merged_into not in self.clusters:
+                    ids.add(c.merged_into)
+
+    def _resolve(self, cid: str) -> str:
+        while (nxt := self.clusters[cid].merged_into) is not None:
+            cid = nxt
+        return cid
+
+    def _merge(self, ids: list[str], merges: list[tuple[str, str]]) -> str:
+        # The oldest cluster survives, so the id most liaisons have already seen stays current.
+        ordered = sorted(ids, key=lambda c: (self.clusters[c].created_at, c))
+        target = self.clusters[ordered[0]]
+        for cid in ordered[1:]:
+            other = self.clusters[cid]
+            overlap = self._overlap(target.cluster_id, cid)
+            target.times_reported += other.times_reported - overlap
+            target.recent_cases = _recent(target.recent_cases + other.recent_cases)
+            other.merged_into, other.dirty, target.dirty = target.cluster_id, True, True
+            merges.append((cid, target.cluster_id))
+        return target.cluster_id
+
+    def _overlap(self, a: str, b: str) -> int:
+        """Reports already counted in both clusters (so a merge does not count them twice)."""
+        self.flush()
+        ra, rb = aliased(ReportCluster), aliased(ReportCluster)
+        return int(self.s.scalar(
+            select(func.count()).select_from(ra).join(
+                rb, and_(ra.report_id == rb.report_id, rb.cluster_id == b))
+            .where(ra.cluster_id == a)) or 0)
+
+    def assign(self, report_id: str, case_id: str, items: list[list[Signal]]) -> Membership:
+        """Place each item's signals; returns the report's clusters and counts after it."""
+        merges: list[tuple[str, str]] = []
+        final: list[str] = []
+        for signals in items:
+            if not signals:
+                continue
+            found = sorted({self._resolve(self.by_signal[s]) for s in signals if s in self.by_signal})
+            if not found:
+                cid = m.cluster_id_for(*signals[0])
+                self.clusters[cid] = _State(cid, self.now, 0, [], new=True)
+            elif len(found) == 1:
+                cid = found[0]
+            else:
+                cid = self._merge(found, merges)
+            for sig in signals:
+                if sig not in self.by_signal:
+                    self.by_signal[sig] = cid
+                    self.new_signals.append({"kind": sig[0], "value": sig[1], "cluster_id": cid})
+            if cid not in final:
+                final.append(cid)
+        final = list(dict.fromkeys(self._resolve(c) for c in final))
+        related: list[str] = []
+        times = 0
+        for cid in final:
+            st = self.clusters[cid]
+            related += [c for c in st.recent_cases if c != case_id and c not in related]
+            st.times_reported += 1
+            st.recent_cases = _recent(st.recent_cases + [case_id])
+            st.dirty = True
+            times = max(times, st.times_reported)
+            self.links.append({"report_id": report_id, "cluster_id": cid})
+        return Membership(final, times, related[-RECENT_CASES:], merges)
+
+    def _write_links(self) -> None:
+        self.s.execute(ReportCluster.__table__.insert(), self.links)
+        self.links = []
+
+    def flush(self) -> None:
+        new = [st for st in self.clusters.values() if st.new]
+        if new:
+            self.s.execute(Cluster.__table__.insert(), [
+                {"cluster_id": st.cluster_id, "created_at": st.created_at,
+                 "times_reported": st.times_reported, "recent_cases": st.recent_cases,
+                 "merged_into": st.merged_into} for st in new])
+        changed = [st for st in self.clusters.values() if st.dirty and not st.new]
+        for st in changed:
+            self.s.execute(update(Cluster).where(Cluster.cluster_id == st.cluster_id).values(
+                times_reported=st.times_reported, recent_cases=st.recent_cases,
+                merged_into=st.merged_into))
+        for st in self.clusters.values():
+            st.new = st.dirty = False
+        if self.new_signals:
+            self.s.execute(ClusterSignal.__table__.insert(), self.new_signals)
+            self.new_signals = []
+        if self.links:
+            self._write_links()
+
+
+def _recent(case_ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(case_ids))[-RECENT_CASES:]
+
+
+def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

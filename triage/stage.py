@@ -1,0 +1,143 @@
+"""Triage: clusters, indicator banks, category, severity, priority, manifestly unfounded.
+
+The result is stored on the report in the batch's transaction; a report read again after a
+crash is not counted again: its stored result is sent once more.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, tuple_, update
+
+from centre import messages as m
+from centre import metrics
+from centre.db import Indicator, Report, make_engine, make_sessionmaker
+from centre.kafka import BatchProducer
+from centre.runtime import Record
+from centre.settings import Settings
+from centre.topology import TRIAGED
+from triage.clusters import ClusterBatch, Signal
+from triage.rules import Match, classify, media_items
+from triage.signals import content_signals
+
+log = logging.getLogger(__name__)
+STAGE = "triage"
+
+
+def bank_matches(report: dict[str, Any], hits: dict[Signal, set[str]]) -> list[Match]:
+    out: list[Match] = []
+    for item in report.get("content") or []:
+        seen: set[str] = set()
+        for sig in content_signals(item):
+            for bank in sorted(hits.get(sig, ())):
+                if bank not in seen:  # one match per item and bank, by its strongest signal
+                    seen.add(bank)
+                    out.append(Match(str(item.get("content_id")), bank, sig[0], 0))
+    return out
+
+
+class TriageStage:
+    name = STAGE
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.producer = BatchProducer(settings)
+
+    def close(self) -> None:
+        self.producer.close()
+        self.engine.dispose()
+
+    def process(self, records: list[Record]) -> None:
+        metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
+        envelopes: list[dict[str, Any]] = []
+        for r in records:
+            try:
+                envelopes.append(m.loads(r.value or b""))
+            except Exception:
+                # Only intake writes this topic; an unreadable message is a bug, kept visible.
+                metrics.ERRORS.labels(STAGE, "unreadable_internal_message").inc()
+                log.error("unreadable message at %s/%d/%d skipped", r.topic, r.partition, r.offset)
+        results: list[dict[str, Any]] = []
+        with self.sessions.begin() as s:
+            ids = list({e["report_id"] for e in envelopes})
+            done = dict(s.execute(select(Report.report_id, Report.triage).where(
+                Report.report_id.in_(ids))).all())
+            todo: list[dict[str, Any]] = []
+            for e in envelopes:
+                prior = done.get(e["report_id"])
+                if prior:
+                    # Read again after a crash: the stored result, not counted a second time.
+                    results.append({**prior, "report": e["report"]})
+                elif prior is not None:
+                    continue  # a second copy within this batch
+                else:
+                    todo.append(e)
+                    done[e["report_id"]] = {}  # a copy later in the batch is a replay too
+            if todo:
+                results += self._triage(s, todo)
+        for res in results:
+            self.producer.send(TRIAGED, m.dumps(res), key=res["report_id"].encode())
+            metrics.OUTCOMES.labels(STAGE, res["category"]).inc()
+        metrics.MESSAGES_OUT.labels(STAGE, "triaged").inc(len(results))
+        self.producer.flush_or_raise()
+
+    def _triage(self, s: Any, envelopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        now = m.now()
+        per_report: list[list[list[Signal]]] = [
+            [list(content_signals(item)) for item in media_items(e["report"])] for e in envelopes
+        ]
+        all_signals = {sig for items in per_report for sigs in items for sig in sigs}
+        all_signals |= {sig for e in envelopes for item in e["report"].get("content") or []
+                        for sig in content_signals(item)}
+        hits: dict[Signal, set[str]] = {}
+        for chunk in _chunks(list(all_signals), 500):
+            for bank, kind, value in s.execute(
+                select(Indicator.bank, Indicator.kind, Indicator.value).where(
+                    Indicator.enabled.is_(True),
+                    tuple_(Indicator.kind, Indicator.value).in_(chunk))
+            ):
+                hits.setdefault((kind, value), set()).add(bank)
+        clusters = ClusterBatch(s, all_signals, now)
+        results, updates = [], []
+        for e, items in zip(envelopes, per_report):
+            report = e["report"]
+            matches = bank_matches(report, hits)
+            cls = classify(report, matches)
+            member = clusters.assign(e["report_id"], e["case_id"], items)
+            reasons = cls.reasons + [f"cluster_merged:{a}:into:{b}" for a, b in member.merges]
+            if member.times_reported > 1:
+                reasons.append(f"reported_before:{member.times_reported - 1}")
+            result = {
+                **{k: e[k] for k in ("report_id", "case_id", "provider_id", "provider_report_id",
+                                     "received_at", "signature")},
+                "triaged_at": m.iso(now),
+                "category": cls.category,
+                "severity": cls.severity,
+                "priority": cls.priority,
+                "manifestly_unfounded": cls.manifestly_unfounded,
+                "duplicates": {"cluster_ids": member.cluster_ids,
+                               "times_reported": member.times_reported,
+                               "related_case_ids": member.related_case_ids},
+                "indicator_matches": [mt.as_dict() for mt in matches],
+                "reasons": reasons,
+                "report": report,
+            }
+            results.append(result)
+            stored = {k: v for k, v in result.items() if k != "report"}
+            updates.append({"report_id": e["report_id"], "status": "triaged",
+                            "category": cls.category, "severity": cls.severity,
+                            "priority": cls.priority,
+                            "manifestly_unfounded": cls.manifestly_unfounded,
+                            "triage": stored, "reasons": reasons, "triaged_at": now})
+        clusters.flush()
+        s.execute(update(Report), updates)
+        return results
+
+
+def _chunks(items: list[Any], n: int) -> Any:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
