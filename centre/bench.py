@@ -67,7 +67,7 @@ class RssSampler:
 
 def _producer(settings: Settings) -> Producer:
     return Producer({**base_config(settings), "enable.idempotence": True, "acks": "all",
-                     "partitioner": "murmur2_random", "linger.ms": 5, "compression.type": "lz4",
+                     "partitioner": "murmur2_random", "linger.ms": 5,
                      "queue.buffering.max.messages": 1_000_000})
 
 

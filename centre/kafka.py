@@ -92,7 +92,6 @@ class BatchProducer:
             "partitioner": "murmur2_random",
             "linger.ms": 5,
             "batch.num.messages": 10000,
-            "compression.type": "lz4",
             "message.max.bytes": 8 * 1024 * 1024,
             "queue.buffering.max.messages": 500000,
         }

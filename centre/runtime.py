@@ -70,6 +70,8 @@ def _headers(raw: object) -> dict[str, bytes]:
 
 def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
     spec = STAGES[stage_name]
+    datadir = settings.home / "faust" / stage_name
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.topic_prefix}centre-{stage_name}",
         broker=f"kafka://{settings.bootstrap}",
@@ -84,7 +86,7 @@ def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
         broker_commit_interval=1.0,
         consumer_max_fetch_size=4 * 1024 * 1024,
         stream_buffer_maxsize=settings.batch_size * 4,
-        datadir=str(settings.home / "faust" / stage_name),
+        datadir=str(datadir),
     )
     source = app.topic(settings.topic(spec.source), key_type=bytes, value_type=bytes)
     batch, within = settings.batch_size, settings.batch_within_s

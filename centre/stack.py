@@ -7,6 +7,7 @@ them exercise the same start-up path.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -150,6 +151,9 @@ class Stack:
         self._stopping.set()
         for w in self.workers.values():
             w.stop()
+        # Kafka clients left for the garbage collector would be destroyed after the broker is
+        # gone, and librdkafka's destroy then waits for it: collect them while it is up.
+        gc.collect()
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
