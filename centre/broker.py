@@ -44,13 +44,13 @@ def _port_in_use(port: int) -> bool:
 
 def ensure_jars(kafka_dir: Path) -> Path:
     """Fetch the broker's jars with Maven once (cached in ~/.m2), copied under kafka_dir/libs."""
-    libs = kafka_dir / "libs"
+    libs = kafka_dir.resolve() / "libs"  # absolute: Maven resolves paths against the POM's dir
     if (libs / _MARKER_JAR).is_file():
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
         raise BrokerError("Maven (mvn) is not on PATH: it is needed once to fetch the Kafka jars")
-    tmp = kafka_dir / "libs.partial"
+    tmp = libs.parent / "libs.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     cmd = [

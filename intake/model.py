@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints,
+    AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt,
+    StringConstraints,
 )
 
 SCHEMA_ID = "https://centre.europa.eu/schemas/report-v1.json"
@@ -41,7 +42,7 @@ class Incident(BaseModel):
     model_config = _open
     kind: Literal["known_material", "new_material", "solicitation"]
     occurred_at: AwareDatetime
-    urgent: bool = False
+    urgent: StrictBool = False
     urgent_reason: str | None = None
     annotations: list[Literal["sextortion", "minor_to_minor", "sadistic_exploitation",
                               "csam_solicitation"]] | None = None
@@ -58,11 +59,11 @@ class ContentItem(BaseModel):
     sha256: Hex64 | None = None
     md5: Hex32 | None = None
     pdq: Hex64 | None = None
-    pdq_quality: Annotated[int, Field(ge=0, le=100)] | None = None
+    pdq_quality: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
     url: str | None = None
     text: str | None = None
-    publicly_available: bool | None = None
-    removed: bool | None = None
+    publicly_available: StrictBool | None = None
+    removed: StrictBool | None = None
     annotations: list[Literal["viral", "potential_meme", "generative_ai",
                               "possible_self_production", "infant", "live_streaming",
                               "physical_harm", "animated"]] | None = None
@@ -72,7 +73,7 @@ class ContentItem(BaseModel):
 class IpEvent(BaseModel):
     model_config = _open
     ip: str
-    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    port: Annotated[StrictInt, Field(ge=0, le=65535)] | None = None
     at: AwareDatetime | None = None
     event: Literal["upload", "login", "registration", "other"] | None = None
 
@@ -105,7 +106,7 @@ class ReportedElsewhere(BaseModel):
 class Batch(BaseModel):
     model_config = _open
     reason: str | None = None
-    user_count: Annotated[int, Field(ge=0)] | None = None
+    user_count: Annotated[StrictInt, Field(ge=0)] | None = None
 
 
 class ReportV1(BaseModel):
@@ -121,7 +122,7 @@ class ReportV1(BaseModel):
     users: list[User] | None = None
     reported_elsewhere: list[ReportedElsewhere] | None = None
     batch: Batch | None = None
-    supplement: bool = False
+    supplement: StrictBool = False
 
 
 def report_json_schema() -> dict[str, Any]:

@@ -71,7 +71,7 @@ class IntakeStage:
         pid, _ = parse_key(rec.key)
         if pid is None and rec.value:
             pid = _peek_provider(rec.value)
-        provider_key = self.keys.provider_public(pid) if pid and _TOPIC_SAFE.fullmatch(pid) else None
+        provider_key = self.keys.provider_public(pid) if pid and _safe(pid) else None
         sig = rec.headers.get("signature")
         return validate_report(
             rec.value,
@@ -124,9 +124,9 @@ class IntakeStage:
                 decisions.append(Decision(rec, "rejected", pid, prid, None, reasons, now))
                 dead.append(dict(topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                  key=rec.key, value=rec.value, headers=_printable(rec.headers),
-                                 provider_id=pid if pid and _TOPIC_SAFE.fullmatch(pid) else None,
+                                 provider_id=pid if _safe(pid) else None,
                                  reasons=reasons, received_at=now))
-                if pid and _TOPIC_SAFE.fullmatch(pid):
+                if _safe(pid):
                     providers.add(pid)
                 continue
             assert pid is not None and prid is not None and out.report is not None
@@ -194,36 +194,46 @@ class IntakeStage:
     # -- telling --------------------------------------------------------------------------
 
     def _send(self, decisions: list[Decision]) -> None:
-        self.provider_topics.ensure(
-            {d.provider_id for d in decisions if d.provider_id and _TOPIC_SAFE.fullmatch(d.provider_id)}
-        )
+        # Feedback first, flushed, and only then the accepted reports: a provider must see
+        # `received` before any later stage can tell it `forwarded`, and the two go through
+        # different topics that the broker does not order against each other.
+        self.provider_topics.ensure({d.provider_id for d in decisions if _safe(d.provider_id)})
         for d in decisions:
             metrics.OUTCOMES.labels(STAGE, d.outcome).inc()
-            if d.outcome == "received":
-                assert d.report_id and d.report is not None and d.received_at is not None
-                self.producer.send(ACCEPTED, m.dumps({
-                    "report_id": d.report_id,
-                    "case_id": m.case_id_for(d.report_id),
-                    "provider_id": d.provider_id,
-                    "provider_report_id": d.provider_report_id,
-                    "received_at": m.iso(d.received_at),
-                    "signature": d.signature,
-                    "report": d.report,
-                }), key=d.report_id.encode())
-                metrics.MESSAGES_OUT.labels(STAGE, "accepted").inc()
-            if d.provider_id and _TOPIC_SAFE.fullmatch(d.provider_id):
-                status = "received" if d.outcome == "supplement" else d.outcome
-                fb = m.feedback(
-                    provider_id=d.provider_id, provider_report_id=d.provider_report_id,
-                    report_id=d.report_id, status=status, reasons=d.reasons, at=d.at,
-                    source=f"{self.source_topic}/{d.record.partition}/{d.record.offset}",
-                )
-                self.producer.send(feedback_topic(d.provider_id), m.dumps(fb),
-                                   key=(d.provider_report_id or "").encode())
-                metrics.MESSAGES_OUT.labels(STAGE, "feedback").inc()
-            else:
+            if not _safe(d.provider_id):
                 metrics.ERRORS.labels(STAGE, "no_provider_for_feedback").inc()
+                continue
+            assert d.provider_id is not None
+            status = "received" if d.outcome == "supplement" else d.outcome
+            fb = m.feedback(
+                provider_id=d.provider_id, provider_report_id=d.provider_report_id,
+                report_id=d.report_id, status=status, reasons=d.reasons, at=d.at,
+                source=f"{self.source_topic}/{d.record.partition}/{d.record.offset}",
+            )
+            self.producer.send(feedback_topic(d.provider_id), m.dumps(fb),
+                               key=(d.provider_report_id or "").encode())
+            metrics.MESSAGES_OUT.labels(STAGE, "feedback").inc()
         self.producer.flush_or_raise()
+        accepted = [d for d in decisions if d.outcome == "received"]
+        for d in accepted:
+            assert d.report_id and d.report is not None and d.received_at is not None
+            self.producer.send(ACCEPTED, m.dumps({
+                "report_id": d.report_id,
+                "case_id": m.case_id_for(d.report_id),
+                "provider_id": d.provider_id,
+                "provider_report_id": d.provider_report_id,
+                "received_at": m.iso(d.received_at),
+                "signature": d.signature,
+                "report": d.report,
+            }), key=d.report_id.encode())
+        metrics.MESSAGES_OUT.labels(STAGE, "accepted").inc(len(accepted))
+        if accepted:
+            self.producer.flush_or_raise()
+
+
+def _safe(provider_id: str | None) -> bool:
+    """A provider id that can name a topic (and so receive feedback)."""
+    return bool(provider_id and _TOPIC_SAFE.fullmatch(provider_id))
 
 
 def _peek_provider(value: bytes) -> str | None:
