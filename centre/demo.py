@@ -6,6 +6,8 @@ import json
 import re
 import time
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,8 @@ def _load_banks(settings: Settings, run: str, home: Path) -> None:
         import_file(settings, bank, f, source="demo", added_by="demo", reason="demo data")
 
 
-def _wait_feedback(settings: Settings, wanted: set[str], timeout: float) -> dict[str, list[str]]:
+def _wait_feedback(settings: Settings, wanted: Counter[str], timeout: float) -> dict[str, list[str]]:
+    """Until each key has as many final statuses as it was sent (a resubmission gets its own)."""
     consumer = Consumer({**base_config(settings), "group.id": f"demo-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "topic.metadata.refresh.interval.ms": 1000})
@@ -82,8 +85,7 @@ def _wait_feedback(settings: Settings, wanted: set[str], timeout: float) -> dict
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            done = {k for k, v in statuses.items() if FINAL & set(v)}
-            if wanted <= done:
+            if all(sum(x in FINAL for x in statuses.get(k, [])) >= n for k, n in wanted.items()):
                 break
             for msg in consumer.consume(500, timeout=0.5):
                 if msg.error():
@@ -97,8 +99,23 @@ def _wait_feedback(settings: Settings, wanted: set[str], timeout: float) -> dict
     return statuses
 
 
+def _pull_all(settings: Settings, run: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every liaison pulls at once (each with its own key), as they would in their own offices."""
+    keys = KeySet(settings.keys_dir)
+
+    def one(rcpt: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(rcpt, o.document) for o in pull(  # type: ignore[misc]
+            settings, rcpt, keys.recipient_private_keys(rcpt), keys.centre_public_keys(),
+            timeout=2.0, group=f"demo-{run}-{rcpt}")]
+
+    with ThreadPoolExecutor(len(RECIPIENTS)) as pool:
+        return [x for got in pool.map(one, RECIPIENTS) for x in got]
+
+
 def run_demo(settings: Settings, extra: int = 0) -> int:
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
     run = time.strftime("%H%M%S") + "-" + uuid.uuid4().hex[:4]
     if settings.kafka_bootstrap is None and _port_in_use(settings.local_kafka_port):
         settings = settings.with_(local_kafka_port=free_port())
@@ -113,7 +130,7 @@ def run_demo(settings: Settings, extra: int = 0) -> int:
             producer.send(INTAKE, value, key=key.encode() if key else None)
         producer.flush_or_raise()
         console.print(f"sent {len(msgs)} reports from 3 companies; waiting for feedback …")
-        wanted = {k for _w, k, _v, _p in msgs if k}
+        wanted = Counter(k for _w, k, _v, _p in msgs if k)
         statuses = _wait_feedback(settings, wanted, timeout=60)
 
         fb = Table(title="What each company was told (feedback/v1)")
@@ -121,32 +138,31 @@ def run_demo(settings: Settings, extra: int = 0) -> int:
             fb.add_column(col)
         seen_keys: set[str] = set()
         for what, key, _v, _p in msgs:
-            occurrence = "(again) " if key in seen_keys else ""
+            got = statuses.get(key or "", ["(none)"])
+            if key in seen_keys:  # the resubmission: its own answer only
+                shown = [x for x in got if x == "duplicate_submission"]
+            else:
+                shown = [x for x in got if x != "duplicate_submission"]
             seen_keys.add(key or "")
-            fb.add_row(key or "-", occurrence + what, " → ".join(statuses.get(key or "", ["(none)"])))
+            fb.add_row(key or "-", what, " → ".join(shown or ["(none)"]))
         console.print(fb)
 
-        keys = KeySet(settings.keys_dir)
         cases = Table(title="What each liaison pulled (sealed case/v1, opened with its own key)")
         for col in ("liaison", "case", "from", "priority", "category", "severity",
                     "jurisdiction (basis)", "times reported"):
             cases.add_column(col)
         total = 0
-        for rcpt in RECIPIENTS:
-            for opened in pull(settings, rcpt, keys.recipient_private_keys(rcpt),
-                               keys.centre_public_keys(), timeout=1.0,
-                               group=f"demo-{run}-{rcpt}"):
-                d: dict[str, Any] = opened.document  # type: ignore[assignment]
-                if not str(d.get("provider_report_id", "")).startswith(run):
-                    continue
-                total += 1
-                j = d["jurisdiction"]
-                basis = "; ".join(f"{c['country']} ({', '.join(c['basis'])})"
-                                  for c in j["countries"]) or "none: Europol only"
-                cases.add_row(f"le.{rcpt}", str(d["case_id"])[:8],
-                              f"{d['provider_id']}/{d['provider_report_id']}", d["priority"],
-                              d["category"], d["severity"], basis,
-                              str(d["duplicates"]["times_reported"]))
+        for rcpt, d in _pull_all(settings, run):
+            if not str(d.get("provider_report_id", "")).startswith(run):
+                continue
+            total += 1
+            j = d["jurisdiction"]
+            basis = "; ".join(f"{c['country']} ({', '.join(c['basis'])})"
+                              for c in j["countries"]) or "none: Europol only"
+            cases.add_row(f"le.{rcpt}", str(d["case_id"])[:8],
+                          f"{d['provider_id']}/{d['provider_report_id']}", d["priority"],
+                          d["category"], d["severity"], basis,
+                          str(d["duplicates"]["times_reported"]))
         console.print(cases)
         console.print(f"{total} sealed cases delivered. Stopping the stack …")
     return 0 if total else 1

@@ -121,7 +121,7 @@ class ClusterBatch:
                 final.append(cid)
         final = list(dict.fromkeys(self._resolve(c) for c in final))
         related: list[str] = []
-        times = 0
+        times = 1  # this report, even when it holds no media to cluster
         for cid in final:
             st = self.clusters[cid]
             related += [c for c in st.recent_cases if c != case_id and c not in related]
