@@ -136,7 +136,7 @@ class LocalBroker:
         logs.mkdir(exist_ok=True)
         fmt = subprocess.run(
             [java, "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
-             "-t", self._cluster_id(), "-c", str(conf), "--ignore-formatted"],
+             f"--cluster-id={self._cluster_id()}", "-c", str(conf), "--ignore-formatted"],
             capture_output=True, text=True,
         )
         if fmt.returncode != 0:

@@ -57,6 +57,7 @@ class Settings:
     metrics_port: int = 0  # 0: pick a free port per worker; printed at start
     batch_size: int = 500
     batch_within_s: float = 0.05
+    runtime: str = "kafka"  # kafka: librdkafka consumer loop; faust: faust agents
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,6 +90,7 @@ class Settings:
             CENTRE_REQUIRE_SIGNATURES="1" if self.require_signatures else "0",
             CENTRE_PARTITIONS=str(self.partitions),
             CENTRE_BATCH_SIZE=str(self.batch_size),
+            CENTRE_RUNTIME=self.runtime,
         )
         if self.geoip_db:
             env["CENTRE_GEOIP_DB"] = self.geoip_db
@@ -130,8 +132,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     except ValueError:
         raise SettingsError(f"CENTRE_BATCH_WITHIN_MS must be a number, not {within_raw!r}") from None
 
+    runtime = env.get("CENTRE_RUNTIME") or "kafka"
+    if runtime not in ("kafka", "faust"):
+        raise SettingsError(f"CENTRE_RUNTIME must be kafka or faust, not {runtime!r}")
+
     return Settings(
         home=home,
+        runtime=runtime,
         kafka_bootstrap=bootstrap,
         database_url=db_url,
         topic_prefix=prefix,

@@ -1,20 +1,43 @@
-"""report/v1 as typed models (CONTRACT.md). Unknown fields are kept and passed on, never an
-error: every model allows extras. Rules across fields (urgent needs a reason, media needs a
-hash, content or description) are in intake/validation.py, so that every problem is reported
-even when a field has errors of its own."""
+"""report/v1 as typed models, exactly the fields of CONTRACT.md.
+
+Unknown fields are kept and passed on, never an error, so every model allows extras. Types are
+strict: a JSON `"yes"` is not a boolean and `"5"` is not an integer, because a company whose
+system sends the wrong type should learn it now rather than have us guess.
+
+The rules that span fields (urgent needs a reason, media needs a hash, content or description,
+unique content ids) are checked by a wrap validator on `ReportV1` against the raw input, so that
+they are reported together with the field errors instead of only after every field is right.
+
+Errors raised here use the codes of `intake.validation.Problem` as their pydantic error type
+and a predicate phrase ("must be ...") as their message; validation.py puts the field in front.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt,
-    StringConstraints,
+    AfterValidator, BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, StringConstraints,
+    ValidationError, WithJsonSchema, model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 SCHEMA_ID = "https://centre.europa.eu/schemas/report-v1.json"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-_open = ConfigDict(extra="allow", str_strip_whitespace=False)
+# Patterns are public so that validation.py can turn a pattern mismatch into the right reason.
+HEX64 = r"^[0-9a-fA-F]{64}$"
+HEX32 = r"^[0-9a-fA-F]{32}$"
+COUNTRY = r"^[A-Za-z]{2}$"
+PROVIDER_ID = r"^[a-z0-9][a-z0-9._-]{0,99}$"  # it names the topic provider.<provider_id>.feedback
+NOT_BLANK = r"\S"  # JSON Schema and pydantic both search, so this means "has a visible character"
+MAX_PROVIDER_REPORT_ID = 200  # the width of the reports.provider_report_id column
+HASH_FIELDS = ("sha256", "md5", "pdq")
+MEDIA_TYPES_NEEDING_HASH = ("image", "video")
+
+# strict: no coercion of strings to numbers or booleans; extra: unknown fields are passed on.
+_OPEN = ConfigDict(extra="allow", strict=True)
 
 
 def _lower(v: str) -> str:
@@ -25,111 +48,234 @@ def _upper(v: str) -> str:
     return v.upper()
 
 
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$"), AfterValidator(_lower)]
-Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$"), AfterValidator(_lower)]
-Country = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$"), AfterValidator(_upper)]
-NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-ProviderId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,99}$")]
+def _timestamp(v: str) -> str:
+    # Kept as the string the company sent: the report is passed on as received, and a
+    # re-serialised datetime would differ from the signed bytes for no benefit.
+    try:
+        parsed = dt.datetime.fromisoformat(v)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise PydanticCustomError(
+            "invalid_value",
+            "must be an ISO-8601 date-time with a time zone, such as 2026-11-20T10:15:00Z")
+    return v
+
+
+Hex64 = Annotated[str, StringConstraints(pattern=HEX64), AfterValidator(_lower)]
+Hex32 = Annotated[str, StringConstraints(pattern=HEX32), AfterValidator(_lower)]
+Country = Annotated[str, StringConstraints(pattern=COUNTRY), AfterValidator(_upper)]
+Timestamp = Annotated[str, AfterValidator(_timestamp),
+                      WithJsonSchema({"type": "string", "format": "date-time"})]
+NonBlank = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
+ProviderId = Annotated[str, StringConstraints(pattern=PROVIDER_ID)]
+ProviderReportId = Annotated[str, StringConstraints(pattern=NOT_BLANK,
+                                                    max_length=MAX_PROVIDER_REPORT_ID)]
+
+Kind = Literal["known_material", "new_material", "solicitation"]
+IncidentAnnotation = Literal["sextortion", "minor_to_minor", "sadistic_exploitation",
+                             "csam_solicitation"]
+Detection = Literal["detection_order", "public_authority", "trusted_flagger", "user_flag",
+                    "own_initiative", "other"]
+ServiceType = Literal["hosting", "interpersonal_communications"]
+MediaType = Literal["image", "video", "text", "url"]
+ContentAnnotation = Literal["viral", "potential_meme", "generative_ai",
+                            "possible_self_production", "infant", "live_streaming",
+                            "physical_harm", "animated"]
+IndustryClassification = Literal["A1", "A2", "B1", "B2"]
+IpEventKind = Literal["upload", "login", "registration", "other"]
+Role = Literal["suspect", "victim", "recipient"]
+AgeBand = Literal["child", "teen", "adult", "unknown"]
+AccountAction = Literal["none", "suspended", "terminated"]
 
 
 class Service(BaseModel):
-    model_config = _open
-    type: Literal["hosting", "interpersonal_communications"] | None = None
+    model_config = _OPEN
+    type: ServiceType | None = None
     url: str | None = None
 
 
 class Incident(BaseModel):
-    model_config = _open
-    kind: Literal["known_material", "new_material", "solicitation"]
-    occurred_at: AwareDatetime
-    urgent: StrictBool = False
-    urgent_reason: str | None = None
-    annotations: list[Literal["sextortion", "minor_to_minor", "sadistic_exploitation",
-                              "csam_solicitation"]] | None = None
-    detection: Literal["detection_order", "public_authority", "trusted_flagger", "user_flag",
-                       "own_initiative", "other"] | None = None
+    model_config = ConfigDict(**_OPEN, json_schema_extra={
+        "if": {"properties": {"urgent": {"const": True}}, "required": ["urgent"]},
+        "then": {"required": ["urgent_reason"],
+                 "properties": {"urgent_reason": {"type": "string", "pattern": NOT_BLANK}}},
+    })
+    kind: Kind
+    occurred_at: Timestamp
+    urgent: bool = False
+    urgent_reason: str | None = Field(
+        None, description="Required and not empty when urgent is true.")
+    annotations: list[IncidentAnnotation] | None = None
+    detection: Detection | None = None
     service: Service | None = None
     description: str | None = None
 
 
 class ContentItem(BaseModel):
-    model_config = _open
-    content_id: NonEmpty
-    media_type: Literal["image", "video", "text", "url"]
+    model_config = ConfigDict(**_OPEN, json_schema_extra={
+        "if": {"properties": {"media_type": {"enum": list(MEDIA_TYPES_NEEDING_HASH)}},
+               "required": ["media_type"]},
+        "then": {"anyOf": [{"required": [h], "properties": {h: {"type": "string"}}}
+                           for h in HASH_FIELDS]},
+    })
+    content_id: NonBlank = Field(description="Unique within the report.")
+    media_type: MediaType
     sha256: Hex64 | None = None
     md5: Hex32 | None = None
     pdq: Hex64 | None = None
-    pdq_quality: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
+    pdq_quality: Annotated[int, Field(ge=0, le=100)] | None = None
     url: str | None = None
     text: str | None = None
-    publicly_available: StrictBool | None = None
-    removed: StrictBool | None = None
-    annotations: list[Literal["viral", "potential_meme", "generative_ai",
-                              "possible_self_production", "infant", "live_streaming",
-                              "physical_harm", "animated"]] | None = None
-    industry_classification: Literal["A1", "A2", "B1", "B2"] | None = None
+    publicly_available: bool | None = None
+    removed: bool | None = None
+    annotations: list[ContentAnnotation] | None = None
+    industry_classification: IndustryClassification | None = None
 
 
 class IpEvent(BaseModel):
-    model_config = _open
-    ip: str
-    port: Annotated[StrictInt, Field(ge=0, le=65535)] | None = None
-    at: AwareDatetime | None = None
-    event: Literal["upload", "login", "registration", "other"] | None = None
+    model_config = _OPEN
+    # Any string: routing records a malformed address as a reason instead of losing the report.
+    ip: str | None = None
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    at: Timestamp | None = None
+    event: IpEventKind | None = None
 
 
 class Location(BaseModel):
-    model_config = _open
+    model_config = _OPEN
     ip_events: list[IpEvent] | None = None
     country_hint: Country | None = None
 
 
 class User(BaseModel):
-    model_config = _open
-    role: Literal["suspect", "victim", "recipient"]
+    model_config = _OPEN
+    role: Role | None = None
     account_id: str | None = None
     username: str | None = None
     email: str | None = None
     phone: str | None = None
     country: Country | None = None
-    age_band: Literal["child", "teen", "adult", "unknown"] | None = None
-    account_action: Literal["none", "suspended", "terminated"] | None = None
+    age_band: AgeBand | None = None
+    account_action: AccountAction | None = None
 
 
 class ReportedElsewhere(BaseModel):
-    model_config = _open
-    authority: str
+    model_config = _OPEN
+    authority: str | None = None
     country: Country | None = None
     reference: str | None = None
 
 
 class Batch(BaseModel):
-    model_config = _open
+    model_config = _OPEN
     reason: str | None = None
-    user_count: Annotated[StrictInt, Field(ge=0)] | None = None
+    user_count: Annotated[int, Field(ge=0)] | None = None
+
+
+def _absent_or_blank(v: Any) -> bool:
+    # A value of another type is not "absent": its type error is the reason to give.
+    return v is None or (isinstance(v, str) and (v == "" or v.isspace()))
+
+
+def _rule(code: str, phrase: str, loc: tuple[str | int, ...]) -> InitErrorDetails:
+    return {"type": PydanticCustomError(code, phrase), "loc": loc, "input": None}
+
+
+def rule_errors(data: dict[str, Any]) -> list[InitErrorDetails]:
+    """The rules across fields, on the raw input so they hold whatever else is wrong.
+
+    A rule is skipped where the field it reads has the wrong type: that is already an error of
+    its own, and one issue gets one reason."""
+    out: list[InitErrorDetails] = []
+    incident = data.get("incident")
+    incident = incident if isinstance(incident, dict) else {}
+    if incident.get("urgent") is True and _absent_or_blank(incident.get("urgent_reason")):
+        out.append(_rule("urgent_reason_required", "is required and must not be empty when "
+                         "incident.urgent is true", ("incident", "urgent_reason")))
+    content = data.get("content")
+    description = incident.get("description")
+    if (content is None or content == []) and _absent_or_blank(description):
+        out.append(_rule("content_or_description_required", "must hold at least one item "
+                         "when incident.description is absent or empty", ("content",)))
+    if not isinstance(content, list):
+        return out
+    seen: set[str] = set()
+    for i, item in enumerate(content):
+        if not isinstance(item, dict):
+            continue
+        if (item.get("media_type") in MEDIA_TYPES_NEEDING_HASH
+                and all(item.get(h) is None for h in HASH_FIELDS)):
+            out.append(_rule("missing_hash", "needs at least one of sha256, md5 or pdq when "
+                             "media_type is image or video", ("content", i)))
+        cid = item.get("content_id")
+        if isinstance(cid, str):
+            if cid in seen:
+                out.append(_rule("duplicate_content_id", "repeats an earlier content_id; "
+                                 "content_id must be unique within a report",
+                                 ("content", i, "content_id")))
+            seen.add(cid)
+    return out
+
+
+def _as_init_error(err: Any) -> InitErrorDetails:
+    # Rebuilt as a custom error of the same type: from_exception_data only knows pydantic's own
+    # types by name, and ours (invalid_value from _timestamp) would be refused.
+    return {"type": PydanticCustomError(err["type"], err["msg"], err.get("ctx")),
+            "loc": err["loc"], "input": err["input"]}
 
 
 class ReportV1(BaseModel):
-    model_config = ConfigDict(extra="allow", title="report/v1",
-                              json_schema_extra={"$id": SCHEMA_ID})
+    model_config = ConfigDict(**_OPEN, title="report/v1", json_schema_extra={
+        "$id": SCHEMA_ID,
+        "anyOf": [
+            {"required": ["content"], "properties": {"content": {"minItems": 1}}},
+            {"required": ["incident"], "properties": {"incident": {
+                "required": ["description"],
+                "properties": {"description": {"type": "string", "pattern": NOT_BLANK}}}}},
+        ],
+    })
     schema_: Literal["report/v1"] = Field(alias="schema")
-    provider_id: ProviderId
-    provider_report_id: NonEmpty
-    submitted_at: AwareDatetime
+    provider_id: ProviderId = Field(description="Names the provider's Kafka topics, so it is "
+                                    "lower case letters, digits, '.', '_' and '-'.")
+    provider_report_id: ProviderReportId
+    submitted_at: Timestamp
     incident: Incident
     content: list[ContentItem] | None = None
     location: Location | None = None
     users: list[User] | None = None
     reported_elsewhere: list[ReportedElsewhere] | None = None
     batch: Batch | None = None
-    supplement: StrictBool = False
+    supplement: bool = False
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_field_rules(cls, data: Any,
+                           handler: ModelWrapValidatorHandler[ReportV1]) -> ReportV1:
+        rules = rule_errors(data) if isinstance(data, dict) else []
+        try:
+            report = handler(data)
+        except ValidationError as exc:
+            if not rules:
+                raise
+            errors = [_as_init_error(e) for e in exc.errors(include_url=False)]
+            raise ValidationError.from_exception_data(cls.__name__, errors + rules) from None
+        if rules:
+            raise ValidationError.from_exception_data(cls.__name__, rules)
+        return report
 
 
 def report_json_schema() -> dict[str, Any]:
-    schema = ReportV1.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    """The JSON Schema of report/v1 for companies, generated from these models.
+
+    It cannot say that content ids are unique within a report; the description does."""
+    schema = ReportV1.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = JSON_SCHEMA_DIALECT
     schema["$id"] = SCHEMA_ID
     schema["description"] = (
-        "report/v1: a provider's report to the EU centre (CONTRACT.md). Unknown fields are "
-        "allowed and passed on. Generated from intake/model.py by `python -m intake.schema_gen`.")
+        "report/v1: a company's report to the EU centre (CONTRACT.md). Unknown fields are "
+        "allowed and passed on. Hashes are hexadecimal in either case; country codes are ISO "
+        "3166-1 alpha-2 in either case. content_id must be unique within a report. The value "
+        "is at most 1 MiB of UTF-8. Generated from intake/model.py by "
+        "`python -m intake.schema_gen`.")
     return schema

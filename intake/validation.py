@@ -1,33 +1,55 @@
 """Validation of one report/v1 message: pure, no I/O, one reason per problem.
 
-The order follows what the company needs to fix first: size (not parsed at all when over
-1 MiB), encoding, JSON, the schema (every problem at once), the Kafka key against the body, and
-the signature. Messages name fields and expectations, never the report's values.
+The order follows what the company has to fix first: size (over 1 MiB is not parsed at all),
+encoding, JSON, the object, the schema (every problem at once), the Kafka key against the body,
+and the signature. Messages name fields and expectations and never the report's values: the
+feedback travels outside the centre and the report may hold a victim's data.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from intake.model import ReportV1
+from intake.model import (
+    COUNTRY, HASH_FIELDS, HEX32, HEX64, MAX_PROVIDER_REPORT_ID, NOT_BLANK, PROVIDER_ID, ReportV1,
+)
 
 MAX_REPORT_BYTES = 1024 * 1024
-_HASH_LEN = {"sha256": 64, "md5": 32, "pdq": 64}
+_PROVIDER_ID_RE = re.compile(PROVIDER_ID)
+SignatureStatus = Literal["absent", "valid", "invalid", "unchecked"]
+
+# Codes that model.py raises itself (custom pydantic errors): their message is already a phrase.
+_OWN_CODES = frozenset({"invalid_value", "invalid_hash", "missing_hash", "urgent_reason_required",
+                        "content_or_description_required", "duplicate_content_id"})
+_PATTERN_PHRASES = {
+    HEX64: "must be 64 hexadecimal characters",
+    HEX32: "must be 32 hexadecimal characters",
+    COUNTRY: "must be a two-letter ISO 3166-1 alpha-2 country code",
+    PROVIDER_ID: "must match ^[a-z0-9][a-z0-9._-]{0,99}$ because it names the provider's Kafka "
+                 "topics (lower-case letters, digits, '.', '_' and '-', at most 100 characters)",
+    NOT_BLANK: "must not be empty",
+}
+_TYPE_NAMES = {
+    "string_type": "a string", "int_type": "an integer", "bool_type": "a boolean (true or false)",
+    "list_type": "an array", "dict_type": "an object", "model_type": "an object",
+    "model_attributes_type": "an object", "float_type": "a number",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    code: str
-    message: str
-    path: str
+    code: str     # machine-readable, stable: companies branch on it
+    message: str  # one English sentence naming the field and what is expected, no values
+    path: str     # JSONPath of the field, "$" for the whole message
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message, "path": self.path}
@@ -35,11 +57,11 @@ class Problem:
 
 @dataclass(slots=True)
 class Outcome:
-    report: dict[str, Any] | None
+    report: dict[str, Any] | None  # the accepted report as plain JSON, None when rejected
     problems: list[Problem] = field(default_factory=list)
     provider_id: str | None = None
     provider_report_id: str | None = None
-    signature: str = "absent"  # absent | valid | invalid | unchecked (no key registered)
+    signature: SignatureStatus = "absent"  # "unchecked": present, but no key to check it with
 
     @property
     def accepted(self) -> bool:
@@ -47,7 +69,9 @@ class Outcome:
 
 
 def parse_key(key: bytes | None) -> tuple[str | None, str | None]:
-    """`<provider_id>/<provider_report_id>`; either part None when absent or not UTF-8."""
+    """Split the Kafka key `<provider_id>/<provider_report_id>` at its first "/".
+
+    Either part is None when absent or empty; both are None when the key is not UTF-8."""
     if not key:
         return None, None
     try:
@@ -58,160 +82,195 @@ def parse_key(key: bytes | None) -> tuple[str | None, str | None]:
     return (pid or None), (prid if sep and prid else None)
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    out = "$"
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
+def _usable_provider_id(v: Any) -> str | None:
+    # Only an id that can name a topic and fit the database is handed on: the stage sends
+    # feedback to provider.<provider_id>.feedback and stores the id in 100/200-wide columns.
+    return v if isinstance(v, str) and _PROVIDER_ID_RE.fullmatch(v) else None
 
 
-def _problem(err: dict[str, Any]) -> Problem:
-    loc = tuple(err.get("loc") or ())
-    kind = err.get("type", "")
-    field_name = next((p for p in reversed(loc) if isinstance(p, str)), "")
-    path = _path(loc)
+def _usable_report_id(v: Any) -> str | None:
+    if isinstance(v, str) and 0 < len(v) <= MAX_PROVIDER_REPORT_ID and not v.isspace():
+        return v
+    return None
+
+
+def _jsonpath(loc: tuple[str | int, ...]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
+def _label(path: str) -> str:
+    return path[2:] if len(path) > 1 else "the report"
+
+
+def _phrase(err: Any) -> tuple[str, str]:
+    """(code, predicate phrase) for one pydantic error, built from the schema, not the input."""
+    kind: str = err["type"]
+    ctx: dict[str, Any] = err.get("ctx") or {}
+    loc = err["loc"]
+    name = loc[-1] if loc else ""
+    if kind in _OWN_CODES:
+        return kind, err["msg"]
     if kind == "missing":
-        return Problem("missing_field", f"{field_name} is required", path)
-    if field_name in _HASH_LEN and kind in ("string_pattern_mismatch", "string_type"):
-        return Problem("invalid_hash",
-                       f"{field_name} must be {_HASH_LEN[field_name]} hexadecimal characters", path)
-    if field_name == "provider_id" and kind == "string_pattern_mismatch":
-        return Problem("invalid_value", "provider_id must match [a-z0-9][a-z0-9._-]{0,99} "
-                       "(it names the provider's feedback topic)", path)
-    if kind == "string_pattern_mismatch" and field_name in ("country", "country_hint"):
-        return Problem("invalid_value", f"{field_name} must be an ISO 3166-1 alpha-2 code", path)
+        return "missing_field", "is required"
+    if name in HASH_FIELDS and kind in ("string_pattern_mismatch", "string_type"):
+        return "invalid_hash", ("must be a string of 64 hexadecimal characters" if name != "md5"
+                                else "must be a string of 32 hexadecimal characters")
+    if kind == "string_pattern_mismatch":
+        return "invalid_value", _PATTERN_PHRASES.get(ctx.get("pattern", ""),
+                                                     "does not have the expected form")
     if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        return Problem("invalid_value", f"{field_name or 'value'} must be one of {expected}", path)
-    if kind.startswith(("datetime", "timezone")):
-        return Problem("invalid_value", f"{field_name} must be an ISO-8601 date-time with a "
-                       "time zone, e.g. 2026-11-20T10:15:00Z", path)
-    if kind == "string_too_short":
-        return Problem("invalid_value", f"{field_name} must not be empty", path)
+        return "invalid_value", f"must be one of {ctx.get('expected', 'the listed values')}"
     if kind == "string_too_long":
-        return Problem("invalid_value", f"{field_name} is too long", path)
-    if kind.endswith("_type") or kind in ("model_attributes_type", "dict_type", "list_type"):
-        want = kind.removesuffix("_type").replace("model_attributes", "object").replace(
-            "dict", "object").replace("model", "object")
-        return Problem("invalid_type", f"{field_name or 'value'} must be of type {want}", path)
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return Problem("invalid_value", f"{field_name} is out of range ({err.get('msg', '')})",
-                       path)
-    return Problem("invalid_value", f"{field_name or 'value'} is not valid ({kind})", path)
+        return "invalid_value", f"must be at most {ctx.get('max_length')} characters long"
+    if kind == "greater_than_equal":
+        return "invalid_value", f"must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return "invalid_value", f"must be at most {ctx.get('le')}"
+    if kind in _TYPE_NAMES:
+        return "invalid_type", f"must be {_TYPE_NAMES[kind]}"
+    # Not reachable with today's model; kept generic so a new rule cannot leak input values.
+    return "invalid_value", f"is not valid ({kind})"
 
 
-def _cross_field(doc: dict[str, Any]) -> list[Problem]:
-    """Rules that span fields, checked on the raw document so they add to field errors."""
-    out = []
-    incident = doc.get("incident") if isinstance(doc.get("incident"), dict) else {}
-    reason = incident.get("urgent_reason")
-    if incident.get("urgent") is True and not (isinstance(reason, str) and reason.strip()):
-        out.append(Problem("urgent_reason_required", "urgent_reason is required and must not "
-                           "be empty when urgent is true", "$.incident.urgent_reason"))
-    content = doc.get("content") if isinstance(doc.get("content"), list) else []
-    description = incident.get("description")
-    if not content and not (isinstance(description, str) and description.strip()):
-        out.append(Problem("content_or_description_required", "a report needs at least one "
-                           "content item or a non-empty incident.description", "$.content"))
-    for i, item in enumerate(content):
-        if (isinstance(item, dict) and item.get("media_type") in ("image", "video")
-                and not any(item.get(k) for k in _HASH_LEN)):
-            out.append(Problem("missing_hash", "an image or video item needs at least one of "
-                               "sha256, md5, pdq", f"$.content[{i}]"))
+def schema_problems(exc: ValidationError) -> list[Problem]:
+    """One Problem per distinct pydantic error, in the order pydantic found them."""
+    out: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors(include_url=False, include_input=False, include_context=True):
+        path = _jsonpath(tuple(err["loc"]))
+        code, phrase = _phrase(err)
+        if (code, path) not in seen:  # e.g. a union reporting the same field twice
+            seen.add((code, path))
+            out.append(Problem(code, f"{_label(path)} {phrase}.", path))
     return out
 
 
-def _normalise(doc: dict[str, Any]) -> None:
-    """Lower-case hashes and upper-case country codes in place, keeping everything else."""
-    for item in doc.get("content") or []:
-        for k in _HASH_LEN:
-            if isinstance(item.get(k), str):
-                item[k] = item[k].lower()
-    loc = doc.get("location") or {}
-    if isinstance(loc.get("country_hint"), str):
-        loc["country_hint"] = loc["country_hint"].upper()
-    for group in ("users", "reported_elsewhere"):
-        for u in doc.get(group) or []:
-            if isinstance(u.get("country"), str):
-                u["country"] = u["country"].upper()
-
-
-def _check_signature(value: bytes, signature_b64: str | None, key: Ed25519PublicKey | None,
-                     required: bool) -> tuple[str, Problem | None]:
-    if signature_b64 is None:
-        if required:
-            return "absent", Problem("missing_signature", "a signature header is required "
-                                     "(base64 Ed25519 over the value bytes)", "$")
-        return "absent", None
-    if key is None:
-        if required:
-            return "unchecked", Problem("unknown_provider_key", "no public key is registered "
-                                        "for this provider_id; signatures cannot be checked", "$")
-        return "unchecked", None
-    try:
-        key.verify(base64.b64decode(signature_b64, validate=True), value)
-    except (binascii.Error, ValueError, InvalidSignature):
-        # A wrong signature from a provider with a registered key is refused even when
-        # signatures are optional: someone may be impersonating that provider.
-        return "invalid", Problem("bad_signature", "the signature does not verify with the "
-                                  "provider's registered key", "$")
-    return "valid", None
-
-
-def validate_report(value: bytes | None, key: bytes | None = None, *,
-                    signature_b64: str | None = None, provider_key: Ed25519PublicKey | None = None,
-                    require_signature: bool = False) -> Outcome:
+def _key_problem(key: bytes | None, doc: dict[str, Any]) -> Problem | None:
+    """key_mismatch when the Kafka key disagrees with the body. A body id that is missing or
+    invalid is not compared: its own schema problem is the one to fix first."""
+    if not key:
+        return None
     key_pid, key_prid = parse_key(key)
-    out = Outcome(None, [], key_pid, key_prid)
-    if value is None or len(value) == 0:
-        out.problems.append(Problem("invalid_json", "the message value is empty", "$"))
-        return out
-    if len(value) > MAX_REPORT_BYTES:
-        out.problems.append(Problem("too_large", f"the report is {len(value)} bytes; the limit "
-                                    f"is {MAX_REPORT_BYTES} bytes (1 MiB)", "$"))
-        return out
+    if key_pid is None or key_prid is None:
+        return Problem("key_mismatch", "The Kafka key must be "
+                       "<provider_id>/<provider_report_id> in UTF-8.", "$")
+    body_pid = _usable_provider_id(doc.get("provider_id"))
+    body_prid = _usable_report_id(doc.get("provider_report_id"))
+    pid_differs = body_pid is not None and body_pid != key_pid
+    prid_differs = body_prid is not None and body_prid != key_prid
+    if not (pid_differs or prid_differs):
+        return None
+    path = "$" if pid_differs and prid_differs else \
+        ("$.provider_id" if pid_differs else "$.provider_report_id")
+    return Problem("key_mismatch", "The Kafka key must be <provider_id>/<provider_report_id> "
+                   "with the same values as the report's provider_id and provider_report_id.",
+                   path)
+
+
+def check_signature(value: bytes, signature_b64: str | None,
+                    provider_key: Ed25519PublicKey | None,
+                    require_signature: bool) -> tuple[SignatureStatus, list[Problem]]:
+    """The signature's status and the problems it causes.
+
+    When signatures are required, a missing signature and a provider without a registered key
+    are each a problem. When they are not required, a signature is still refused if a key is
+    registered and the signature is present and does not verify: someone may be sending in that
+    company's name. An empty header counts as absent."""
+    problems: list[Problem] = []
+    if not signature_b64:
+        if require_signature:
+            problems.append(Problem("missing_signature", "A signature header is required: the "
+                                    "base64 Ed25519 signature of the value bytes.", "$"))
+            if provider_key is None:
+                problems.append(_UNKNOWN_KEY)
+        return "absent", problems
+    if provider_key is None:
+        return "unchecked", [_UNKNOWN_KEY] if require_signature else []
+    try:
+        provider_key.verify(base64.b64decode(signature_b64, validate=True), value)
+    except (binascii.Error, ValueError, InvalidSignature):
+        return "invalid", [Problem("bad_signature", "The signature header is not a base64 "
+                                   "Ed25519 signature of the value bytes by the provider's "
+                                   "registered key.", "$")]
+    return "valid", []
+
+
+_UNKNOWN_KEY = Problem("unknown_provider_key", "No public key is registered for this provider, "
+                       "so its signature cannot be checked; register one with the centre.", "$")
+
+
+def _unparseable(value: bytes) -> Problem:
+    """Why orjson refused the value: UTF-8 first, since a decoder names bytes, not lines."""
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        out.problems.append(Problem("invalid_encoding", f"the value is not UTF-8 (byte "
-                                    f"{exc.start})", "$"))
-        return out
+        return Problem("invalid_encoding", f"The value is not valid UTF-8 (first bad byte at "
+                       f"offset {exc.start}).", "$")
     try:
-        doc = orjson.loads(value)
+        orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        out.problems.append(Problem("invalid_json", f"not valid JSON: line {exc.lineno} "
-                                    f"column {exc.colno}: {exc.msg}", "$"))
+        # orjson's messages describe the syntax only ("unexpected character"), never the text.
+        return Problem("invalid_json", f"The value is not valid JSON: {exc.msg} at line "
+                       f"{exc.lineno} column {exc.colno}.", "$")
+    raise AssertionError("value parses after all")  # pragma: no cover
+
+
+def validate_report(value: bytes | None, key: bytes | None = None, *,
+                    signature_b64: str | None = None,
+                    provider_key: Ed25519PublicKey | None = None,
+                    require_signature: bool = False) -> Outcome:
+    """Decide whether one message is an acceptable report/v1; never raises on bad input.
+
+    `key` is the Kafka key, `signature_b64` the `signature` header, `provider_key` the key
+    registered for the provider (None when none is). With `require_signature`, a missing
+    signature or an unregistered key rejects. Without it, a signature rejects only when a key
+    is registered and the signature is present and wrong (`check_signature`). The ids in the
+    Outcome are the body's when usable, else the key's, so a rejection still reaches the
+    company."""
+    key_pid, key_prid = parse_key(key)
+    out = Outcome(None, [], _usable_provider_id(key_pid), _usable_report_id(key_prid))
+    if not value:
+        out.signature = "unchecked" if signature_b64 else "absent"
+        out.problems.append(Problem("invalid_json", "The value is empty; it must be one JSON "
+                                    "object.", "$"))
+        return out
+    if len(value) > MAX_REPORT_BYTES:
+        # Not verified either: the size alone decides, and checking costs time on big values.
+        out.signature = "unchecked" if signature_b64 else "absent"
+        out.problems.append(Problem("too_large", f"The value is {len(value)} bytes; the limit "
+                                    f"is {MAX_REPORT_BYTES} bytes (1 MiB).", "$"))
+        return out
+    out.signature, sig_problems = check_signature(value, signature_b64, provider_key,
+                                                  require_signature)
+    try:
+        # orjson also rejects what the rest of the pipeline could not write back out
+        # (lone surrogates, NaN, nesting deeper than 1024), and is the fastest parser here.
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        out.problems += [_unparseable(value), *sig_problems]
         return out
     if not isinstance(doc, dict):
-        out.problems.append(Problem("not_an_object", "the report must be a JSON object", "$"))
+        out.problems += [Problem("not_an_object", "The value must be a JSON object, not an "
+                                 "array, string, number, boolean or null.", "$"), *sig_problems]
         return out
-    for name in ("provider_id", "provider_report_id"):
-        if isinstance(doc.get(name), str) and doc[name]:
-            setattr(out, name, doc[name])
+    out.provider_id = _usable_provider_id(doc.get("provider_id")) or out.provider_id
+    out.provider_report_id = _usable_report_id(doc.get("provider_report_id")) \
+        or out.provider_report_id
+    report: ReportV1 | None = None
     try:
-        ReportV1.model_validate(doc)
+        report = ReportV1.model_validate(doc)
     except ValidationError as exc:
-        seen: set[tuple[str, str]] = set()
-        for err in exc.errors(include_url=False, include_input=False):
-            p = _problem(err)  # type: ignore[arg-type]
-            if (p.code, p.path) not in seen:
-                seen.add((p.code, p.path))
-                out.problems.append(p)
-    out.problems += _cross_field(doc)
-    ids = [c.get("content_id") for c in doc.get("content") or [] if isinstance(c, dict)]
-    for i, cid in enumerate(ids):
-        if cid is not None and cid in ids[:i]:
-            out.problems.append(Problem("duplicate_content_id", "content_id must be unique "
-                                        "within a report", f"$.content[{i}].content_id"))
-    if key is not None and (key_pid, key_prid) != (doc.get("provider_id"),
-                                                   doc.get("provider_report_id")):
-        out.problems.append(Problem("key_mismatch", "the Kafka key must be "
-                                    "<provider_id>/<provider_report_id> of the report", "$"))
-    out.signature, sig_problem = _check_signature(value, signature_b64, provider_key,
-                                                  require_signature)
-    if sig_problem:
-        out.problems.append(sig_problem)
-    if not out.problems:
-        _normalise(doc)
-        out.report = doc
+        out.problems += schema_problems(exc)
+    key_problem = _key_problem(key, doc)
+    if key_problem:
+        out.problems.append(key_problem)
+    out.problems += sig_problems
+    if report is not None and not out.problems:
+        # The dump carries the normalised hashes and countries and every unknown field, and
+        # leaves out defaults the company did not send (exclude_unset).
+        out.report = report.model_dump(by_alias=True, exclude_unset=True)
     return out
+
+
+__all__ = ["MAX_REPORT_BYTES", "Outcome", "Problem", "SignatureStatus", "check_signature",
+           "parse_key", "schema_problems", "validate_report"]
