@@ -126,8 +126,10 @@ class ClusterSignal(Base):
     """A hash of a cluster member. Exact kinds are looked up directly; PDQ also through an index."""
 
     __tablename__ = "cluster_signals"
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # value first: lookups are `value IN (…)`, which SQLite cannot serve from a (kind, value)
+    # index (a row-value IN is a full scan there).
     value: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.cluster_id"), index=True)
 
 
@@ -142,7 +144,8 @@ class Indicator(Base):
     """An entry of an indicator bank (Art. 44) with its provenance."""
 
     __tablename__ = "indicators"
-    __table_args__ = (UniqueConstraint("bank", "kind", "value", name="uq_indicator"),)
+    __table_args__ = (UniqueConstraint("bank", "kind", "value", name="uq_indicator"),
+                      Index("ix_indicators_value", "value"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     bank: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(16))

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from centre import messages as m
@@ -84,15 +84,15 @@ class IntakeStage:
     def process(self, records: list[Record]) -> None:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
         with self.sessions.begin() as s:
+            # One query per partition, each served by the primary key (partition, offset).
+            by_partition: dict[int, list[int]] = {}
+            for r in records:
+                by_partition.setdefault(r.partition, []).append(r.offset)
             known = {
                 (d.partition, d.offset): d
-                for d in s.scalars(
-                    select(IntakeDecision).where(
-                        tuple_(IntakeDecision.partition, IntakeDecision.offset).in_(
-                            [(r.partition, r.offset) for r in records]
-                        )
-                    )
-                )
+                for part, offsets in by_partition.items()
+                for d in s.scalars(select(IntakeDecision).where(
+                    IntakeDecision.partition == part, IntakeDecision.offset.in_(offsets)))
             }
             fresh = [r for r in records if (r.partition, r.offset) not in known]
             decisions = self._decide(s, fresh)
@@ -105,11 +105,13 @@ class IntakeStage:
         outcomes = [(r, self._validate(r)) for r in records]
         ids = {(o.provider_id, o.provider_report_id) for _, o in outcomes if o.accepted}
         existing: dict[tuple[str, str], str] = {}
-        if ids:
-            for pid, prid, rid in s.execute(
-                select(Report.provider_id, Report.provider_report_id, Report.report_id).where(
-                    tuple_(Report.provider_id, Report.provider_report_id).in_(list(ids))
-                )
+        by_provider: dict[str, list[str]] = {}
+        for pid, prid in ids:
+            by_provider.setdefault(pid, []).append(prid)
+        for pid, prids in by_provider.items():  # served by the (provider_id, provider_report_id) index
+            for prid, rid in s.execute(
+                select(Report.provider_report_id, Report.report_id).where(
+                    Report.provider_id == pid, Report.provider_report_id.in_(prids))
             ):
                 existing[(pid, prid)] = rid
 

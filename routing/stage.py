@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from centre import messages as m
 from centre import metrics
-from centre.crypto import key_id, seal
+from centre.crypto import Sealer, key_id
 from centre.db import Delivery, Report, make_engine, make_sessionmaker
 from centre.kafka import BatchProducer, ProviderTopics
 from centre.keys import KeySet
@@ -88,7 +88,7 @@ class RoutingStage:
         todo.sort(key=lambda t: _PRIORITY_ORDER.get(t["priority"], 9))
         now = m.now()
         updates, deliveries = [], []
-        signer = self.keys.centre_signer()
+        sealer = Sealer(self.keys.centre_signer())
         self.provider_topics.ensure({t["provider_id"] for t in todo})
         for t in todo:
             if t["manifestly_unfounded"]:
@@ -102,8 +102,7 @@ class RoutingStage:
                 plaintext = m.dumps(case)
                 for rcpt in recipients_of(jd):
                     public = self.keys.recipient_public(rcpt)
-                    env = seal(plaintext, recipient_id=rcpt, recipient_public=public,
-                               signer=signer)
+                    env = sealer.seal(plaintext, recipient_id=rcpt, recipient_public=public)
                     self.producer.send(le_topic(rcpt), env, key=t["case_id"].encode())
                     deliveries.append({"case_id": t["case_id"], "recipient": rcpt,
                                        "report_id": t["report_id"], "priority": t["priority"],

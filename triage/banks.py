@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from centre import messages as m
@@ -67,8 +67,9 @@ def import_file(settings: Settings, bank: str, path: Path, *, source: str, added
             existing: set[tuple[str, str]] = set()
             for i in range(0, len(pairs), 500):
                 chunk = pairs[i:i + 500]
-                existing |= set(s.execute(select(Indicator.kind, Indicator.value).where(
-                    Indicator.bank == bank, tuple_(Indicator.kind, Indicator.value).in_(chunk))).all())
+                found = s.execute(select(Indicator.kind, Indicator.value).where(
+                    Indicator.bank == bank, Indicator.value.in_([v for _k, v in chunk]))).all()
+                existing |= {tuple(r) for r in found} & set(chunk)
             now = m.now()
             rows = [dict(bank=bank, kind=k, value=v, source=source, added_by=added_by,
                          added_at=now, reason=reason, enabled=True)

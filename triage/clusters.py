@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from centre import messages as m
@@ -53,12 +53,14 @@ class ClusterBatch:
         self.new_signals: list[dict[str, str]] = []
         self.links: list[dict[str, str]] = []
         self.clusters: dict[str, _State] = {}
-        for chunk in _chunks(wanted, 500):
+        wanted_set = set(wanted)
+        for chunk in _chunks(sorted({v for _k, v in wanted}), 500):
             for kind, value, cid in session.execute(
                 select(ClusterSignal.kind, ClusterSignal.value, ClusterSignal.cluster_id).where(
-                    tuple_(ClusterSignal.kind, ClusterSignal.value).in_(chunk))
+                    ClusterSignal.value.in_(chunk))
             ):
-                self.by_signal[(kind, value)] = cid
+                if (kind, value) in wanted_set:
+                    self.by_signal[(kind, value)] = cid
         self._load(set(self.by_signal.values()))
 
     def _load(self, ids: set[str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, update
 
 from centre import messages as m
 from centre import metrics
@@ -94,13 +94,13 @@ class TriageStage:
         all_signals |= {sig for e in envelopes for item in e["report"].get("content") or []
                         for sig in content_signals(item)}
         hits: dict[Signal, set[str]] = {}
-        for chunk in _chunks(list(all_signals), 500):
+        for chunk in _chunks(sorted({v for _k, v in all_signals}), 500):
             for bank, kind, value in s.execute(
                 select(Indicator.bank, Indicator.kind, Indicator.value).where(
-                    Indicator.enabled.is_(True),
-                    tuple_(Indicator.kind, Indicator.value).in_(chunk))
+                    Indicator.enabled.is_(True), Indicator.value.in_(chunk))
             ):
-                hits.setdefault((kind, value), set()).add(bank)
+                if (kind, value) in all_signals:
+                    hits.setdefault((kind, value), set()).add(bank)
         clusters = ClusterBatch(s, all_signals, now)
         results, updates = [], []
         for e, items in zip(envelopes, per_report):

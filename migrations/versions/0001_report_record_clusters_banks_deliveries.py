@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 07:14:08.041654
+Create Date: 2026-11-23 08:00:30.424066
 """
 from typing import Sequence, Union
 
@@ -58,6 +58,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('indicators', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_indicators_bank'), ['bank'], unique=False)
+        batch_op.create_index('ix_indicators_value', ['value'], unique=False)
 
     op.create_table('intake_decisions',
     sa.Column('partition', sa.Integer(), nullable=False),
@@ -77,11 +78,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('provider_id')
     )
     op.create_table('cluster_signals',
-    sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('value', sa.String(length=128), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('cluster_id', sa.String(length=36), nullable=False),
     sa.ForeignKeyConstraint(['cluster_id'], ['clusters.cluster_id'], ),
-    sa.PrimaryKeyConstraint('kind', 'value')
+    sa.PrimaryKeyConstraint('value', 'kind')
     )
     with op.batch_alter_table('cluster_signals', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_cluster_signals_cluster_id'), ['cluster_id'], unique=False)
@@ -163,6 +164,7 @@ def downgrade() -> None:
     op.drop_table('providers')
     op.drop_table('intake_decisions')
     with op.batch_alter_table('indicators', schema=None) as batch_op:
+        batch_op.drop_index('ix_indicators_value')
         batch_op.drop_index(batch_op.f('ix_indicators_bank'))
 
     op.drop_table('indicators')

@@ -433,3 +433,25 @@ def test_passphrase_encrypts_private_keys(tmp_path: Path, monkeypatch: pytest.Mo
     assert info.value.__cause__ is None and info.value.__suppress_context__
     # Public keys stay readable without the passphrase (a liaison verifying cases).
     assert key_id(KeySet(tmp_path / "keys").centre_public()) == signer_id
+
+
+def test_batch_sealer_envelopes_open_and_never_share_a_nonce() -> None:
+    from centre.crypto import Sealer, peek_header
+
+    signer = Ed25519PrivateKey.generate()
+    de, fr = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    sealer = Sealer(signer)
+    envs = [sealer.seal(b"case %d" % i, recipient_id=r, recipient_public=k.public_key())
+            for i in range(50) for r, k in (("de", de), ("fr", fr))]
+    headers = [peek_header(e) for e in envs]
+    assert len({h["nonce"] for h in headers}) == len(envs)
+    assert len({h["epk"] for h in headers if h["recipient"] == "de"}) == 1  # one key per batch
+    for i, e in enumerate(envs):
+        rcpt, key = (("de", de), ("fr", fr))[i % 2]
+        assert open_envelope(e, recipient_id=rcpt, recipient_private=key,
+                             centre_public=signer.public_key()) == b"case %d" % (i // 2)
+    with pytest.raises(NotForYouError):
+        open_envelope(envs[0], recipient_id="fr", recipient_private=fr,
+                      centre_public=signer.public_key())
+    other = Sealer(signer).seal(b"x", recipient_id="de", recipient_public=de.public_key())
+    assert peek_header(other)["epk"] != headers[0]["epk"]  # a new batch, a new key
