@@ -10,6 +10,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -171,6 +173,11 @@ class Delivery(Base):
     delivered_at: Mapped[dt.datetime | None]
 
 
+# JSON columns hold whole reports: orjson writes and reads them several times faster.
+_JSON: dict[str, Any] = {"json_serializer": lambda obj: orjson.dumps(obj).decode(),
+                         "json_deserializer": orjson.loads}
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the CLI read while workers write; NORMAL sync is durable across process crashes.
@@ -186,10 +193,10 @@ def make_engine(url: str) -> Engine:
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, **_JSON)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **_JSON)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:

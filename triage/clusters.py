@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from centre import messages as m
@@ -146,10 +146,14 @@ class ClusterBatch:
                  "times_reported": st.times_reported, "recent_cases": st.recent_cases,
                  "merged_into": st.merged_into} for st in new])
         changed = [st for st in self.clusters.values() if st.dirty and not st.new]
-        for st in changed:
-            self.s.execute(update(Cluster).where(Cluster.cluster_id == st.cluster_id).values(
-                times_reported=st.times_reported, recent_cases=st.recent_cases,
-                merged_into=st.merged_into))
+        if changed:
+            table = Cluster.__table__
+            self.s.execute(
+                update(table).where(table.c.cluster_id == bindparam("cid")).values(
+                    times_reported=bindparam("times"), recent_cases=bindparam("recent"),
+                    merged_into=bindparam("merged")),
+                [{"cid": st.cluster_id, "times": st.times_reported, "recent": st.recent_cases,
+                  "merged": st.merged_into} for st in changed])
         for st in self.clusters.values():
             st.new = st.dirty = False
         if self.new_signals:
