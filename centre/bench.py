@@ -182,7 +182,7 @@ def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: 
 
         # Warm-up: provider topics created, caches filled, the broker JIT-compiled (a
         # freshly started JVM spends a core compiling for its first seconds) before timing.
-        warm, warm_prio = _messages(run + "w", 3000, p1_share, 1)
+        warm, warm_prio = _messages(run + "w", 10000, p1_share, 1)
         _produce(producer, intake, warm)
         _collect_cases(settings, set(warm_prio), 120)
 

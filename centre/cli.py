@@ -186,11 +186,16 @@ def db_upgrade() -> None:
 def bench(
     reports: int = typer.Option(20000, help="synthetic reports to push through"),
     p1_share: float = typer.Option(0.05, help="share of urgent (P1) reports"),
+    paced_rate: float = typer.Option(1000.0, help="reports/s of the latency phase"),
+    paced_seconds: float = typer.Option(10.0, help="length of the latency phase"),
 ) -> None:
-    """Measure the running pipeline end to end and the raw Kafka pass-through rate."""
+    """Measure the pipeline on a fresh local stack: end-to-end throughput, latency per
+    priority at a steady rate, peak memory per process, and the raw Kafka pass-through rate
+    of the same messages."""
     from centre.bench import run_bench
 
-    raise typer.Exit(run_bench(_settings(), reports=reports, p1_share=p1_share))
+    raise typer.Exit(run_bench(_settings(), reports=reports, p1_share=p1_share,
+                               paced_rate=paced_rate, paced_seconds=paced_seconds))
 
 
 def main() -> None:

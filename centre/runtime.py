@@ -150,7 +150,13 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
     consumer.subscribe([topic])
     try:
         while not stop.is_set():
-            msgs = consumer.consume(settings.batch_size, timeout=settings.batch_within_s)
+            # Wait for the first message only, then take whatever else is already fetched: at
+            # low load a report does not wait for a batch to fill, and under load the batch
+            # is whatever queued up while the previous one was being processed.
+            first = consumer.poll(settings.batch_within_s)
+            if first is None:
+                continue
+            msgs = [first] + consumer.consume(settings.batch_size - 1, timeout=0)
             records = [
                 Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
                        _headers(msg.headers()), msg.timestamp()[1] / 1000.0)
