@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 import psutil
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from rich.console import Console
 from rich.table import Table
 

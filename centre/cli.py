@@ -20,13 +20,16 @@ from centre.topology import EUROPOL, MEMBER_STATES, STAGES
 app = typer.Typer(
     help="The EU centre's report pipeline: intake, triage, routing to law enforcement.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
-indicators_app = typer.Typer(help="Indicator banks (Art. 44): import hashes.", no_args_is_help=True)
+indicators_app = typer.Typer(help="Indicator banks (Art. 44): import hashes.", no_args_is_help=True,
+                          rich_markup_mode="markdown")
 liaison_app = typer.Typer(help="A law-enforcement liaison's view: pull sealed cases.",
-                          no_args_is_help=True)
+                          no_args_is_help=True, rich_markup_mode="markdown")
 keys_app = typer.Typer(help="Keys: the centre's signing key, recipients' and providers' keys.",
-                       no_args_is_help=True)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode="markdown")
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True,
+                          rich_markup_mode="markdown")
 app.add_typer(indicators_app, name="indicators")
 app.add_typer(liaison_app, name="liaison")
 app.add_typer(keys_app, name="keys")
@@ -73,8 +76,8 @@ def up() -> None:
 @app.command()
 def worker(stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
            loglevel: str = "warn") -> None:
-    """Run one pipeline stage (a faust worker) until stopped. `centre up` runs one per stage;
-    run more on other machines to share a stage's partitions."""
+    """Run one pipeline stage until stopped (CENTRE_RUNTIME: kafka or faust). `centre up`
+    runs one per stage; run more, on other machines too, to share a stage's partitions."""
     from centre.runtime import run_worker
 
     logging.basicConfig(level=logging.WARNING)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from sqlalchemy import (
     JSON,
     BigInteger,

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from centre import messages as m
-from centre.crypto import SealError, key_id, open_envelope
+from centre.crypto import SealError, open_envelope
 from centre.kafka import base_config
 from centre.settings import Settings
 from centre.topology import le_topic
@@ -134,7 +134,3 @@ def _commit_upto(consumer: Consumer, topic: str, last: dict[int, int], stop_msg:
     if last:
         consumer.commit(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()],
                         asynchronous=False)
-
-
-def describe_key(private_keys: Mapping[str, X25519PrivateKey]) -> str:
-    return ", ".join(key_id(k.public_key()) for k in private_keys.values())

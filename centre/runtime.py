@@ -15,8 +15,8 @@ import importlib
 import logging
 import os
 import signal
-import threading
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -49,6 +49,25 @@ class Stage(Protocol):
     def process(self, records: list[Record]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class StageBase:
+    """What every stage holds: its settings, the database, and the producer of its outputs."""
+
+    name = ""
+
+    def __init__(self, settings: Settings) -> None:
+        from centre.db import make_engine, make_sessionmaker
+        from centre.kafka import BatchProducer
+
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.producer = BatchProducer(settings)
+
+    def close(self) -> None:
+        self.producer.close()
+        self.engine.dispose()
 
 
 def load_stage(name: str, settings: Settings) -> Stage:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -143,10 +142,6 @@ class Stack:
                     if not self._stopping.is_set():
                         w.start()
 
-    def restart_worker(self, stage: str) -> None:
-        w = self.workers[stage]
-        w.start()
-
     def stop(self) -> None:
         self._stopping.set()
         for w in self.workers.values():
@@ -171,7 +166,3 @@ def pids(stack: Stack) -> dict[str, int | None]:
     if stack.broker and stack.broker.process:
         out["broker"] = stack.broker.process.pid
     return out
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") in ("1", "true", "yes")

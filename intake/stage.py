@@ -21,11 +21,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from centre import messages as m
 from centre import metrics
 from centre.db import (
-    DeadLetter, IntakeDecision, Provider, Report, make_engine, make_sessionmaker,
+    DeadLetter,
+    IntakeDecision,
+    Provider,
+    Report,
 )
-from centre.kafka import BatchProducer, ProviderTopics
+from centre.kafka import ProviderTopics
 from centre.keys import KeySet
-from centre.runtime import Record
+from centre.runtime import Record, StageBase
 from centre.settings import Settings
 from centre.topology import ACCEPTED, INTAKE, feedback_topic
 from intake.validation import Outcome, parse_key, validate_report
@@ -49,21 +52,14 @@ class Decision:
     signature: str = "absent"
 
 
-class IntakeStage:
+class IntakeStage(StageBase):
     name = STAGE
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.engine = make_engine(settings.database_url)
-        self.sessions = make_sessionmaker(self.engine)
-        self.producer = BatchProducer(settings)
+        super().__init__(settings)
         self.provider_topics = ProviderTopics(settings)
         self.keys = KeySet(settings.keys_dir)
         self.source_topic = settings.topic(INTAKE)
-
-    def close(self) -> None:
-        self.producer.close()
-        self.engine.dispose()
 
     # -- deciding ---------------------------------------------------------------------------
 

@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from intake.model import (
-    COUNTRY, HASH_FIELDS, HEX32, HEX64, MAX_PROVIDER_REPORT_ID, NOT_BLANK, PROVIDER_ID, ReportV1,
+    COUNTRY,
+    HASH_FIELDS,
+    HEX32,
+    HEX64,
+    MAX_PROVIDER_REPORT_ID,
+    NOT_BLANK,
+    PROVIDER_ID,
+    ReportV1,
 )
 
 MAX_REPORT_BYTES = 1024 * 1024

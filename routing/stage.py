@@ -15,10 +15,10 @@ from sqlalchemy import select, update
 from centre import messages as m
 from centre import metrics
 from centre.crypto import Sealer, key_id
-from centre.db import Delivery, Report, make_engine, make_sessionmaker
-from centre.kafka import BatchProducer, ProviderTopics
+from centre.db import Delivery, Report
+from centre.kafka import ProviderTopics
 from centre.keys import KeySet
-from centre.runtime import Record
+from centre.runtime import Record, StageBase
 from centre.settings import Settings
 from centre.topology import EUROPOL, feedback_topic, le_topic
 from routing.geo import make_geolocator
@@ -55,21 +55,14 @@ def recipients_of(jurisdiction: dict[str, Any]) -> list[str]:
     return [c["country"] for c in jurisdiction["countries"]] + [EUROPOL]
 
 
-class RoutingStage:
+class RoutingStage(StageBase):
     name = STAGE
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.engine = make_engine(settings.database_url)
-        self.sessions = make_sessionmaker(self.engine)
-        self.producer = BatchProducer(settings)
+        super().__init__(settings)
         self.provider_topics = ProviderTopics(settings)
         self.keys = KeySet(settings.keys_dir)
         self.locate = make_geolocator(settings.geoip_db).country
-
-    def close(self) -> None:
-        self.producer.close()
-        self.engine.dispose()
 
     def process(self, records: list[Record]) -> None:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))

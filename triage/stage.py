@@ -13,9 +13,8 @@ from sqlalchemy import select, update
 
 from centre import messages as m
 from centre import metrics
-from centre.db import Indicator, Report, make_engine, make_sessionmaker
-from centre.kafka import BatchProducer
-from centre.runtime import Record
+from centre.db import Indicator, Report
+from centre.runtime import Record, StageBase
 from centre.settings import Settings
 from centre.topology import TRIAGED
 from triage.clusters import ClusterBatch, Signal
@@ -38,18 +37,11 @@ def bank_matches(report: dict[str, Any], hits: dict[Signal, set[str]]) -> list[M
     return out
 
 
-class TriageStage:
+class TriageStage(StageBase):
     name = STAGE
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.engine = make_engine(settings.database_url)
-        self.sessions = make_sessionmaker(self.engine)
-        self.producer = BatchProducer(settings)
-
-    def close(self) -> None:
-        self.producer.close()
-        self.engine.dispose()
+        super().__init__(settings)
 
     def process(self, records: list[Record]) -> None:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))

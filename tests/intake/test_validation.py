@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from intake.model import SCHEMA_ID, ReportV1, report_json_schema
-from intake.schema_gen import SCHEMA_FILE, main as schema_gen_main, render
+from intake.schema_gen import SCHEMA_FILE, render
+from intake.schema_gen import main as schema_gen_main
 from intake.validation import MAX_REPORT_BYTES, Problem, parse_key, validate_report
 from tests.factories import REMOVE, make_report, report_bytes, report_key
 

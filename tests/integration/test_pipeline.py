@@ -17,7 +17,13 @@ from centre.db import DeadLetter, Delivery, Report, make_engine, make_sessionmak
 from centre.keys import KeySet
 from centre.stack import Stack
 from tests.integration.helpers import (
-    FeedbackReader, cli, ids_of, pull_cases, send_raw, send_reports, write_jsonl,
+    FeedbackReader,
+    cli,
+    ids_of,
+    pull_cases,
+    send_raw,
+    send_reports,
+    write_jsonl,
 )
 
 pytestmark = pytest.mark.integration
