@@ -1,23 +1,35 @@
 """Sealed envelopes for cases, one recipient each, and the Ed25519 helpers the centre signs with.
 
 A case on `le.<cc>` must be readable only by that liaison (not by other recipients, not by
-the broker's operators) and provably from the centre. So each message gets a fresh ephemeral
-X25519 key, ECDH with the recipient's key, HKDF-SHA256 to an AES-256-GCM key, and an Ed25519
-signature by the centre over everything.
+the broker's operators) and provably from the centre. Each envelope is encrypted with an
+X25519 key agreement, HKDF-SHA256 to an AES-256-GCM key, and covered by an Ed25519
+signature of the centre.
 
-Envelope, version 1 (the Kafka value, bytes):
+Envelope, version 2 (the Kafka value, bytes):
 
-    <header: one line of JSON, ASCII> 0x0A <AES-256-GCM ciphertext || 16-byte tag> <signature>
+    <header: one line of JSON, ASCII> 0x0A <AES-256-GCM ciphertext || 16-byte tag>
+        <proof: k × 32 bytes> <k: 1 byte> <signature: 64 bytes>
 
-    header = {"v":1,"alg":"X25519-HKDF-SHA256-A256GCM+Ed25519","recipient":"de",
+    header = {"v":2,"alg":"X25519-HKDF-SHA256-A256GCM+Ed25519-Merkle","recipient":"de",
               "kid":<recipient key id>,"signer":<centre key id>,
-              "epk":<base64 ephemeral X25519 public key>,"nonce":<base64 12 bytes>}
-    signature = 64-byte Ed25519 signature over every byte before it (header, newline, ciphertext)
+              "epk":<base64 ephemeral X25519 public key>,"nonce":<base64 12 bytes>,
+              "leaf":<index in its batch>,"leaves":<envelopes in the batch>}
+
+Routing seals a whole batch at once and signs it once (an Ed25519 signature costs as much as
+all the rest of a seal): every envelope of the batch is a leaf of a Merkle tree,
+    leaf = SHA-256(0x00 || header || 0x0A || ciphertext),  node = SHA-256(0x01 || left || right)
+(a node without a sibling moves up a level unchanged), and the centre signs
+"centre/seal-root/v2|" || root. An envelope carries the sibling hashes from its leaf to the
+root, so each one verifies on its own: recompute the root from the envelope and its proof,
+then check the signature, as Certificate Transparency's inclusion proofs do. A single seal
+is a batch of one (no proof). Changing any byte (header, ciphertext, proof, index) changes
+the root and the signature fails. What a recipient learns of the others is only the batch
+size, and hashes of ciphertexts it cannot open.
 
 Why this shape: the header stays readable (`head -1`) and says what it is and which key opens
 it, while the body is raw, so a 1 MiB report does not grow by a third as base64 would make it.
-The signature has a fixed length, so the body needs no length field. The header bytes are the
-AEAD's associated data and are covered by the signature, so no field can be swapped.
+The header bytes are the AEAD's associated data and are in the leaf, so no field can be
+swapped.
 """
 
 from __future__ import annotations
@@ -52,8 +64,10 @@ MEMBER_STATES: Final[tuple[str, ...]] = (
 RECIPIENTS: Final[tuple[str, ...]] = (*MEMBER_STATES, "europol")
 _RECIPIENT_SET: Final[frozenset[str]] = frozenset(RECIPIENTS)
 
-VERSION: Final = 1
-ALG: Final = "X25519-HKDF-SHA256-A256GCM+Ed25519"
+VERSION: Final = 2
+ALG: Final = "X25519-HKDF-SHA256-A256GCM+Ed25519-Merkle"
+_ROOT_PREFIX: Final = b"centre/seal-root/v2|"
+_MAX_PROOF: Final = 40  # a tree of 2^40 envelopes; anything deeper is not ours
 _INFO_PREFIX: Final = b"centre/seal/v1|"
 _SIG_LEN: Final = 64
 _TAG_LEN: Final = 16
@@ -62,6 +76,7 @@ _KEY_LEN: Final = 32
 # A real header is ~200 bytes; the bound stops a search for the newline through megabytes of
 # garbage and keeps error paths cheap.
 _MAX_HEADER: Final = 1024
+_HASH_LEN: Final = 32
 _KID_RE: Final = re.compile(r"[0-9a-f]{16}")
 
 
@@ -124,14 +139,59 @@ def _derive_key(shared: bytes, epk: bytes, rpk: bytes, recipient_id: str, kid: s
     )
 
 
+def _leaf_hash(header: bytes, ciphertext: bytes) -> bytes:
+    return hashlib.sha256(b"\x00%s\n%s" % (header, ciphertext)).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _merkle(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The root and, for each leaf, its proof (sibling hashes from the leaf upwards)."""
+    proofs: list[list[bytes]] = [[] for _ in leaves]
+    level = leaves
+    members = [[i] for i in range(len(leaves))]  # which leaves sit under each node
+    while len(level) > 1:
+        nxt, nxt_members = [], []
+        for i in range(0, len(level) - 1, 2):
+            for leaf in members[i]:
+                proofs[leaf].append(level[i + 1])
+            for leaf in members[i + 1]:
+                proofs[leaf].append(level[i])
+            nxt.append(_node(level[i], level[i + 1]))
+            nxt_members.append(members[i] + members[i + 1])
+        if len(level) % 2:  # no sibling: moves up unchanged
+            nxt.append(level[-1])
+            nxt_members.append(members[-1])
+        level, members = nxt, nxt_members
+    return level[0], proofs
+
+
+def _root_from_proof(leaf: bytes, index: int, size: int, proof: list[bytes]) -> bytes | None:
+    """The root that `proof` leads to from `leaf` at `index` of `size`; None if the proof
+    does not have the shape such a tree gives that index."""
+    node, used = leaf, 0
+    while size > 1:
+        if index % 2:
+            if used >= len(proof):
+                return None
+            node, used = _node(proof[used], node), used + 1
+        elif index + 1 < size:
+            if used >= len(proof):
+                return None
+            node, used = _node(node, proof[used]), used + 1
+        index, size = index // 2, (size + 1) // 2
+    return node if used == len(proof) else None
+
+
 class Sealer:
     """Seals many messages; one ephemeral key per recipient for the sealer's lifetime.
 
-    Routing makes one per batch: the X25519 key generation and exchange (two thirds of a
-    seal's cost) are paid once per recipient and batch instead of once per message. Each
-    message still has its own random nonce and signature, and the envelope format is the
-    same, so `open_envelope` needs nothing new. A key shared by a few hundred messages leaves
-    the random-nonce collision chance negligible (2^-80 region for 2^8 messages).
+    Routing makes one per batch: the X25519 key generation and exchange are paid once per
+    recipient and batch instead of once per message, and `seal_batch` signs the whole batch
+    once. Each message still has its own random nonce; a key shared by a few hundred messages
+    leaves the random-nonce collision chance negligible (2^-80 region for 2^8 messages).
     """
 
     def __init__(self, signer: Ed25519PrivateKey) -> None:
@@ -139,8 +199,8 @@ class Sealer:
         self._signer_kid = _kid(signer.public_key().public_bytes_raw()).encode("ascii")
         self._per_recipient: dict[tuple[str, bytes], tuple[bytes, bytes, AESGCM]] = {}
 
-    def seal(self, plaintext: bytes, *, recipient_id: str,
-             recipient_public: X25519PublicKey) -> bytes:
+    def _encrypt(self, plaintext: bytes, recipient_id: str, recipient_public: X25519PublicKey,
+                 leaf: int, leaves: int) -> tuple[bytes, bytes]:
         rpk = recipient_public.public_bytes_raw()
         cached = self._per_recipient.get((recipient_id, rpk))
         if cached is None:
@@ -149,17 +209,33 @@ class Sealer:
             epk = ephemeral.public_key().public_bytes_raw()
             kid = _kid(rpk)
             key = _derive_key(ephemeral.exchange(recipient_public), epk, rpk, recipient_id, kid)
-            cached = (b'{"v":1,"alg":"%s","recipient":"%s","kid":"%s","signer":"%s","epk":"%s",'
-                      % (ALG.encode("ascii"), recipient_id.encode("ascii"), kid.encode("ascii"),
-                         self._signer_kid, base64.b64encode(epk)), epk, AESGCM(key))
+            cached = (b'{"v":%d,"alg":"%s","recipient":"%s","kid":"%s","signer":"%s","epk":"%s",'
+                      % (VERSION, ALG.encode("ascii"), recipient_id.encode("ascii"),
+                         kid.encode("ascii"), self._signer_kid, base64.b64encode(epk)),
+                      epk, AESGCM(key))
             self._per_recipient[(recipient_id, rpk)] = cached
         prefix, _epk, aead = cached
         nonce = os.urandom(_NONCE_LEN)
-        # Formatted by hand: every value is an id from a fixed alphabet or base64, so no JSON
-        # escaping is needed, and it is several times cheaper than json.dumps on this hot path.
-        header = b'%s"nonce":"%s"}' % (prefix, base64.b64encode(nonce))
-        body = b"%s\n%s" % (header, aead.encrypt(nonce, plaintext, header))
-        return body + self._signer.sign(body)
+        # Formatted by hand: every value is an id from a fixed alphabet, base64 or a number,
+        # so no JSON escaping is needed, and it is several times cheaper than json.dumps.
+        header = b'%s"nonce":"%s","leaf":%d,"leaves":%d}' % (
+            prefix, base64.b64encode(nonce), leaf, leaves)
+        return header, aead.encrypt(nonce, plaintext, header)
+
+    def seal_batch(self, items: list[tuple[bytes, str, X25519PublicKey]]) -> list[bytes]:
+        """Seal (plaintext, recipient_id, recipient_public) items; one signature for all."""
+        if not items:
+            return []
+        parts = [self._encrypt(p, r, k, i, len(items)) for i, (p, r, k) in enumerate(items)]
+        root, proofs = _merkle([_leaf_hash(h, c) for h, c in parts])
+        signature = self._signer.sign(_ROOT_PREFIX + root)
+        return [b"%s\n%s%s%c%s" % (h, c, b"".join(proof), len(proof), signature)
+                for (h, c), proof in zip(parts, proofs)]
+
+    def seal(self, plaintext: bytes, *, recipient_id: str,
+             recipient_public: X25519PublicKey) -> bytes:
+        """One envelope, signed on its own (a batch of one)."""
+        return self.seal_batch([(plaintext, recipient_id, recipient_public)])[0]
 
 
 def seal(
@@ -179,8 +255,10 @@ def seal(
 class _Parsed:
     header: dict[str, Any]
     header_bytes: bytes
-    body: bytes  # what the signature covers
     ciphertext: bytes
+    proof: list[bytes]
+    leaf: int
+    leaves: int
     signature: bytes
     recipient: str
     kid: str
@@ -216,8 +294,12 @@ def _parse(envelope: bytes) -> _Parsed:
     newline = envelope.find(b"\n", 0, _MAX_HEADER + 1)
     if newline <= 0 or not envelope.startswith(b"{"):
         raise MalformedError("not a sealed envelope: no JSON header line")
-    if len(envelope) < newline + 1 + _TAG_LEN + _SIG_LEN:
+    if len(envelope) < newline + 1 + _TAG_LEN + 1 + _SIG_LEN:
         raise MalformedError("sealed envelope is truncated")
+    depth = envelope[-_SIG_LEN - 1]
+    proof_start = len(envelope) - _SIG_LEN - 1 - depth * _HASH_LEN
+    if depth > _MAX_PROOF or proof_start < newline + 1 + _TAG_LEN:
+        raise MalformedError("sealed envelope is truncated or its proof is malformed")
     header_bytes = envelope[:newline]
     try:
         header = json.loads(header_bytes)
@@ -227,17 +309,24 @@ def _parse(envelope: bytes) -> _Parsed:
         raise MalformedError("not a sealed envelope: header is not a JSON object")
     version = header.get("v")
     if type(version) is not int or version != VERSION:  # `type is`: JSON true must not pass as 1
-        raise MalformedError(f"unsupported envelope version {str(version)[:20]!r} (expected 1)")
+        raise MalformedError(
+            f"unsupported envelope version {str(version)[:20]!r} (expected {VERSION})")
     if header.get("alg") != ALG:
         raise MalformedError(f"unsupported envelope algorithm {str(header.get('alg'))[:60]!r}")
     recipient = header.get("recipient")
     if not isinstance(recipient, str) or recipient not in _RECIPIENT_SET:
         raise MalformedError("envelope header names no known recipient")
+    leaf, leaves = header.get("leaf"), header.get("leaves")
+    if type(leaf) is not int or type(leaves) is not int or not 0 <= leaf < leaves:
+        raise MalformedError("envelope header fields 'leaf' and 'leaves' are not a position")
+    proof_bytes = envelope[proof_start:-_SIG_LEN - 1]
     return _Parsed(
         header=header,
         header_bytes=header_bytes,
-        body=envelope[:-_SIG_LEN],
-        ciphertext=envelope[newline + 1 : -_SIG_LEN],
+        ciphertext=envelope[newline + 1 : proof_start],
+        proof=[proof_bytes[i:i + _HASH_LEN] for i in range(0, len(proof_bytes), _HASH_LEN)],
+        leaf=leaf,
+        leaves=leaves,
         signature=envelope[-_SIG_LEN:],
         recipient=recipient,
         kid=_kid_field(header, "kid"),
@@ -279,10 +368,11 @@ def open_envelope(
     signer = next((k for k in _as_tuple(centre_public) if key_id(k) == parsed.signer), None)
     if signer is None:
         raise ForgedError(f"envelope is signed by key {parsed.signer}, not a known centre key")
-    try:
-        signer.verify(parsed.signature, parsed.body)
-    except InvalidSignature:
-        raise ForgedError("envelope signature does not verify: forged or altered") from None
+    root = _root_from_proof(_leaf_hash(parsed.header_bytes, parsed.ciphertext), parsed.leaf,
+                            parsed.leaves, parsed.proof)
+    if root is None:
+        raise ForgedError("envelope's proof does not fit its position: forged or altered")
+    _verify_root(signer, parsed.signer, root, parsed.signature)
 
     if parsed.recipient != recipient_id:
         raise NotForYouError(f"envelope is sealed for {parsed.recipient!r}, not {recipient_id!r}")
@@ -311,6 +401,25 @@ def open_envelope(
         raise SealError(
             f"envelope is signed by the centre but does not decrypt with key {parsed.kid}"
         ) from None
+
+
+_VERIFIED: dict[tuple[str, bytes, bytes], None] = {}  # roots already verified, oldest first
+
+
+def _verify_root(signer: Ed25519PublicKey, signer_kid: str, root: bytes,
+                 signature: bytes) -> None:
+    """Check the centre's signature over a batch root; a root seen verified is not rechecked
+    (a liaison pulls many envelopes of the same batch)."""
+    memo = (signer_kid, root, signature)
+    if memo in _VERIFIED:
+        return
+    try:
+        signer.verify(signature, _ROOT_PREFIX + root)
+    except InvalidSignature:
+        raise ForgedError("envelope signature does not verify: forged or altered") from None
+    if len(_VERIFIED) >= 4096:
+        del _VERIFIED[next(iter(_VERIFIED))]
+    _VERIFIED[memo] = None
 
 
 def sign(data: bytes, key: Ed25519PrivateKey) -> str:

@@ -74,9 +74,11 @@ def static_topics(settings: Settings) -> list[TopicSpec]:
                   _retention(14, 4 * MIB)),
         TopicSpec(NOTICE_RESPONSES, 3, "notice-response/v1 from companies", _retention(30, MIB)),
     ]
-    # Liaison topics keep cases long enough for a liaison that is away for weeks.
+    # Liaison topics keep cases long enough for a liaison that is away for weeks. One
+    # partition each: one liaison reads them, and a partition more would cost the broker a
+    # produce request more per routing batch (librdkafka sends one request per partition).
     topics += [
-        TopicSpec(le_topic(r), 3, f"sealed case/v1 and retraction/v1 for {r}",
+        TopicSpec(le_topic(r), 1, f"sealed case/v1 and retraction/v1 for {r}",
                   _retention(90, 8 * MIB))
         for r in RECIPIENTS
     ]
@@ -85,7 +87,8 @@ def static_topics(settings: Settings) -> list[TopicSpec]:
 
 def provider_topics(provider_id: str) -> list[TopicSpec]:
     return [
-        TopicSpec(feedback_topic(provider_id), 3, "feedback/v1 for the provider",
+        # One partition: the provider reads its feedback in the order it was sent.
+        TopicSpec(feedback_topic(provider_id), 1, "feedback/v1 for the provider",
                   _retention(30, MIB)),
         TopicSpec(notices_topic(provider_id), 1, "notice/v1 for the provider",
                   _retention(90, MIB)),

@@ -25,6 +25,7 @@ from centre.db import (
     IntakeDecision,
     Provider,
     Report,
+    ReportContent,
 )
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
@@ -142,7 +143,7 @@ class IntakeStage(StageBase):
                 report_id=rid, case_id=m.case_id_for(rid), provider_id=pid,
                 provider_report_id=prid, received_at=received_at,
                 submitted_at=str(out.report.get("submitted_at")), signature=out.signature,
-                body=out.report, status="received", reasons=[], supplements=0,
+                status="received", reasons=[], supplements=0,
             ))
             decisions.append(Decision(rec, "received", pid, prid, rid, [], now, out.report,
                                       received_at, out.signature))
@@ -151,6 +152,9 @@ class IntakeStage(StageBase):
             self._upsert_providers(s, providers, now)
         if new_reports:
             s.execute(Report.__table__.insert(), new_reports)
+            s.execute(ReportContent.__table__.insert(),
+                      [{"report_id": d.report_id, "body": d.report} for d in decisions
+                       if d.outcome == "received"])
         if dead:
             s.execute(DeadLetter.__table__.insert(), dead)
             metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
@@ -185,7 +189,8 @@ class IntakeStage(StageBase):
                            list(d.reasons or []), d.decided_at)
             if d.outcome == "received" and d.report_id:
                 rep = s.get(Report, d.report_id)
-                dec.report, dec.received_at, dec.signature = rep.body, rep.received_at, rep.signature
+                dec.report = s.get(ReportContent, d.report_id).body
+                dec.received_at, dec.signature = rep.received_at, rep.signature
             out.append(dec)
         return out
 

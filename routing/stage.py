@@ -80,7 +80,10 @@ class RoutingStage(StageBase):
         # Urgent cases leave first, whatever order they arrived in.
         todo.sort(key=lambda t: _PRIORITY_ORDER.get(t["priority"], 9))
         now = m.now()
-        updates, deliveries = [], []
+        updates: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        to_seal: list[tuple[bytes, str, Any]] = []
+        feedback: list[dict[str, Any]] = []
         sealer = Sealer(self.keys.centre_signer())
         self.provider_topics.ensure({t["provider_id"] for t in todo})
         for t in todo:
@@ -95,8 +98,7 @@ class RoutingStage(StageBase):
                 plaintext = m.dumps(case)
                 for rcpt in recipients_of(jd):
                     public = self.keys.recipient_public(rcpt)
-                    env = sealer.seal(plaintext, recipient_id=rcpt, recipient_public=public)
-                    self.producer.send(le_topic(rcpt), env, key=t["case_id"].encode())
+                    to_seal.append((plaintext, rcpt, public))
                     deliveries.append({"case_id": t["case_id"], "recipient": rcpt,
                                        "report_id": t["report_id"], "priority": t["priority"],
                                        "key_id": key_id(public),
@@ -104,19 +106,24 @@ class RoutingStage(StageBase):
                                        "forwarded_at": now, "delivered_at": None})
                 metrics.MESSAGES_OUT.labels(STAGE, "case").inc(len(recipients_of(jd)))
                 status = "forwarded"
-            fb = m.feedback(provider_id=t["provider_id"],
+            feedback.append(m.feedback(provider_id=t["provider_id"],
                             provider_report_id=t["provider_report_id"],
                             report_id=t["report_id"], status=status,
                             reasons=[m.reason(r.split(":", 1)[0], r) for r in
                                      (t["reasons"] if status == "manifestly_unfounded" else [])],
-                            at=now, source=f"routing/{t['report_id']}")
-            self.producer.send(feedback_topic(t["provider_id"]), m.dumps(fb),
-                               key=t["provider_report_id"].encode())
+                            at=now, source=f"routing/{t['report_id']}"))
             metrics.OUTCOMES.labels(STAGE, status).inc()
             updates.append({"report_id": t["report_id"], "status": status, "jurisdiction": jd,
                             "forwarded_at": now if status == "forwarded" else None})
             received = dt.datetime.fromisoformat(t["received_at"].replace("Z", "+00:00"))
             metrics.LATENCY.labels(t["priority"]).observe((now - received).total_seconds())
+        # Cases first (P1 first, as sorted), then the providers' feedback: a provider never
+        # hears `forwarded` about a case that is not on its way.
+        for (_p, rcpt, _k), env, d in zip(to_seal, sealer.seal_batch(to_seal), deliveries):
+            self.producer.send(le_topic(rcpt), env, key=d["case_id"].encode())
+        for fb in feedback:
+            self.producer.send(feedback_topic(fb["provider_id"]), m.dumps(fb),
+                               key=fb["provider_report_id"].encode())
         self.producer.flush_or_raise()
         if updates:
             with self.sessions.begin() as s:

@@ -83,7 +83,7 @@ def test_header_is_versioned_and_self_describing(
 ) -> None:
     env = _seal(centre_key, liaison_key, "fr")
     header = peek_header(env)
-    assert header["v"] == 1
+    assert header["v"] == 2 and header["leaves"] == 1 and header["leaf"] == 0
     assert header["recipient"] == "fr"
     assert header["kid"] == key_id(liaison_key.public_key()) == key_id(liaison_key)
     assert header["signer"] == key_id(centre_key.public_key())
@@ -455,3 +455,60 @@ def test_batch_sealer_envelopes_open_and_never_share_a_nonce() -> None:
                       centre_public=signer.public_key())
     other = Sealer(signer).seal(b"x", recipient_id="de", recipient_public=de.public_key())
     assert peek_header(other)["epk"] != headers[0]["epk"]  # a new batch, a new key
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 100])
+def test_batch_signed_envelopes_each_verify_alone(size: int) -> None:
+    from centre.crypto import Sealer, peek_header
+
+    signer = Ed25519PrivateKey.generate()
+    de = X25519PrivateKey.generate()
+    envs = Sealer(signer).seal_batch(
+        [(b"case %d" % i, "de", de.public_key()) for i in range(size)])
+    sigs = {e[-64:] for e in envs}
+    assert len(sigs) == 1  # one signature for the batch
+    for i, e in enumerate(envs):
+        h = peek_header(e)
+        assert (h["leaf"], h["leaves"]) == (i, size)
+        assert open_envelope(e, recipient_id="de", recipient_private=de,
+                             centre_public=signer.public_key()) == b"case %d" % i
+
+
+def test_batch_envelope_tampering_is_forgery() -> None:
+    from centre.crypto import Sealer
+
+    signer = Ed25519PrivateKey.generate()
+    de = X25519PrivateKey.generate()
+    envs = Sealer(signer).seal_batch([(b"case %d" % i, "de", de.public_key()) for i in range(6)])
+    env = envs[2]
+    header, rest = env.split(b"\n", 1)
+    depth = env[-65]
+    assert depth == 3
+    proof_at = len(env) - 65 - 32 * depth
+    candidates = {
+        "proof byte": env[:proof_at] + bytes([env[proof_at] ^ 1]) + env[proof_at + 1:],
+        "ciphertext byte": header + b"\n" + bytes([rest[0] ^ 1]) + rest[1:],
+        "another envelope's proof": env[:proof_at] + envs[3][len(envs[3]) - 65 - 96:],
+        "shorter proof": env[:proof_at] + env[proof_at + 32:-65] + bytes([depth - 1]) + env[-64:],
+        "moved to another leaf": header.replace(b'"leaf":2', b'"leaf":3') + b"\n" + rest,
+        "batch said larger": header.replace(b'"leaves":6', b'"leaves":7') + b"\n" + rest,
+    }
+    for what, bad in candidates.items():
+        assert bad != env, what
+        with pytest.raises(ForgedError):
+            open_envelope(bad, recipient_id="de", recipient_private=de,
+                          centre_public=signer.public_key())
+
+
+def test_batch_position_must_be_sane() -> None:
+    from centre.crypto import Sealer
+
+    signer = Ed25519PrivateKey.generate()
+    de = X25519PrivateKey.generate()
+    env = Sealer(signer).seal(b"x", recipient_id="de", recipient_public=de.public_key())
+    header, rest = env.split(b"\n", 1)
+    for a, b in [(b'"leaf":0', b'"leaf":1'), (b'"leaf":0', b'"leaf":-1'),
+                 (b'"leaves":1', b'"leaves":true')]:
+        with pytest.raises(MalformedError, match="position"):
+            open_envelope(header.replace(a, b) + b"\n" + rest, recipient_id="de",
+                          recipient_private=de, centre_public=signer.public_key())

@@ -20,7 +20,7 @@ def _reports(s, n: int) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def
         rid = m.report_id_for("p", f"r{i}")
         s.add(Report(report_id=rid, case_id=m.case_id_for(rid), provider_id="p",
                      provider_report_id=f"r{i}", received_at=NOW, submitted_at="x",
-                     signature="absent", body={}, status="received", reasons=[], supplements=0))
+                     signature="absent", status="received", reasons=[], supplements=0))
         ids.append((rid, m.case_id_for(rid)))
     s.flush()
     return ids
