@@ -106,9 +106,10 @@ def _produce(p: Producer, topic: str, msgs: list[tuple[bytes, bytes]],
     return first
 
 
-def _collect_cases(settings: Settings, expected: set[bytes], timeout: float) -> dict[bytes, float]:
-    """Case key → broker append time on le.europol, for the expected case ids."""
-    topic = settings.topic(le_topic("europol"))
+def _collect_cases(settings: Settings, expected: set[bytes], timeout: float,
+                   topic: str | None = None) -> dict[bytes, float]:
+    """Message key → broker append time on `topic` (default le.europol) for expected keys."""
+    topic = topic or settings.topic(le_topic("europol"))
     c = Consumer({**base_config(settings), "group.id": f"bench-{uuid.uuid4()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
@@ -137,14 +138,14 @@ def _messages(run: str, n: int, p1_share: float, seed: int) -> tuple[list[tuple[
     return msgs, prio
 
 
-def _raw_passthrough(settings: Settings, n: int) -> float:
-    """consume → produce of n intake messages with no processing, messages/s."""
+def _raw_passthrough(settings: Settings, n: int, source: str = INTAKE) -> float:
+    """consume → produce of n messages of `source` with no processing, messages/s."""
     out = settings.topic("bench.passthrough")
     ensure_topics(settings, [TopicSpec("bench.passthrough", settings.partitions, "bench")])
     c = Consumer({**base_config(settings), "group.id": f"bench-raw-{uuid.uuid4()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "fetch.max.bytes": 52428800})
-    c.subscribe([settings.topic(INTAKE)])
+    c.subscribe([settings.topic(source)])
     p = _producer(settings)
     done, first = 0, None
     deadline = time.monotonic() + 300
@@ -246,3 +247,92 @@ def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: 
         console.print(f"[red]{reports - len(arrived)} cases did not arrive[/]")
         return 1
     return 0
+
+
+def _random_pdq_indicators(engine: Any, n: int, seed: int) -> list[str]:
+    """n random PDQ hashes into the known_material bank; returns the first 1,000 of them (for
+    near copies in the reports)."""
+    import datetime as dt
+
+    import numpy as np
+
+    from centre.db import Indicator
+
+    rng = np.random.default_rng(seed)
+    now = dt.datetime.now(dt.timezone.utc)
+    sample: list[str] = []
+    step = 50_000
+    with engine.begin() as c:
+        for start in range(0, n, step):
+            codes = rng.integers(0, 256, size=(min(step, n - start), 32), dtype=np.uint8)
+            values = [row.tobytes().hex() for row in codes]
+            if len(sample) < 1000:
+                sample += values[:1000 - len(sample)]
+            c.execute(Indicator.__table__.insert(), [
+                {"bank": "known_material", "kind": "pdq", "value": v, "source": "bench",
+                 "added_by": "bench", "added_at": now, "reason": None, "enabled": True}
+                for v in values])
+    return sample
+
+
+def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
+                     near_share: float = 0.1) -> int:
+    """Triage alone on a backlog: intake accepts `reports` first, then the triage worker
+    starts with `indicators` PDQ indicators loaded; its rate is from its first to its last
+    output (broker timestamps). Then the raw pass-through of the same accepted messages."""
+    from centre.db import make_engine
+    from centre.stack import WorkerProcess
+    from centre.topology import ACCEPTED, TRIAGED
+
+    run = uuid.uuid4().hex[:8]
+    home = settings.home / "bench" / run
+    settings = settings.with_(home=home, database_url=f"sqlite:///{home / 'centre.db'}")
+    if settings.kafka_bootstrap is None and _port_in_use(settings.local_kafka_port):
+        settings = settings.with_(local_kafka_port=free_port())
+    console.print(f"bench triage {run}: intake only first, under {home} …")
+    with Stack(settings, stages=("intake",)) as stack:
+        engine = make_engine(settings.database_url)
+        t0 = time.time()
+        sample = _random_pdq_indicators(engine, indicators, 7)
+        engine.dispose()
+        console.print(f"{indicators:,} PDQ indicators stored in {time.time() - t0:.1f} s")
+        rng = random.Random(5)
+        msgs, keys = [], set()
+        for i in range(reports):
+            r = samples.synthetic(i, run, rng, 0.05)
+            if sample and rng.random() < near_share:  # a re-encoded copy of known material
+                v = int(rng.choice(sample), 16)
+                for b in rng.sample(range(256), rng.randrange(0, 30)):
+                    v ^= 1 << b
+                r["content"][0]["pdq"] = f"{v:064x}"
+            msgs.append((f"{r['provider_id']}/{r['provider_report_id']}".encode(),
+                         orjson.dumps(r)))
+            keys.add(m.report_id_for(r["provider_id"], r["provider_report_id"]).encode())
+        _produce(_producer(settings), settings.topic(INTAKE), msgs)
+        accepted = _collect_cases(settings, keys, 600, settings.topic(ACCEPTED))
+        console.print(f"{len(accepted):,} reports accepted by intake; starting triage …")
+        w = WorkerProcess("triage", settings, home / "logs" / "worker-triage.log")
+        started = time.time()
+        w.start()
+        rss = RssSampler({"worker triage": w.pid or 0}).start()
+        try:
+            out = _collect_cases(settings, keys, 900, settings.topic(TRIAGED))
+            cpu = rss.cpu_seconds().get("worker triage", float("nan"))
+        finally:
+            rss.stop()
+            w.stop()
+        first, last = min(out.values()), max(out.values())
+        rate = len(out) / (last - first) if last > first else float("nan")
+        raw = _raw_passthrough(settings, reports, ACCEPTED)
+    t = Table(title=f"centre bench triage ({reports:,} reports, {indicators:,} PDQ indicators)")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("triaged", f"{len(out):,} / {reports:,}")
+    t.add_row("worker start to first output (index load)", f"{first - started:.1f} s")
+    t.add_row("triage throughput (first → last output)", f"{rate:,.0f} reports/s")
+    t.add_row("raw pass-through of reports.accepted", f"{raw:,.0f} messages/s")
+    t.add_row("ratio triage / raw", f"{rate / raw:.3f}" if raw else "n/a")
+    t.add_row("peak RSS worker triage", f"{rss.peak.get('worker triage', 0) / 1e6:,.0f} MB")
+    t.add_row("CPU of worker triage (load + run)", f"{cpu:.1f} s")
+    console.print(t)
+    return 0 if len(out) == reports else 1

@@ -22,8 +22,9 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-indicators_app = typer.Typer(help="Indicator banks (Art. 44): import hashes.", no_args_is_help=True,
-                          rich_markup_mode="markdown")
+indicators_app = typer.Typer(
+    help="Indicator banks (Art. 44): load, export, list, disable, enable and remove the hashes "
+    "reports are matched against.", no_args_is_help=True, rich_markup_mode="markdown")
 liaison_app = typer.Typer(help="A law-enforcement liaison's view: pull sealed cases.",
                           no_args_is_help=True, rich_markup_mode="markdown")
 keys_app = typer.Typer(help="Keys: the centre's signing key, recipients' and providers' keys.",
@@ -34,6 +35,9 @@ app.add_typer(indicators_app, name="indicators")
 app.add_typer(liaison_app, name="liaison")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+from victims.cli import victims_app  # noqa: E402  (a sub-app of its own package)
+
+app.add_typer(victims_app, name="victims")
 
 err = Console(stderr=True)
 
@@ -107,26 +111,238 @@ def submit(
     print(f"sent {sent} report(s) to {_settings().topic('reports.intake')}")
 
 
+_BANK_HELP = "the bank: known_material, grooming or false_positive"
+
+
+def _bank_failed(exc: Exception) -> typer.Exit:
+    """Print why a bank operation failed, in red on stderr; the exit to raise (2: bad input)."""
+    from rich.markup import escape
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, SQLAlchemyError):
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        err.print(f"[red]database error:[/] {escape(detail)} (is the database at the newest "
+                  "migration? `centre db upgrade` brings it there)", soft_wrap=True)
+        return typer.Exit(1)
+    err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+    return typer.Exit(2)
+
+
+_SELECT_VALUE = "the entries with this hash value (any kind, unless --kind is given)"
+_SELECT_SOURCE = "the entries that came from this source"
+_SELECT_ID = "the entry with this id (as shown by `centre indicators list`)"
+_SELECT_KIND = "only entries of this kind: sha256, md5 or pdq"
+
+
 @indicators_app.command("import")
 def indicators_import(
-    file: Path,
-    bank: Annotated[str, typer.Option(help="known_material or false_positive")],
-    source: Annotated[Optional[str], typer.Option(help="where the hashes come from")] = None,
-    added_by: Annotated[Optional[str], typer.Option(help="who adds them")] = None,
-    reason: Annotated[Optional[str], typer.Option(help="why they are added")] = None,
+    file: Annotated[Path, typer.Argument(help="the file to load: JSON lines (one object per "
+                                              "line) or CSV with a header row")],
+    bank: Annotated[str, typer.Option(help=_BANK_HELP.replace("the bank", "the bank to "
+                                                                          "load into"))],
+    source: Annotated[Optional[str], typer.Option(
+        help="where the hashes come from, for rows that do not name their own source "
+             "(default: the file's name)")] = None,
+    added_by: Annotated[Optional[str], typer.Option(
+        help="who adds them, for rows that do not say (default: your user name)")] = None,
+    reason: Annotated[Optional[str], typer.Option(
+        help="why they are added, for rows that do not say")] = None,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", help="jsonl or csv (default: CSV when the file name ends in .csv, "
+                         "JSON lines otherwise)")] = None,
 ) -> None:
-    """Load hashes (JSON lines with sha256, md5 and/or pdq) into an indicator bank."""
+    """Load hashes into an indicator bank.
+
+    Each row (a JSON object per line, or a CSV row under a header) holds at least one hash:
+    sha256, md5 or pdq, or a kind and a value as written by `centre indicators export`. A row
+    may name its own source, added_by and reason; otherwise the options below apply. Hashes
+    already in the bank are counted and left as they are.
+
+    When any row is wrong nothing is loaded, and the message names each wrong line and field.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from triage.banks import BankError, import_file
 
     s = _settings()
     try:
         added, known = import_file(s, bank, file, source=source or file.name,
                                    added_by=added_by or os.environ.get("USER", "operator"),
-                                   reason=reason)
-    except BankError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from None
+                                   reason=reason, fmt=fmt)
+    except (BankError, SQLAlchemyError) as exc:
+        raise _bank_failed(exc) from None
     print(f"{added} indicator(s) added to {bank}; {known} already there")
+
+
+@indicators_app.command("export")
+def indicators_export(
+    bank: Annotated[str, typer.Argument(help=_BANK_HELP)],
+    file: Annotated[Path, typer.Argument(help="the file to write (replaced if it exists)")],
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", help="jsonl or csv (default: CSV when the file name ends in .csv, "
+                         "JSON lines otherwise)")] = None,
+    include_disabled: Annotated[bool, typer.Option(
+        "--include-disabled", help="also write the disabled entries")] = False,
+) -> None:
+    """Write a bank's entries to a file with their provenance.
+
+    Each entry gives its kind, value, source, who added it and when (UTC), why, whether it
+    is enabled, and its last change. `centre indicators import` reads the file back as it is.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from triage.banks import BankError, export_file
+
+    s = _settings()
+    try:
+        n = export_file(s, bank, file, fmt=fmt, include_disabled=include_disabled)
+    except (BankError, SQLAlchemyError) as exc:
+        raise _bank_failed(exc) from None
+    print(f"{n} indicator(s) of {bank} written to {file}")
+
+
+def _bank_switch(enabled: bool, bank: str, value: Optional[str], source: Optional[str],
+                 id_: Optional[int], kind: Optional[str], reason: str, by: str) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from triage.banks import BankError, Selector, set_enabled
+
+    s = _settings()
+    which = Selector(value=value, source=source, id=id_, kind=kind)
+    try:
+        changed, same = set_enabled(s, bank, enabled, which, reason=reason, by=by)
+    except (BankError, SQLAlchemyError) as exc:
+        raise _bank_failed(exc) from None
+    word = "enabled" if enabled else "disabled"
+    print(f"{changed} indicator(s) of {bank} {word}; {same} already {word}")
+
+
+@indicators_app.command("disable")
+def indicators_disable(
+    bank: Annotated[str, typer.Argument(help=_BANK_HELP)],
+    reason: Annotated[str, typer.Option(help="why they are disabled (kept with each entry)")],
+    by: Annotated[str, typer.Option(help="who disables them (kept with each entry)")],
+    value: Annotated[Optional[str], typer.Option(help=_SELECT_VALUE)] = None,
+    source: Annotated[Optional[str], typer.Option(help=_SELECT_SOURCE)] = None,
+    id_: Annotated[Optional[int], typer.Option("--id", help=_SELECT_ID)] = None,
+    kind: Annotated[Optional[str], typer.Option(help=_SELECT_KIND)] = None,
+) -> None:
+    """Stop matching reports against some entries of a bank, without deleting them.
+
+    Say which entries with --value, --source or --id (given together, an entry must match
+    all). Who, when and why are kept with each entry; `enable` undoes it.
+    """
+    _bank_switch(False, bank, value, source, id_, kind, reason, by)
+
+
+@indicators_app.command("enable")
+def indicators_enable(
+    bank: Annotated[str, typer.Argument(help=_BANK_HELP)],
+    reason: Annotated[str, typer.Option(help="why they are enabled again (kept with each "
+                                             "entry)")],
+    by: Annotated[str, typer.Option(help="who enables them (kept with each entry)")],
+    value: Annotated[Optional[str], typer.Option(help=_SELECT_VALUE)] = None,
+    source: Annotated[Optional[str], typer.Option(help=_SELECT_SOURCE)] = None,
+    id_: Annotated[Optional[int], typer.Option("--id", help=_SELECT_ID)] = None,
+    kind: Annotated[Optional[str], typer.Option(help=_SELECT_KIND)] = None,
+) -> None:
+    """Match reports against disabled entries of a bank again.
+
+    Say which entries with --value, --source or --id (given together, an entry must match
+    all). Who, when and why are kept with each entry.
+    """
+    _bank_switch(True, bank, value, source, id_, kind, reason, by)
+
+
+@indicators_app.command("remove")
+def indicators_remove(
+    bank: Annotated[str, typer.Argument(help=_BANK_HELP)],
+    reason: Annotated[str, typer.Option(help="why they are removed")],
+    by: Annotated[str, typer.Option(help="who removes them")],
+    value: Annotated[Optional[str], typer.Option(help=_SELECT_VALUE)] = None,
+    source: Annotated[Optional[str], typer.Option(help=_SELECT_SOURCE)] = None,
+    id_: Annotated[Optional[int], typer.Option("--id", help=_SELECT_ID)] = None,
+    kind: Annotated[Optional[str], typer.Option(help=_SELECT_KIND)] = None,
+) -> None:
+    """Delete entries from a bank for good, with their provenance; prints how many.
+
+    Say which entries with --value, --source or --id (given together, an entry must match
+    all). To stop using entries but keep their record, use `disable` instead.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from triage.banks import BankError, Selector, remove
+
+    s = _settings()
+    which = Selector(value=value, source=source, id=id_, kind=kind)
+    try:
+        n = remove(s, bank, which, reason=reason, by=by)
+    except (BankError, SQLAlchemyError) as exc:
+        raise _bank_failed(exc) from None
+    print(f"{n} indicator(s) removed from {bank}")
+
+
+@indicators_app.command("list")
+def indicators_list(
+    bank: Annotated[Optional[str], typer.Argument(
+        help=_BANK_HELP + " (without it: how many entries each bank holds)")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="only entries of this kind: sha256, md5 "
+                                                     "or pdq")] = None,
+    source: Annotated[Optional[str], typer.Option(help="only entries from this source")] = None,
+    state: Annotated[Optional[bool], typer.Option(
+        "--enabled/--disabled", show_default=False,
+        help="only enabled, or only disabled, entries (default: both)")] = None,
+    limit: Annotated[int, typer.Option(help="show at most this many entries, oldest first")] = 100,
+) -> None:
+    """Show a bank's entries with their provenance, or how many entries each bank holds.
+
+    Without a bank: per bank and kind of hash, how many entries are enabled and disabled.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from triage.banks import BANKS, BankError, list_entries, summary
+
+    s = _settings()
+    out = Console(width=None if sys.stdout.isatty() else 240)
+    try:
+        if bank is None:
+            rows = summary(s, kind=kind, source=source)
+        else:
+            entries, total = list_entries(s, bank, kind=kind, source=source, enabled=state,
+                                          limit=limit)
+    except (BankError, SQLAlchemyError) as exc:
+        raise _bank_failed(exc) from None
+
+    if bank is None:
+        table = Table(title="Indicator banks")
+        for col in ("bank", "kind", "enabled", "disabled"):
+            table.add_column(col, justify="right" if col in ("enabled", "disabled") else "left")
+        present = {r.bank for r in rows}
+        for r in rows:
+            table.add_row(escape(r.bank), r.kind, str(r.enabled), str(r.disabled))
+        for b in BANKS:
+            if b not in present:
+                table.add_row(b, "(none)", "0", "0")
+        out.print(table)
+        return
+    table = Table(title=f"{bank}: {len(entries)} of {total} entr{'y' if total == 1 else 'ies'}")
+    table.add_column("id", justify="right")
+    table.add_column("kind")
+    table.add_column("value", no_wrap=True)
+    for col in ("source", "added by", "added at (UTC)", "reason", "state", "last change"):
+        table.add_column(col)
+    stamp = "%Y-%m-%d %H:%M:%SZ"
+    for e in entries:
+        change = (f"{e.changed_at.strftime(stamp)} by {e.changed_by}: {e.change_reason}"
+                  if e.changed_at else "")
+        table.add_row(str(e.id), e.kind, e.value, escape(e.source), escape(e.added_by),
+                      e.added_at.strftime(stamp), escape(e.reason or ""),
+                      "enabled" if e.enabled else "disabled", escape(change))
+    out.print(table)
+    if len(entries) < total:
+        print(f"showing {len(entries)} of {total}; use --limit to see more")
 
 
 @liaison_app.command("pull")
@@ -185,20 +401,102 @@ def db_upgrade() -> None:
     print("database at the newest migration")
 
 
-@app.command()
+bench_app = typer.Typer(
+    help="Measure and print figures. Without a subcommand: the whole pipeline on a fresh "
+    "local stack (end-to-end throughput, latency per priority at a steady rate, peak memory "
+    "and CPU per process, raw Kafka pass-through of the same messages and the ratio). "
+    "`centre bench index`: the PDQ near-duplicate index alone.",
+    rich_markup_mode="markdown")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback(invoke_without_command=True)
 def bench(
+    ctx: typer.Context,
     reports: int = typer.Option(20000, help="synthetic reports to push through"),
     p1_share: float = typer.Option(0.05, help="share of urgent (P1) reports"),
     paced_rate: float = typer.Option(1000.0, help="reports/s of the latency phase"),
     paced_seconds: float = typer.Option(10.0, help="length of the latency phase"),
 ) -> None:
-    """Measure the pipeline on a fresh local stack: end-to-end throughput, latency per
-    priority at a steady rate, peak memory per process, and the raw Kafka pass-through rate
-    of the same messages."""
+    """Without a subcommand: measure the pipeline on a fresh local stack (end-to-end
+    throughput, latency per priority at a steady rate, peak memory and CPU per process, and
+    the raw Kafka pass-through rate of the same messages). `centre bench index` measures the
+    PDQ index alone."""
+    if ctx.invoked_subcommand is not None:
+        return
     from centre.bench import run_bench
 
     raise typer.Exit(run_bench(_settings(), reports=reports, p1_share=p1_share,
                                paced_rate=paced_rate, paced_seconds=paced_seconds))
+
+
+@bench_app.command("index")
+def bench_index(
+    sizes: str = typer.Option("1000000,10000000", help="index sizes to build, comma-separated"),
+    queries: int = typer.Option(10000, help="single-hash queries per size (half near "
+                                "duplicates, half random), checked against brute force"),
+) -> None:
+    """Build the PDQ near-duplicate index at each size from random hashes and print build
+    time, memory, query latency p50/p99 at distance 31, batched query rate, and recall
+    against brute force."""
+    from triage.index_bench import print_index_bench, run_index_bench
+
+    try:
+        wanted = [int(x.replace("_", "")) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        err.print(f"[red]--sizes must be whole numbers separated by commas, not {sizes!r}[/]")
+        raise typer.Exit(2) from None
+    print_index_bench(run_index_bench(wanted, queries=queries))
+
+
+@bench_app.command("triage")
+def bench_triage(
+    reports: int = typer.Option(20000, help="synthetic reports accepted before triage starts"),
+    indicators: int = typer.Option(1_000_000, help="random PDQ indicators loaded"),
+) -> None:
+    """Triage alone on a backlog with a large PDQ bank loaded: its throughput (first to last
+    output), the raw pass-through rate of the same messages and the ratio, memory, index load
+    time."""
+    from centre.bench import run_triage_bench
+
+    raise typer.Exit(run_triage_bench(_settings(), reports=reports, indicators=indicators))
+
+
+@app.command()
+def stats(
+    since: Optional[str] = typer.Option(None, help="only reports received on or after this "
+                                        "date (YYYY-MM-DD, UTC)"),
+    until: Optional[str] = typer.Option(None, help="only reports received before this date"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """The figures of Art. 83, without personal data: reports by provider and outcome, by
+    category, manifestly unfounded, cases forwarded per member state and Europol, and how
+    many times the same item was reported."""
+    import datetime as dt
+
+    from centre import stats as stats_mod
+    from centre.db import make_engine
+
+    def day(v: str | None, name: str) -> dt.datetime | None:
+        if v is None:
+            return None
+        try:
+            return dt.datetime.strptime(v, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            err.print(f"[red]--{name} must be a date like 2026-11-23, not {v!r}[/]")
+            raise typer.Exit(2) from None
+
+    engine = make_engine(_settings().database_url)
+    try:
+        figures = stats_mod.collect(engine, day(since, "since"), day(until, "until"))
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
+    console = Console()
+    for table in stats_mod.render(figures):
+        console.print(table)
 
 
 def main() -> None:

@@ -167,6 +167,20 @@ class Indicator(Base):
     added_at: Mapped[dt.datetime]
     reason: Mapped[str | None] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The last disable or enable: when, by whom and why (None until the first change).
+    changed_at: Mapped[dt.datetime | None]
+    changed_by: Mapped[str | None] = mapped_column(String(100))
+    change_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class BankState(Base):
+    """One row whose `version` database triggers raise on every change to `indicators`
+    (import, disable, enable, removal, by any writer), so a worker sees with one cheap read
+    whether its in-memory copy of the banks is current."""
+
+    __tablename__ = "bank_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Delivery(Base):

@@ -43,6 +43,8 @@ def scenario(run: str) -> list[tuple[str, str | None, bytes, str]]:
                                               media_seed=f"img-{run}", ip_country="nl"), None),
         ("same image a third time", r("chat-app", f"{run}-9", media_seed=f"img-{run}",
                                       ip_country="es"), None),
+        ("that image re-encoded (PDQ 12 bits away)",
+         r("blue-cloud", f"{run}-4", near_copy_of=f"img-{run}", ip_country="it"), None),
         ("solicitation, only a country hint", r("chat-app", f"{run}-1", kind="solicitation",
                                                 ip_country=None, hint="NL",
                                                 text="[redacted message]"), None),
@@ -66,6 +68,17 @@ def scenario(run: str) -> list[tuple[str, str | None, bytes, str]]:
             out.append((what, f"{doc['provider_id']}/{doc['provider_report_id']}",
                         json.dumps(doc).encode(), doc["provider_report_id"]))
     return out
+
+
+def _times(case: dict[str, Any]) -> str:
+    """times_reported, and how this report's content joined its cluster when it was near."""
+    times = str(case["duplicates"]["times_reported"])
+    near = [r.split(":")[2] for r in case.get("reasons", []) if r.startswith("near_duplicate:")]
+    if near:
+        return f"{times} (PDQ near copy, distance {min(near, key=int)})"
+    if case["duplicates"]["times_reported"] > 1:
+        return f"{times} (same hash)"
+    return times
 
 
 def _load_banks(settings: Settings, run: str, home: Path) -> None:
@@ -149,7 +162,7 @@ def run_demo(settings: Settings, extra: int = 0) -> int:
 
         cases = Table(title="What each liaison pulled (sealed case/v1, opened with its own key)")
         for col in ("liaison", "case", "from", "priority", "category", "severity",
-                    "jurisdiction (basis)", "times reported"):
+                    "jurisdiction (basis)", "times reported (how matched)"):
             cases.add_column(col)
         total = 0
         for rcpt, d in _pull_all(settings, run):
@@ -162,7 +175,7 @@ def run_demo(settings: Settings, extra: int = 0) -> int:
             cases.add_row(f"le.{rcpt}", str(d["case_id"])[:8],
                           f"{d['provider_id']}/{d['provider_report_id']}", d["priority"],
                           d["category"], d["severity"], basis,
-                          str(d["duplicates"]["times_reported"]))
+                          _times(d))
         console.print(cases)
         console.print(f"{total} sealed cases delivered. Stopping the stack …")
     return 0 if total else 1

@@ -24,6 +24,16 @@ def fake_hashes(seed: str) -> dict[str, str]:
     }
 
 
+def near_copy(seed: str, bits: int = 12) -> dict[str, str]:
+    """Hashes of a re-encoded copy of the `seed` image: other bytes (new sha256/md5), a PDQ
+    `bits` away from the original's, as a resize or re-compression gives."""
+    pdq = int(fake_hashes(seed)["pdq"], 16)
+    rng = random.Random(f"near-{seed}")
+    for b in rng.sample(range(256), bits):
+        pdq ^= 1 << b
+    return {**fake_hashes(f"{seed}-reencoded"), "pdq": f"{pdq:064x}"}
+
+
 def report(
     provider_id: str,
     provider_report_id: str,
@@ -38,6 +48,7 @@ def report(
     hint: str | None = None,
     classification: str | None = "B2",
     text: str | None = None,
+    near_copy_of: str | None = None,
 ) -> dict[str, Any]:
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     doc: dict[str, Any] = {
@@ -59,9 +70,10 @@ def report(
     }
     if urgent:
         doc["incident"]["urgent_reason"] = "ongoing abuse indicated"
-    if media_seed is not None:
+    if media_seed is not None or near_copy_of is not None:
+        hashes = near_copy(near_copy_of) if near_copy_of else fake_hashes(str(media_seed))
         item: dict[str, Any] = {"content_id": "f1", "media_type": "video" if live else "image",
-                                **fake_hashes(media_seed), "pdq_quality": 90,
+                                **hashes, "pdq_quality": 90,
                                 "publicly_available": False, "removed": True, "annotations": []}
         if live:
             item["annotations"].append("live_streaming")

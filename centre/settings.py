@@ -58,6 +58,10 @@ class Settings:
     batch_size: int = 500
     batch_within_s: float = 0.05
     runtime: str = "kafka"  # kafka: librdkafka consumer loop; faust: faust agents
+    # P1 also for a child victim of sextortion and for `infant` content (issue 4). Off by
+    # default because CONTRACT.md's priority rule is exhaustive; the signals are always
+    # recorded as reasons either way.
+    extended_p1: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -91,6 +95,7 @@ class Settings:
             CENTRE_PARTITIONS=str(self.partitions),
             CENTRE_BATCH_SIZE=str(self.batch_size),
             CENTRE_RUNTIME=self.runtime,
+            CENTRE_EXTENDED_P1="1" if self.extended_p1 else "0",
         )
         if self.geoip_db:
             env["CENTRE_GEOIP_DB"] = self.geoip_db
@@ -143,6 +148,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         database_url=db_url,
         topic_prefix=prefix,
         require_signatures=_bool(env, "CENTRE_REQUIRE_SIGNATURES", False),
+        extended_p1=_bool(env, "CENTRE_EXTENDED_P1", False),
         geoip_db=geoip,
         partitions=_int(env, "CENTRE_PARTITIONS", 12, 1, 1000),
         local_kafka_port=_int(env, "CENTRE_KAFKA_PORT", 9092, 1, 65535),

@@ -40,14 +40,24 @@ class Membership:
     times_reported: int
     related_case_ids: list[str]
     merges: list[tuple[str, str]] = field(default_factory=list)  # (merged, into)
+    near: list[tuple[str, int]] = field(default_factory=list)  # (cluster, PDQ distance) joined
 
 
 class ClusterBatch:
     """The clusters of one batch; call `assign` per report in order, then `flush`."""
 
-    def __init__(self, session: Session, signals: Iterable[Signal], now: dt.datetime) -> None:
+    def __init__(self, session: Session, signals: Iterable[Signal], now: dt.datetime,
+                 near: dict[str, list[tuple[str, int]]] | None = None,
+                 max_pdq_distance: int = 31) -> None:
+        """`near`: for PDQ values of this batch, the clusters of stored PDQ values within
+        `max_pdq_distance` (from the PDQ index); PDQ values new in this batch are compared
+        with each other here."""
         self.s = session
         self.now = now
+        self.near = near or {}
+        self.max_pdq = max_pdq_distance
+        self.batch_pdq: list[tuple[int, str]] = []  # PDQ values placed in this batch
+        self.new_pdq: list[tuple[str, str]] = []  # (value, cluster id) for the index
         wanted = list(set(signals))
         self.by_signal: dict[Signal, str] = {}
         self.new_signals: list[dict[str, str]] = []
@@ -61,7 +71,8 @@ class ClusterBatch:
             ):
                 if (kind, value) in wanted_set:
                     self.by_signal[(kind, value)] = cid
-        self._load(set(self.by_signal.values()))
+        self._load(set(self.by_signal.values())
+                   | {c for cs in self.near.values() for c, _d in cs})
 
     def _load(self, ids: set[str]) -> None:
         while ids:
@@ -104,10 +115,30 @@ class ClusterBatch:
         """Place each item's signals; returns the report's clusters and counts after it."""
         merges: list[tuple[str, str]] = []
         final: list[str] = []
+        near_joins: dict[str, int] = {}
         for signals in items:
             if not signals:
                 continue
-            found = sorted({self._resolve(self.by_signal[s]) for s in signals if s in self.by_signal})
+            hits = {self.by_signal[s] for s in signals if s in self.by_signal}
+            exact = {self._resolve(c) for c in hits}
+            near: dict[str, int] = {}
+            for kind, value in signals:
+                if kind != "pdq":
+                    continue
+                for c, d in self.near.get(value, ()):
+                    if c in self.clusters and d < near.get(c, 1 << 16):
+                        near[c] = d
+                q = int(value, 16)
+                for v, c in self.batch_pdq:
+                    d = (q ^ v).bit_count()
+                    if d <= self.max_pdq and d < near.get(c, 1 << 16):
+                        near[c] = d
+            hits |= set(near)
+            for c, d in near.items():
+                r = self._resolve(c)
+                if r not in exact and d > 0 and d < near_joins.get(r, 1 << 16):
+                    near_joins[r] = d
+            found = sorted({self._resolve(c) for c in hits})
             if not found:
                 cid = m.cluster_id_for(*signals[0])
                 self.clusters[cid] = _State(cid, self.now, 0, [], new=True)
@@ -119,6 +150,9 @@ class ClusterBatch:
                 if sig not in self.by_signal:
                     self.by_signal[sig] = cid
                     self.new_signals.append({"kind": sig[0], "value": sig[1], "cluster_id": cid})
+                    if sig[0] == "pdq":
+                        self.batch_pdq.append((int(sig[1], 16), cid))
+                        self.new_pdq.append((sig[1], cid))
             if cid not in final:
                 final.append(cid)
         final = list(dict.fromkeys(self._resolve(c) for c in final))
@@ -132,7 +166,9 @@ class ClusterBatch:
             st.dirty = True
             times = max(times, st.times_reported)
             self.links.append({"report_id": report_id, "cluster_id": cid})
-        return Membership(final, times, related[-RECENT_CASES:], merges)
+        joined = [(self._resolve(c), d) for c, d in near_joins.items()]
+        return Membership(final, times, related[-RECENT_CASES:], merges,
+                          [(c, d) for c, d in joined if c in final])
 
     def _write_links(self) -> None:
         self.s.execute(ReportCluster.__table__.insert(), self.links)

@@ -67,18 +67,40 @@ def severity(report: dict[str, Any]) -> tuple[str, list[str]]:
     return "unknown", ["severity:unknown:no_industry_classification"]
 
 
-def priority(report: dict[str, Any], category_: str) -> tuple[str, list[str]]:
+def urgent_signals(report: dict[str, Any]) -> list[str]:
+    """Signals that a child may be in immediate danger beyond the contract's P1 rule: a
+    child victim named in a sextortion report, or content annotated `infant`."""
+    out = []
+    incident = report.get("incident") or {}
+    if "sextortion" in (incident.get("annotations") or []) and any(
+            isinstance(u, dict) and u.get("role") == "victim" and u.get("age_band") == "child"
+            for u in report.get("users") or []):
+        out.append("sextortion_child_victim")
+    out += [f"infant:{c.get('content_id')}" for c in report.get("content") or []
+            if "infant" in (c.get("annotations") or [])]
+    return out
+
+
+def priority(report: dict[str, Any], category_: str,
+             extended_p1: bool = False) -> tuple[str, list[str]]:
+    """CONTRACT.md: P1 when urgent or any content is live_streaming; else P2 for new material
+    and solicitation; else P3. With `extended_p1` the urgent signals make P1 too; without it
+    they are recorded as `urgent_signal:…` reasons for the liaison."""
     reasons = []
     if (report.get("incident") or {}).get("urgent") is True:
         reasons.append("p1:urgent")
     live = [c.get("content_id") for c in report.get("content") or []
             if "live_streaming" in (c.get("annotations") or [])]
     reasons += [f"p1:live_streaming:{cid}" for cid in live]
+    signals = urgent_signals(report)
+    if extended_p1:
+        reasons += [f"p1:{sig}" for sig in signals]
     if reasons:
         return "P1", reasons
+    notes = [f"urgent_signal:{sig}" for sig in signals]
     if category_ in ("new_material", "solicitation"):
-        return "P2", [f"p2:{category_}"]
-    return "P3", ["p3:known_material"]
+        return "P2", [f"p2:{category_}"] + notes
+    return "P3", ["p3:known_material"] + notes
 
 
 def manifestly_unfounded(report: dict[str, Any], matches: Iterable[Match]) -> tuple[bool, list[str]]:
@@ -94,9 +116,10 @@ def manifestly_unfounded(report: dict[str, Any], matches: Iterable[Match]) -> tu
     return False, []
 
 
-def classify(report: dict[str, Any], matches: list[Match]) -> Classification:
+def classify(report: dict[str, Any], matches: list[Match],
+             extended_p1: bool = False) -> Classification:
     cat, r1 = category(report, matches)
     sev, r2 = severity(report)
-    pri, r3 = priority(report, cat)
+    pri, r3 = priority(report, cat, extended_p1)
     unfounded, r4 = manifestly_unfounded(report, matches)
     return Classification(cat, sev, pri, unfounded, r1 + r2 + r3 + r4)

@@ -19,21 +19,45 @@ from centre.settings import Settings
 from centre.topology import TRIAGED
 from triage.clusters import ClusterBatch, Signal
 from triage.rules import Match, classify, media_items
-from triage.signals import content_signals
+from triage.near import ClusterPDQ, IndicatorPDQ
+from triage.signals import PDQ, content_signals
 
 log = logging.getLogger(__name__)
 STAGE = "triage"
 
 
-def bank_matches(report: dict[str, Any], hits: dict[Signal, set[str]]) -> list[Match]:
+_KIND_ORDER = {"sha256": 0, "md5": 1, "pdq": 2}
+
+
+def bank_matches(report: dict[str, Any], hits: dict[Signal, set[str]],
+                 pdq_near: dict[str, list[tuple[str, int]]] | None = None) -> list[Match]:
+    """One match per content item and bank: the strongest signal (an exact hash before a PDQ
+    match, a nearer PDQ before a farther one), with its distance."""
     out: list[Match] = []
+    pdq_near = pdq_near or {}
     for item in report.get("content") or []:
-        seen: set[str] = set()
-        for sig in content_signals(item):
-            for bank in sorted(hits.get(sig, ())):
-                if bank not in seen:  # one match per item and bank, by its strongest signal
-                    seen.add(bank)
-                    out.append(Match(str(item.get("content_id")), bank, sig[0], 0))
+        best: dict[str, tuple[int, int, str]] = {}  # bank -> (distance, kind order, kind)
+        for kind, value in content_signals(item):
+            found = [(b, 0) for b in hits.get((kind, value), ())]
+            if kind == "pdq":
+                found += pdq_near.get(value, [])
+            for bank, dist in found:
+                cand = (dist, _KIND_ORDER.get(kind, 9), kind)
+                if bank not in best or cand < best[bank]:
+                    best[bank] = cand
+        for bank in sorted(best):
+            dist, _o, kind = best[bank]
+            out.append(Match(str(item.get("content_id")), bank, kind, dist))
+    return out
+
+
+def low_quality_pdq(report: dict[str, Any]) -> list[str]:
+    """Reasons for PDQ hashes kept on the case but not matched (quality below 50)."""
+    out = []
+    for item in report.get("content") or []:
+        q = item.get("pdq_quality")
+        if item.get("pdq") and isinstance(q, int) and q < PDQ.min_quality:
+            out.append(f"pdq_low_quality_not_matched:{item.get('content_id')}:{q}")
     return out
 
 
@@ -42,9 +66,16 @@ class TriageStage(StageBase):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        with self.sessions() as s:
+            self.cluster_pdq = ClusterPDQ.load(s)
+            self.indicator_pdq = IndicatorPDQ()
+            self.indicator_pdq.refresh(s, force=True)
+        log.info("PDQ indexes loaded: %d cluster members, %d indicators",
+                 len(self.cluster_pdq.index), len(self.indicator_pdq.index))
 
     def process(self, records: list[Record]) -> None:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
+        self._new_pdq: list[tuple[str, str]] = []
         envelopes: list[dict[str, Any]] = []
         for r in records:
             try:
@@ -76,6 +107,9 @@ class TriageStage(StageBase):
             metrics.OUTCOMES.labels(STAGE, res["category"]).inc()
         metrics.MESSAGES_OUT.labels(STAGE, "triaged").inc(len(results))
         self.producer.flush_or_raise()
+        # Committed: later batches find this batch's PDQ values near their own.
+        self.cluster_pdq.add(self._new_pdq)
+        self._new_pdq = []
 
     def _triage(self, s: Any, envelopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         now = m.now()
@@ -86,21 +120,28 @@ class TriageStage(StageBase):
         all_signals |= {sig for e in envelopes for item in e["report"].get("content") or []
                         for sig in content_signals(item)}
         hits: dict[Signal, set[str]] = {}
-        for chunk in _chunks(sorted({v for _k, v in all_signals}), 500):
+        exact = sorted({v for k, v in all_signals if k != "pdq"})
+        for chunk in _chunks(exact, 500):
             for bank, kind, value in s.execute(
                 select(Indicator.bank, Indicator.kind, Indicator.value).where(
                     Indicator.enabled.is_(True), Indicator.value.in_(chunk))
             ):
                 if (kind, value) in all_signals:
                     hits.setdefault((kind, value), set()).add(bank)
-        clusters = ClusterBatch(s, all_signals, now)
+        pdq_values = sorted({v for k, v in all_signals if k == "pdq"})
+        self.indicator_pdq.refresh(s)
+        pdq_banks = self.indicator_pdq.near(pdq_values)
+        clusters = ClusterBatch(s, all_signals, now, near=self.cluster_pdq.near(pdq_values))
+        self._new_pdq = clusters.new_pdq
         results, updates = [], []
         for e, items in zip(envelopes, per_report):
             report = e["report"]
-            matches = bank_matches(report, hits)
-            cls = classify(report, matches)
+            matches = bank_matches(report, hits, pdq_banks)
+            cls = classify(report, matches, self.settings.extended_p1)
             member = clusters.assign(e["report_id"], e["case_id"], items)
-            reasons = cls.reasons + [f"cluster_merged:{a}:into:{b}" for a, b in member.merges]
+            reasons = cls.reasons + low_quality_pdq(report) + [
+                f"near_duplicate:pdq_distance:{d}:cluster:{c}" for c, d in member.near] + [
+                f"cluster_merged:{a}:into:{b}" for a, b in member.merges]
             if member.times_reported > 1:
                 reasons.append(f"reported_before:{member.times_reported - 1}")
             result = {

@@ -524,3 +524,15 @@ def test_schema_names_itself_and_the_rules() -> None:
     assert s["additionalProperties"] is True and "anyOf" in s
     assert s["$defs"]["Incident"]["then"]["required"] == ["urgent_reason"]
     assert "then" in s["$defs"]["ContentItem"]
+
+
+def test_a_batch_bundle_keeps_every_user_it_names() -> None:
+    # NCMEC-style bundle: one report for content shared by many accounts.
+    users = [{"role": "suspect", "account_id": f"u-{i}", "username": f"name{i}",
+              "country": ("DE", "FR", "NL")[i % 3], "age_band": "unknown"} for i in range(3000)]
+    doc = make_report(batch={"reason": "viral_potential_meme", "user_count": 3000}, users=users)
+    out = validate_report(report_bytes(doc), report_key(doc))
+    assert out.accepted, out.problems
+    assert out.report is not None
+    assert [u["account_id"] for u in out.report["users"]] == [f"u-{i}" for i in range(3000)]
+    assert out.report["batch"] == {"reason": "viral_potential_meme", "user_count": 3000}

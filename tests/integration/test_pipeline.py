@@ -250,3 +250,79 @@ def test_urgent_report_is_p1(stack: Stack) -> None:
     case = next(d for d in docs if d["provider_report_id"] == rep["provider_report_id"])
     assert case["priority"] == "P1" and case["severity"] == "A1"
     assert "p1:urgent" in case["reasons"]
+
+
+def _image_item(img: object, content_id: str = "f1") -> dict:
+    import hashlib
+
+    from tests.imagegen import png_bytes
+    from triage.hashing import pdq_from_image
+
+    data = png_bytes(img)  # type: ignore[arg-type]
+    pdq, quality = pdq_from_image(img)  # type: ignore[arg-type]
+    return {"content_id": content_id, "media_type": "image", "pdq": pdq, "pdq_quality": quality,
+            "sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
+
+
+def test_resized_recompressed_and_cropped_copies_join_one_cluster(stack: Stack) -> None:
+    from tests.imagegen import cropped, recompressed, resized, structured_image
+
+    s = stack.settings
+    run = _run()
+    seed = int(run[:6], 16)
+    original = structured_image(seed)
+    variants = [original, resized(original, 0.5), recompressed(original, 45),
+                cropped(original, 0.02), structured_image(seed + 1)]  # the last is unrelated
+    reps = []
+    for i, img in enumerate(variants):
+        r = samples.report("acme-social" if i % 2 else "blue-cloud", f"{run}-v{i}",
+                           media_seed=f"unused-{run}-{i}", ip_country="nl")
+        r["content"] = [_image_item(img)]
+        reps.append(r)
+    for r in reps:  # one after another: counts in a known order
+        send_reports(s, [r])
+        fb = FeedbackReader(s, r["provider_id"])
+        fb.final_for({r["provider_report_id"]})
+        fb.close()
+    prids = {r["provider_report_id"] for r in reps}
+    docs = pull_cases(s, "nl", lambda d: set(ids_of(d, prids)) == prids)
+    cases = [next(d for d in docs if d["provider_report_id"] == r["provider_report_id"])
+             for r in reps]
+    assert [c["duplicates"]["times_reported"] for c in cases] == [1, 2, 3, 4, 1]
+    assert len({tuple(c["duplicates"]["cluster_ids"]) for c in cases[:4]}) == 1
+    assert cases[4]["duplicates"]["cluster_ids"] != cases[0]["duplicates"]["cluster_ids"]
+    for c in cases[1:4]:  # every byte differs, so they joined by PDQ, and say how near
+        near = [r for r in c["reasons"] if r.startswith("near_duplicate:pdq_distance:")]
+        assert near and 0 < int(near[0].split(":")[2]) <= 31, c["reasons"]
+
+
+def test_pdq_indicator_matches_near_copies_with_distance_and_low_quality_is_not_matched(
+        stack: Stack, tmp_path: Path) -> None:
+    from tests.imagegen import recompressed, structured_image
+    from triage.hashing import pdq_distance
+
+    s = stack.settings
+    run = _run()
+    img = structured_image(int(run[:6], 16) + 7)
+    indicator = _image_item(img)
+    res = cli(s, "indicators", "import", "--bank", "known_material",
+              str(write_jsonl(tmp_path / "pdq.jsonl", [{"pdq": indicator["pdq"]}])))
+    assert res.returncode == 0, res.stderr
+    copy = _image_item(recompressed(img, 40))
+    distance = pdq_distance(copy["pdq"], indicator["pdq"])
+    assert 0 < distance <= 31
+    near = samples.report("chat-app", f"{run}-near", media_seed="x", ip_country="pl")
+    near["content"] = [copy]
+    weak = samples.report("chat-app", f"{run}-weak", media_seed="x", ip_country="pl")
+    weak["content"] = [{**copy, "content_id": "w1", "pdq_quality": 30}]
+    # The import bumped the banks' version; the worker checks it before every batch.
+    send_reports(s, [near, weak])
+    prids = {near["provider_report_id"], weak["provider_report_id"]}
+    docs = pull_cases(s, "pl", lambda d: set(ids_of(d, prids)) == prids)
+    got = {d["provider_report_id"]: d for d in docs if d["provider_report_id"] in prids}
+    nc, wc = got[near["provider_report_id"]], got[weak["provider_report_id"]]
+    assert nc["category"] == "known_material"
+    assert nc["indicator_matches"] == [{"content_id": "f1", "bank": "known_material",
+                                        "signal": "pdq", "distance": distance}]
+    assert wc["category"] == "new_material" and wc["indicator_matches"] == []
+    assert "pdq_low_quality_not_matched:w1:30" in wc["reasons"]

@@ -69,3 +69,39 @@ def test_an_item_linking_two_clusters_merges_them_without_double_counting(db_url
         later = ClusterBatch(s, [y], NOW).assign(*r[3], [[y]])
         assert later.cluster_ids == [survivor] and later.times_reported == 4
     engine.dispose()
+
+
+def _flip(hex_value: str, bits: list[int]) -> str:
+    v = int(hex_value, 16)
+    for b in bits:
+        v ^= 1 << b
+    return f"{v:064x}"
+
+
+def test_pdq_near_copies_join_within_a_batch_and_across_batches(db_url: str) -> None:
+    from triage.near import ClusterPDQ
+
+    base = "f0" * 32
+    near31, far32 = _flip(base, list(range(31))), _flip(base, list(range(100, 132)))
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine).begin() as s:
+        r = _reports(s, 4)
+        p0, p31, p32 = ("pdq", base), ("pdq", near31), ("pdq", far32)
+        batch = ClusterBatch(s, [p0, p31], NOW)
+        m0 = batch.assign(*r[0], [[p0]])
+        m1 = batch.assign(*r[1], [[p31]])  # 31 bits away, same batch: joins
+        batch.flush()
+        assert m1.cluster_ids == m0.cluster_ids and m1.times_reported == 2
+        assert m1.near == [(m0.cluster_ids[0], 31)]
+        index = ClusterPDQ.load(s)  # what the worker rebuilds at start
+        assert len(index.index) == 2
+        near = index.near([far32, _flip(base, [7])])
+        assert far32 not in near  # 32 bits from the base, 63 from near31
+        batch = ClusterBatch(s, [p32, ("pdq", _flip(base, [7]))], NOW, near=near)
+        m2 = batch.assign(*r[2], [[p32]])
+        m3 = batch.assign(*r[3], [[("pdq", _flip(base, [7]))]])
+        batch.flush()
+    assert m2.cluster_ids != m0.cluster_ids and m2.times_reported == 1
+    assert m3.cluster_ids == m0.cluster_ids and m3.times_reported == 3
+    assert m3.near == [(m0.cluster_ids[0], 1)]
+    engine.dispose()

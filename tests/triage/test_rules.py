@@ -105,3 +105,35 @@ def test_classify_collects_every_reason() -> None:
         "new_material", "A1", "P1", False)
     assert c.reasons == ["claimed_known_not_in_database", "media_not_in_known_material_bank",
                          "severity:A1:highest_industry_classification", "p1:urgent"]
+
+
+def _sextortion(age_band: str, role: str = "victim") -> dict[str, Any]:
+    return {"incident": {"kind": "solicitation", "annotations": ["sextortion"]},
+            "users": [{"role": "suspect", "age_band": "adult"},
+                      {"role": role, "age_band": age_band}]}
+
+
+def test_child_victim_of_sextortion_is_a_recorded_signal_by_default() -> None:
+    pri, reasons = priority(_sextortion("child"), "solicitation")
+    assert pri == "P2"  # CONTRACT.md's rule is exhaustive unless extended P1 is switched on
+    assert "urgent_signal:sextortion_child_victim" in reasons
+
+
+def test_extended_p1_for_child_victim_of_sextortion() -> None:
+    pri, reasons = priority(_sextortion("child"), "solicitation", extended_p1=True)
+    assert (pri, reasons) == ("P1", ["p1:sextortion_child_victim"])
+
+
+@pytest.mark.parametrize("report", [_sextortion("teen"), _sextortion("child", role="recipient"),
+                                    {"incident": {"annotations": ["minor_to_minor"]},
+                                     "users": [{"role": "victim", "age_band": "child"}]}])
+def test_no_extended_p1_without_a_child_victim_of_sextortion(report: dict[str, Any]) -> None:
+    assert priority(report, "solicitation", extended_p1=True)[0] == "P2"
+
+
+def test_extended_p1_for_infant_content() -> None:
+    report = {"content": [{"content_id": "a", "media_type": "image"},
+                          {"content_id": "b", "media_type": "image", "annotations": ["infant"]}]}
+    assert priority(report, "known_material", extended_p1=True) == ("P1", ["p1:infant:b"])
+    assert priority(report, "known_material") == ("P3", ["p3:known_material",
+                                                         "urgent_signal:infant:b"])

@@ -1,0 +1,108 @@
+"""The triage worker's in-memory PDQ indexes, rebuilt from the database when it starts.
+
+Two of them: the PDQ values of cluster members (content seen before, any provider) and the
+enabled PDQ indicators of the banks. Exact kinds (sha256, md5) are looked up in the
+database by value; PDQ needs a Hamming-distance search, which `PDQIndex` serves.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from centre.db import BankState, ClusterSignal, Indicator
+from triage.pdq_index import PDQIndex
+
+
+class ClusterPDQ:
+    """PDQ values of cluster members → their cluster, searchable by distance."""
+
+    def __init__(self, max_distance: int = 31) -> None:
+        self.index = PDQIndex(max_distance)
+        self.cluster_of: list[str] = []
+
+    @classmethod
+    def load(cls, session: Session, max_distance: int = 31) -> "ClusterPDQ":
+        self = cls(max_distance)
+        rows = session.execute(select(ClusterSignal.value, ClusterSignal.cluster_id).where(
+            ClusterSignal.kind == "pdq")).all()
+        if rows:
+            self.cluster_of = [c for _v, c in rows]
+            self.index = PDQIndex.build(range(len(rows)), [v for v, _c in rows], max_distance)
+        return self
+
+    def near(self, values: list[str]) -> dict[str, list[tuple[str, int]]]:
+        """For each value, the clusters of stored values within the distance, each with the
+        distance of its nearest member, nearest first."""
+        if not values or not len(self.index):
+            return {}
+        out: dict[str, list[tuple[str, int]]] = {}
+        for value, hits in zip(values, self.index.query(values)):
+            best: dict[str, int] = {}
+            for i, d in hits:  # sorted by distance: the first seen per cluster is its nearest
+                best.setdefault(self.cluster_of[i], d)
+            if best:
+                out[value] = list(best.items())
+        return out
+
+    def add(self, pairs: Iterable[tuple[str, str]]) -> None:
+        pairs = list(pairs)
+        if not pairs:
+            return
+        start = len(self.cluster_of)
+        self.cluster_of += [c for _v, c in pairs]
+        self.index.add(range(start, start + len(pairs)), [v for v, _c in pairs])
+
+
+class IndicatorPDQ:
+    """Enabled PDQ indicators of every bank, reloaded when the banks change: `bank_state`'s
+    version, which database triggers raise on any change to `indicators`, is read before
+    every batch (one row by primary key), at most every `recheck_s` seconds."""
+
+    def __init__(self, max_distance: int = 31, recheck_s: float = 0.0) -> None:
+        self.max_distance = max_distance
+        self.recheck_s = recheck_s
+        self.index = PDQIndex(max_distance)
+        self.bank_of: dict[int, str] = {}
+        self.version: int | None = None
+        self.checked_at = 0.0
+
+    @staticmethod
+    def _version(session: Session) -> int | None:
+        return session.scalar(select(BankState.version).where(BankState.id == 1))
+
+    def refresh(self, session: Session, force: bool = False) -> bool:
+        """Reload when the banks changed; True when it did."""
+        now = time.monotonic()
+        if not force and now - self.checked_at < self.recheck_s:
+            return False
+        self.checked_at = now
+        version = self._version(session)
+        if version == self.version and not force:
+            return False
+        rows = session.execute(select(Indicator.id, Indicator.bank, Indicator.value).where(
+            Indicator.kind == "pdq", Indicator.enabled.is_(True))).all()
+        self.bank_of = {i: b for i, b, _v in rows}
+        self.index = (PDQIndex.build([i for i, _b, _v in rows], [v for _i, _b, v in rows],
+                                     self.max_distance)
+                      if rows else PDQIndex(self.max_distance))
+        self.version = version
+        return True
+
+    def near(self, values: list[str]) -> dict[str, list[tuple[str, int]]]:
+        """For each value, (bank, distance) of the nearest indicator of each bank."""
+        if not values or not len(self.index):
+            return {}
+        out: dict[str, list[tuple[str, int]]] = {}
+        for value, hits in zip(values, self.index.query(values)):
+            best: dict[str, int] = {}
+            for i, d in hits:
+                bank = self.bank_of.get(i)
+                if bank is not None and d < best.get(bank, 1 << 16):
+                    best[bank] = d
+            if best:
+                out[value] = sorted(best.items(), key=lambda bd: (bd[1], bd[0]))
+        return out
