@@ -107,8 +107,10 @@ def _produce(p: Producer, topic: str, msgs: list[tuple[bytes, bytes]],
 
 
 def _collect_cases(settings: Settings, expected: set[bytes], timeout: float,
-                   topic: str | None = None) -> dict[bytes, float]:
-    """Message key → broker append time on `topic` (default le.europol) for expected keys."""
+                   topic: str | None = None,
+                   alive: Any = None) -> dict[bytes, float]:
+    """Message key → broker append time on `topic` (default le.europol) for expected keys;
+    stops early when `alive()` says the process producing them has died."""
     topic = topic or settings.topic(le_topic("europol"))
     c = Consumer({**base_config(settings), "group.id": f"bench-{uuid.uuid4()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
@@ -117,6 +119,9 @@ def _collect_cases(settings: Settings, expected: set[bytes], timeout: float,
     deadline = time.monotonic() + timeout
     try:
         while len(seen) < len(expected) and time.monotonic() < deadline:
+            if alive is not None and not alive():
+                console.print("[red]the worker died; see its log[/]")
+                break
             for msg in c.consume(5000, timeout=0.5):
                 if msg.error() or msg.key() not in expected:
                     continue
@@ -316,11 +321,14 @@ def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
         w.start()
         rss = RssSampler({"worker triage": w.pid or 0}).start()
         try:
-            out = _collect_cases(settings, keys, 900, settings.topic(TRIAGED))
+            out = _collect_cases(settings, keys, 900, settings.topic(TRIAGED), alive=w.alive)
             cpu = rss.cpu_seconds().get("worker triage", float("nan"))
         finally:
             rss.stop()
             w.stop()
+        if not out:
+            console.print(f"[red]nothing triaged; see {w.log_path}[/]")
+            return 1
         first, last = min(out.values()), max(out.values())
         rate = len(out) / (last - first) if last > first else float("nan")
         raw = _raw_passthrough(settings, reports, ACCEPTED)

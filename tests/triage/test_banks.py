@@ -289,7 +289,8 @@ def test_disable_and_enable_record_who_when_and_why(s: Settings, tmp_path: Path)
 
 
 def test_a_disabled_pdq_indicator_is_no_longer_matched(s: Settings, tmp_path: Path) -> None:
-    near = pytest.importorskip("triage.near")
+    from triage import near
+
     pdq = h("pdq", 5)
     banks.import_file(s, "false_positive", write_jsonl(tmp_path / "p.jsonl", [{"pdq": pdq}]),
                       source="x", added_by="op", reason=None)

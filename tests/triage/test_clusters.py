@@ -105,3 +105,19 @@ def test_pdq_near_copies_join_within_a_batch_and_across_batches(db_url: str) -> 
     assert m3.cluster_ids == m0.cluster_ids and m3.times_reported == 3
     assert m3.near == [(m0.cluster_ids[0], 1)]
     engine.dispose()
+
+
+def test_a_stored_cluster_merges_with_one_made_in_the_same_batch(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine).begin() as s:
+        r = _reports(s, 3)
+        x, y = ("sha256", "3" * 64), ("sha256", "4" * 64)
+        first = ClusterBatch(s, [x], NOW)
+        old = first.assign(*r[0], [[x]]).cluster_ids[0]
+        first.flush()
+        batch = ClusterBatch(s, [x, y], NOW + dt.timedelta(hours=1))  # x's cluster comes from the DB
+        batch.assign(*r[1], [[y]])  # a new cluster, made now
+        merged = batch.assign(*r[2], [[x, y]])  # links the stored one and the new one
+        batch.flush()
+    assert merged.cluster_ids == [old] and merged.times_reported == 3
+    engine.dispose()
