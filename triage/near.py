@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
+import numpy as np
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from centre.db import BankState, ClusterSignal, Indicator
-from triage.pdq_index import PDQIndex
+from triage.pdq_index import PDQIndex, pdq_to_bytes
 
 
 class ClusterPDQ:
@@ -66,7 +68,9 @@ class IndicatorPDQ:
         self.max_distance = max_distance
         self.recheck_s = recheck_s
         self.index = PDQIndex(max_distance)
-        self.bank_of: dict[int, str] = {}
+        self.bank_names: list[str] = []
+        self.sorted_ids = np.zeros(0, np.int64)  # indicator ids, sorted, and their banks
+        self.sorted_banks = np.zeros(0, np.int16)
         self.version: int | None = None
         self.checked_at = 0.0
 
@@ -83,12 +87,28 @@ class IndicatorPDQ:
         version = self._version(session)
         if version == self.version and not force:
             return False
-        rows = session.execute(select(Indicator.id, Indicator.bank, Indicator.value).where(
-            Indicator.kind == "pdq", Indicator.enabled.is_(True))).all()
-        self.bank_of = {i: b for i, b, _v in rows}
-        self.index = (PDQIndex.build([i for i, _b, _v in rows], [v for _i, _b, v in rows],
-                                     self.max_distance)
-                      if rows else PDQIndex(self.max_distance))
+        # Streamed in chunks into compact arrays: 1,000,000 indicators as Python tuples
+        # would cost several hundred MB for a moment, as arrays ~40 MB.
+        ids, banks, codes = [], [], []
+        names: dict[str, int] = {}
+        result = session.execute(select(Indicator.id, Indicator.bank, Indicator.value).where(
+            Indicator.kind == "pdq", Indicator.enabled.is_(True)).execution_options(
+                yield_per=100_000))
+        for chunk in result.partitions():
+            ids.append(np.fromiter((r[0] for r in chunk), np.int64, len(chunk)))
+            banks.append(np.fromiter((names.setdefault(r[1], len(names)) for r in chunk),
+                                     np.int16, len(chunk)))
+            codes.append(pdq_to_bytes([r[2] for r in chunk]))
+        self.bank_names = sorted(names, key=names.__getitem__)
+        if ids:
+            id_arr, bank_arr = np.concatenate(ids), np.concatenate(banks)
+            order = np.argsort(id_arr)
+            self.sorted_ids, self.sorted_banks = id_arr[order], bank_arr[order]
+            self.index = PDQIndex.build(id_arr, np.concatenate(codes), self.max_distance)
+        else:
+            self.sorted_ids = np.zeros(0, np.int64)
+            self.sorted_banks = np.zeros(0, np.int16)
+            self.index = PDQIndex(self.max_distance)
         self.version = version
         return True
 
@@ -99,10 +119,13 @@ class IndicatorPDQ:
         out: dict[str, list[tuple[str, int]]] = {}
         for value, hits in zip(values, self.index.query(values)):
             best: dict[str, int] = {}
-            for i, d in hits:
-                bank = self.bank_of.get(i)
-                if bank is not None and d < best.get(bank, 1 << 16):
-                    best[bank] = d
+            if hits:
+                found = np.array([i for i, _d in hits], np.int64)
+                at = np.searchsorted(self.sorted_ids, found)
+                for (_i, d), b in zip(hits, self.sorted_banks[at].tolist()):
+                    bank = self.bank_names[b]
+                    if d < best.get(bank, 1 << 16):
+                        best[bank] = d
             if best:
                 out[value] = sorted(best.items(), key=lambda bd: (bd[1], bd[0]))
         return out

@@ -1,5 +1,7 @@
 """Hash kinds as plug-ins. A kind knows its name, how to validate and normalise a signal
-string, and how far apart two signals are; adding a kind is one new class here."""
+string, how far apart two signals are, and the index that serves it (None: equal values
+only, looked up in the database by value); adding a kind (video PDQ, PhotoDNA when
+licensed) is one new class here."""
 
 from __future__ import annotations
 
@@ -17,6 +19,11 @@ class SignalType(Protocol):
 
     def distance(self, a: str, b: str) -> int: ...
 
+    def new_index(self) -> Any | None:
+        """An empty in-memory index with add / remove / query(values) -> [(id, distance)],
+        or None when exact lookup by value serves the kind."""
+        ...
+
 
 class _HexDigest:
     name = ""
@@ -31,6 +38,9 @@ class _HexDigest:
 
     def distance(self, a: str, b: str) -> int:
         return 0 if a == b else 1 << 16
+
+    def new_index(self) -> Any | None:
+        return None
 
 
 class SHA256(_HexDigest):
@@ -49,6 +59,11 @@ class PDQ(_HexDigest):
 
     def distance(self, a: str, b: str) -> int:
         return (int(a, 16) ^ int(b, 16)).bit_count()
+
+    def new_index(self) -> Any:
+        from triage.pdq_index import PDQIndex  # numpy only where PDQ is searched
+
+        return PDQIndex(self.max_distance)
 
 
 SIGNAL_TYPES: dict[str, SignalType] = {t.name: t for t in (SHA256(), MD5(), PDQ())}

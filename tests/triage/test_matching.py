@@ -33,3 +33,20 @@ def test_low_quality_pdq_is_not_matched_and_says_why() -> None:
     assert bank_matches(report, {}, {PDQ_A: [("known_material", 0)]}) == [
         Match("f1", "known_material", "pdq", 0)]
     assert low_quality_pdq(report) == []
+
+
+def test_every_signal_kind_says_how_it_is_searched() -> None:
+    from triage.signals import SIGNAL_TYPES
+
+    for name, kind in SIGNAL_TYPES.items():
+        assert kind.name == name
+        index = kind.new_index()
+        if kind.max_distance == 0:
+            assert index is None  # equal values only: looked up by value
+            assert kind.distance(kind.normalise("A" * kind.length), "a" * kind.length) == 0
+        else:
+            a = kind.normalise("0" * 64)
+            b = f"{(1 << kind.max_distance) - 1:064x}"  # max_distance bits set
+            index.add([1], [b])
+            assert index.query([a]) == [[(1, kind.max_distance)]]
+            assert kind.distance(a, b) == kind.max_distance
