@@ -391,6 +391,30 @@ def keys_init(force: bool = typer.Option(False, help="replace existing keys (dan
     print(f"keys ready in {s.keys_dir}")
 
 
+@keys_app.command("add-recipient")
+def keys_add_recipient(
+    recipient: Annotated[str, typer.Argument(help="member state code (de, fr, …) or europol")],
+    public_key_file: Annotated[Path, typer.Argument(help="the liaison's X25519 public key, "
+                                                    "PEM or 32 raw bytes")],
+) -> None:
+    """Register a liaison's public key as the one new cases are sealed to. Earlier keys stay
+    on record, so cases already sealed still open with the liaison's old private key; cases
+    that waited because no key was registered go out within seconds."""
+    from centre.keys import KeySet, KeySetError
+
+    s = _settings()
+    try:
+        data = public_key_file.read_bytes()
+        kid = KeySet(s.keys_dir).add_recipient(recipient.lower(), data)
+    except OSError as exc:
+        err.print(f"[red]cannot read {public_key_file}: {exc.strerror}[/]")
+        raise typer.Exit(2) from None
+    except (KeySetError, ValueError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    print(f"key {kid} registered for {recipient.lower()}; new cases are sealed to it")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (done by `centre up`)."""

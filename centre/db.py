@@ -193,7 +193,9 @@ class Delivery(Base):
     priority: Mapped[str] = mapped_column(String(4))
     key_id: Mapped[str] = mapped_column(String(32))
     topic: Mapped[str] = mapped_column(String(255))
-    forwarded_at: Mapped[dt.datetime]
+    # forwarded | awaiting_key (no key registered for the recipient: sent once one is)
+    state: Mapped[str] = mapped_column(String(16), default="forwarded", index=True)
+    forwarded_at: Mapped[dt.datetime | None]
     delivered_at: Mapped[dt.datetime | None]
 
 

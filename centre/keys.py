@@ -222,7 +222,7 @@ class KeySet:
 
     def has_recipient(self, recipient_id: str) -> bool:
         directory = self._recipient_dir(recipient_id)  # validates before the cache is consulted
-        return recipient_id in self._current or (directory / "current").exists()
+        return (directory / "current").exists()
 
     def current_key_id(self, recipient_id: str) -> str:
         path = self._recipient_dir(recipient_id) / "current"
@@ -238,15 +238,17 @@ class KeySet:
         return kid
 
     def recipient_public(self, recipient_id: str) -> X25519PublicKey:
-        """The key new cases for `recipient_id` are sealed to."""
-        cached = self._current.get(recipient_id)
+        """The key new cases for `recipient_id` are sealed to. The `current` file is read on
+        every call (a few bytes), so a key registered by `centre keys add-recipient` is used
+        from the next batch on, without a restart; keys are cached by key id."""
+        kid = self.current_key_id(recipient_id)
+        cached = self._current.get(f"{recipient_id}/{kid}")
         if cached is None:
-            kid = self.current_key_id(recipient_id)
             path = self._recipient_dir(recipient_id) / f"{kid}.pub.pem"
             cached = self._load_public(path, _x25519_public)
             if key_id(cached) != kid:
                 raise KeySetError(f"{path} does not hold key {kid}")
-            self._current[recipient_id] = cached
+            self._current[f"{recipient_id}/{kid}"] = cached
         return cached
 
     def recipient_private_keys(self, recipient_id: str) -> dict[str, X25519PrivateKey]:
@@ -278,7 +280,6 @@ class KeySet:
         # Same name means same key (the name is its hash), so an existing file is fine.
         _write_file(directory / f"{kid}.pub.pem", _public_pem(public), 0o644, replace=False)
         _write_file(directory / "current", f"{kid}\n".encode(), 0o644, replace=True)
-        self._current.pop(recipient_id, None)
         return kid
 
     def _generate_recipient(self, recipient_id: str, *, replace: bool) -> None:

@@ -29,6 +29,8 @@ LATENCY = Histogram(
     ["priority"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+AWAITING_KEY = Gauge("centre_deliveries_awaiting_key",
+                     "Case deliveries waiting for a recipient's key to be registered (alert > 0)")
 CONSUMER_LAG = Gauge("centre_consumer_lag_messages", "Messages not yet consumed", ["stage"])
 DEAD_LETTERS = Counter("centre_dead_letters_total", "Rejected messages kept in the dead-letter store",
                        ["stage"])

@@ -174,6 +174,15 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
             # is whatever queued up while the previous one was being processed.
             first = consumer.poll(settings.batch_within_s)
             if first is None:
+                idle = getattr(stage, "idle", None)
+                if idle is not None:
+                    try:
+                        idle()  # periodic work of a stage (its own rate limit), when quiet
+                    except Exception:
+                        log.exception("stage %s failed in idle work; stopping the worker",
+                                      stage_name)
+                        logging.shutdown()
+                        os._exit(70)
                 continue
             msgs = [first] + consumer.consume(settings.batch_size - 1, timeout=0)
             records = [

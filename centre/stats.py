@@ -54,8 +54,11 @@ def collect(engine: Engine, since: dt.datetime | None = None,
         unfounded = c.execute(window(select(func.count()).where(
             Report.manifestly_unfounded.is_(True)), Report.received_at)).scalar_one()
         by_recipient = {r: n for r, n in c.execute(window(
-            select(Delivery.recipient, func.count()).group_by(Delivery.recipient),
-            Delivery.forwarded_at))}
+            select(Delivery.recipient, func.count()).where(Delivery.state == "forwarded")
+            .group_by(Delivery.recipient), Delivery.forwarded_at))}
+        awaiting = {r: n for r, n in c.execute(
+            select(Delivery.recipient, func.count()).where(Delivery.state == "awaiting_key")
+            .group_by(Delivery.recipient))}
         times = Counter()
         for t, n in c.execute(window(
                 select(Cluster.times_reported, func.count()).where(Cluster.merged_into.is_(None))
@@ -70,6 +73,7 @@ def collect(engine: Engine, since: dt.datetime | None = None,
         "by_category": dict(sorted(categories.items())),
         "manifestly_unfounded": unfounded,
         "forwarded_to": dict(sorted(by_recipient.items())),
+        "awaiting_recipient_key": dict(sorted(awaiting.items())),
         "times_reported_distribution": {b: times[b] for b in order if times.get(b)},
         "items_reported_more_than_once": sum(n for b, n in times.items() if b != "1"),
     }
@@ -103,6 +107,8 @@ def render(figures: dict[str, Any]) -> list[Any]:
     t.add_column("cases", justify="right")
     for r, n in figures["forwarded_to"].items():
         t.add_row(r, str(n))
+    for r, n in figures["awaiting_recipient_key"].items():
+        t.add_row(f"{r} (waiting for its key)", str(n), style="red")
     tables.append(t)
 
     t = Table(title="How many times the same item was reported (clusters)")

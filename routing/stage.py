@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from centre import messages as m
 from centre import metrics
 from centre.crypto import Sealer, key_id
-from centre.db import Delivery, Report
+from centre.db import Delivery, Report, ReportContent
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
 from centre.runtime import Record, StageBase
@@ -57,21 +58,85 @@ def recipients_of(jurisdiction: dict[str, Any]) -> list[str]:
 
 class RoutingStage(StageBase):
     name = STAGE
+    retry_every_s = 2.0  # how often cases waiting for a recipient's key are looked at
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.provider_topics = ProviderTopics(settings)
         self.keys = KeySet(settings.keys_dir)
         self.locate = make_geolocator(settings.geoip_db).country
+        self._retried_at = 0.0
+        self._batch_keys: dict[str, Any] = {}
+
+    def _case(self, t: dict[str, Any], now: dt.datetime) -> tuple[dict[str, Any], bytes]:
+        j = decide_jurisdiction(t["report"], self.locate)
+        jd, extra = j.as_dict(), list(j.reasons)
+        if jd["europol_only"]:
+            extra.append("europol_only:no_member_state")
+        return jd, m.dumps(build_case(t, jd, t["reasons"] + extra, now))
+
+    def _deliver(self, t: dict[str, Any], plaintext: bytes, rcpts: list[str],
+                 now: dt.datetime, to_seal: list[tuple[bytes, str, Any]],
+                 deliveries: list[dict[str, Any]]) -> int:
+        """Queue the case for each recipient with a key; one waiting for a key is recorded as
+        `awaiting_key` (never dropped) and raises the operator alert. Returns how many go."""
+        sent = 0
+        for rcpt in rcpts:
+            row = {"case_id": t["case_id"], "recipient": rcpt, "report_id": t["report_id"],
+                   "priority": t["priority"], "topic": self.settings.topic(le_topic(rcpt)),
+                   "delivered_at": None}
+            public = self._key_for(rcpt)
+            if public is None:
+                deliveries.append({**row, "key_id": "", "state": "awaiting_key",
+                                   "forwarded_at": None})
+                metrics.ERRORS.labels(STAGE, "recipient_key_missing").inc()
+                continue
+            to_seal.append((plaintext, rcpt, public))
+            deliveries.append({**row, "key_id": key_id(public), "state": "forwarded",
+                               "forwarded_at": now})
+            sent += 1
+        metrics.MESSAGES_OUT.labels(STAGE, "case").inc(sent)
+        return sent
+
+    def _key_for(self, rcpt: str) -> Any | None:
+        """The recipient's current key, read once per batch (a rotation applies from the
+        next batch); None when no key is registered."""
+        if rcpt not in self._batch_keys:
+            self._batch_keys[rcpt] = (self.keys.recipient_public(rcpt)
+                                      if self.keys.has_recipient(rcpt) else None)
+        return self._batch_keys[rcpt]
+
+    def _send(self, to_seal: list[tuple[bytes, str, Any]], deliveries: list[dict[str, Any]],
+              feedback: list[dict[str, Any]]) -> None:
+        # Cases first (P1 first, as sorted), then the providers' feedback: a provider never
+        # hears `forwarded` about a case that is not on its way.
+        going = [d for d in deliveries if d["state"] == "forwarded"]
+        sealer = Sealer(self.keys.centre_signer())
+        for (_p, rcpt, _k), env, d in zip(to_seal, sealer.seal_batch(to_seal), going):
+            self.producer.send(le_topic(rcpt), env, key=d["case_id"].encode())
+        for fb in feedback:
+            self.producer.send(feedback_topic(fb["provider_id"]), m.dumps(fb),
+                               key=fb["provider_report_id"].encode())
+        self.producer.flush_or_raise()
+
+    @staticmethod
+    def _feedback(t: dict[str, Any], status: str, now: dt.datetime) -> dict[str, Any]:
+        return m.feedback(provider_id=t["provider_id"],
+                          provider_report_id=t["provider_report_id"],
+                          report_id=t["report_id"], status=status,
+                          reasons=[m.reason(r.split(":", 1)[0], r) for r in
+                                   (t["reasons"] if status == "manifestly_unfounded" else [])],
+                          at=now, source=f"routing/{t['report_id']}")
 
     def process(self, records: list[Record]) -> None:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
+        self._batch_keys = {}
         triaged = [m.loads(r.value or b"{}") for r in records]
         with self.sessions.begin() as s:
             finished = {rid for rid, st in s.execute(
                 select(Report.report_id, Report.status).where(
                     Report.report_id.in_([t["report_id"] for t in triaged])))
-                if st in ("forwarded", "manifestly_unfounded")}
+                if st in ("forwarded", "manifestly_unfounded", "awaiting_key")}
         todo, seen = [], set(finished)
         for t in triaged:
             if t["report_id"] not in seen:
@@ -84,49 +149,71 @@ class RoutingStage(StageBase):
         deliveries: list[dict[str, Any]] = []
         to_seal: list[tuple[bytes, str, Any]] = []
         feedback: list[dict[str, Any]] = []
-        sealer = Sealer(self.keys.centre_signer())
         self.provider_topics.ensure({t["provider_id"] for t in todo})
         for t in todo:
             if t["manifestly_unfounded"]:
-                status, extra, jd = "manifestly_unfounded", [], None
+                status, jd = "manifestly_unfounded", None
             else:
-                j = decide_jurisdiction(t["report"], self.locate)
-                jd, extra = j.as_dict(), list(j.reasons)
-                if jd["europol_only"]:
-                    extra.append("europol_only:no_member_state")
-                case = build_case(t, jd, t["reasons"] + extra, now)
-                plaintext = m.dumps(case)
-                for rcpt in recipients_of(jd):
-                    public = self.keys.recipient_public(rcpt)
-                    to_seal.append((plaintext, rcpt, public))
-                    deliveries.append({"case_id": t["case_id"], "recipient": rcpt,
-                                       "report_id": t["report_id"], "priority": t["priority"],
-                                       "key_id": key_id(public),
-                                       "topic": self.settings.topic(le_topic(rcpt)),
-                                       "forwarded_at": now, "delivered_at": None})
-                metrics.MESSAGES_OUT.labels(STAGE, "case").inc(len(recipients_of(jd)))
-                status = "forwarded"
-            feedback.append(m.feedback(provider_id=t["provider_id"],
-                            provider_report_id=t["provider_report_id"],
-                            report_id=t["report_id"], status=status,
-                            reasons=[m.reason(r.split(":", 1)[0], r) for r in
-                                     (t["reasons"] if status == "manifestly_unfounded" else [])],
-                            at=now, source=f"routing/{t['report_id']}"))
+                jd, plaintext = self._case(t, now)
+                sent = self._deliver(t, plaintext, recipients_of(jd), now, to_seal, deliveries)
+                status = "forwarded" if sent else "awaiting_key"
+            if status != "awaiting_key":  # its final feedback comes when it goes
+                feedback.append(self._feedback(t, status, now))
             metrics.OUTCOMES.labels(STAGE, status).inc()
             updates.append({"report_id": t["report_id"], "status": status, "jurisdiction": jd,
                             "forwarded_at": now if status == "forwarded" else None})
             received = dt.datetime.fromisoformat(t["received_at"].replace("Z", "+00:00"))
             metrics.LATENCY.labels(t["priority"]).observe((now - received).total_seconds())
-        # Cases first (P1 first, as sorted), then the providers' feedback: a provider never
-        # hears `forwarded` about a case that is not on its way.
-        for (_p, rcpt, _k), env, d in zip(to_seal, sealer.seal_batch(to_seal), deliveries):
-            self.producer.send(le_topic(rcpt), env, key=d["case_id"].encode())
-        for fb in feedback:
-            self.producer.send(feedback_topic(fb["provider_id"]), m.dumps(fb),
-                               key=fb["provider_report_id"].encode())
-        self.producer.flush_or_raise()
+        self._send(to_seal, deliveries, feedback)
         if updates:
             with self.sessions.begin() as s:
                 s.execute(update(Report), updates)
                 if deliveries:
                     s.execute(Delivery.__table__.insert(), deliveries)
+        self.idle()
+
+    def idle(self) -> None:
+        """Send cases that waited for a recipient's key once the key is registered."""
+        clock = time.monotonic()
+        if clock - self._retried_at < self.retry_every_s:
+            return
+        self._retried_at = clock
+        self._batch_keys = {}
+        with self.sessions() as s:
+            waiting = s.execute(select(Delivery.report_id, Delivery.recipient).where(
+                Delivery.state == "awaiting_key").limit(1000)).all()
+            metrics.AWAITING_KEY.set(len(waiting))
+            ready = [(rid, r) for rid, r in waiting if self._key_for(r) is not None]
+            if not ready:
+                return
+            rids = sorted({rid for rid, _r in ready})
+            rows = {rep.report_id: (rep, body) for rep, body in s.execute(
+                select(Report, ReportContent.body).join(
+                    ReportContent, ReportContent.report_id == Report.report_id).where(
+                    Report.report_id.in_(rids)))}
+        now = m.now()
+        to_seal: list[tuple[bytes, str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        feedback: list[dict[str, Any]] = []
+        first_sent: list[str] = []
+        for rid in rids:
+            rep, body = rows[rid]
+            t = {**(rep.triage or {}), "report": body}
+            _jd, plaintext = self._case(t, now)
+            rcpts = [r for x, r in ready if x == rid]
+            self._deliver(t, plaintext, rcpts, now, to_seal, deliveries)
+            if rep.status == "awaiting_key":
+                feedback.append(self._feedback(t, "forwarded", now))
+                first_sent.append(rid)
+        self._send(to_seal, deliveries, feedback)
+        with self.sessions.begin() as s:
+            table = Delivery.__table__
+            s.execute(update(table).where(
+                table.c.case_id == bindparam("c"), table.c.recipient == bindparam("r")).values(
+                    state="forwarded", key_id=bindparam("k"), forwarded_at=bindparam("t")),
+                [{"c": d["case_id"], "r": d["recipient"], "k": d["key_id"], "t": now}
+                 for d in deliveries if d["state"] == "forwarded"])
+            if first_sent:
+                s.execute(update(Report), [{"report_id": rid, "status": "forwarded",
+                                            "forwarded_at": now} for rid in first_sent])
+        log.info("sent %d case(s) that waited for a recipient key", len(deliveries))

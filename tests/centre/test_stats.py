@@ -57,6 +57,7 @@ def test_figures(db_url: str) -> None:
                                 "not_triaged": 1}
     assert f["manifestly_unfounded"] == 1
     assert f["forwarded_to"] == {"de": 2, "europol": 3, "fr": 1}
+    assert f["awaiting_recipient_key"] == {}
     # merged clusters are not counted twice
     assert f["times_reported_distribution"] == {"1": 2, "3": 1, "6–10": 1, "101–1000": 1}
     assert f["items_reported_more_than_once"] == 3
