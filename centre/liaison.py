@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -22,7 +22,7 @@ from centre import messages as m
 from centre.crypto import SealError, open_envelope
 from centre.kafka import base_config
 from centre.settings import Settings
-from centre.topology import le_topic
+from centre.topology import le_topic, urgent_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,48 @@ class SeenStore:
         self.db.close()
 
 
+class _Lane:
+    """One topic read with manually assigned partitions from the group's committed offsets
+    (no group join: a pull starts reading at once)."""
+
+    def __init__(self, settings: Settings, topic: str, group: str) -> None:
+        self.topic = topic
+        self.consumer = Consumer({
+            **base_config(settings),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": 16 * 1024 * 1024,
+            "fetch.wait.max.ms": 50,
+        })
+        md = self.consumer.list_topics(topic, timeout=10)
+        meta = md.topics.get(topic)
+        parts = sorted(meta.partitions) if meta is not None and not meta.error else []
+        self.partitions = [TopicPartition(topic, p) for p in parts]
+        committed = self.consumer.committed(self.partitions, timeout=10) if parts else []
+        self.consumer.assign([TopicPartition(topic, tp.partition,
+                                             tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                              for tp in committed])
+        self.next = {tp.partition: tp.offset for tp in committed}
+
+    def pending(self) -> bool:
+        """Whether the broker holds messages past what this lane has read."""
+        for tp in self.partitions:
+            _lo, hi = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            nxt = self.next.get(tp.partition, -1)
+            if hi > 0 and (nxt < 0 or nxt < hi):
+                if nxt < 0:  # nothing committed: compare with the earliest offset kept
+                    lo, _hi = self.consumer.get_watermark_offsets(tp, timeout=5, cached=True)
+                    if lo >= hi:
+                        continue
+                return True
+        return False
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 def pull(
     settings: Settings,
     recipient: str,
@@ -63,33 +105,28 @@ def pull(
     on_refused: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
     group: str | None = None,
 ) -> Iterator[Opened]:
-    """Yield opened documents, oldest first per partition; offsets are committed after each
-    yielded batch is consumed by the caller. Stops after `max_messages` documents or when no
-    message arrived for `timeout` seconds."""
-    topic = settings.topic(le_topic(recipient))
+    """Yield opened documents, P1 lane first, then oldest first per partition; offsets are
+    committed after each yielded batch is consumed by the caller. Stops after `max_messages`
+    documents or when no message arrived for `timeout` seconds."""
     group = group or f"{settings.topic_prefix}liaison-{recipient}"
-    consumer = Consumer({
-        **base_config(settings),
-        "group.id": group,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-        "fetch.max.bytes": 16 * 1024 * 1024,
-    })
     # One store per consumer group: the group's committed offsets and its seen ids go together.
     seen = SeenStore(settings.home / "liaison" / f"{group}.seen.sqlite")
-    consumer.subscribe([topic])
+    urgent = _Lane(settings, settings.topic(urgent_topic(recipient)), group + "-urgent")
+    regular = _Lane(settings, settings.topic(le_topic(recipient)), group)
     printed = 0
     idle_since = time.monotonic()
     try:
         while max_messages is None or printed < max_messages:
             want = 500 if max_messages is None else min(500, max_messages - printed)
-            msgs = consumer.consume(num_messages=want, timeout=0.5)
+            # Urgent cases first: drain the P1 lane whenever it holds anything.
+            lane = urgent if urgent.pending() else regular
+            msgs = lane.consumer.consume(num_messages=want, timeout=0.5)
             if not msgs:
                 if time.monotonic() - idle_since > timeout:
                     break
                 continue
             idle_since = time.monotonic()
+            topic = lane.topic
             last: dict[int, int] = {}
             for msg in msgs:
                 if msg.error():
@@ -115,22 +152,26 @@ def pull(
                     printed += 1
                     if max_messages is not None and printed >= max_messages:
                         last[msg.partition()] = msg.offset()
-                        _commit_upto(consumer, topic, last, msg)
+                        _commit_upto(lane, last, msg)
                         seen.commit()
                         return
             seen.commit()
-            _commit_upto(consumer, topic, last, None)
+            _commit_upto(lane, last, None)
     finally:
         seen.close()
-        consumer.close()
+        urgent.close()
+        regular.close()
 
 
-def _commit_upto(consumer: Consumer, topic: str, last: dict[int, int], stop_msg: object) -> None:
+def _commit_upto(lane: _Lane, last: dict[int, int], stop_msg: object) -> None:
     if stop_msg is not None:
-        # Stopping early at --max: commit only through the last printed message.
+        # Stopping early at --max: commit only through the last printed message, and read on
+        # from just after it next time (the rest of the fetched batch was not shown).
         part = stop_msg.partition()  # type: ignore[attr-defined]
         off = stop_msg.offset()  # type: ignore[attr-defined]
         last = {p: o for p, o in last.items() if p != part} | {part: off}
     if last:
-        consumer.commit(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()],
-                        asynchronous=False)
+        lane.consumer.commit(
+            offsets=[TopicPartition(lane.topic, p, o + 1) for p, o in last.items()],
+            asynchronous=False)
+        lane.next.update({p: o + 1 for p, o in last.items()})

@@ -50,6 +50,13 @@ def le_topic(recipient: str) -> str:
     return f"le.{recipient}"
 
 
+def urgent_topic(recipient: str) -> str:
+    """The recipient's P1 lane (an addition to the contract): P1 cases go here as well as to
+    `le.<cc>`, and `centre liaison pull` drains it first, so under a backlog a liaison sees an
+    urgent case before queued P2/P3 ones. Tools that read only `le.<cc>` still get every case."""
+    return f"le.{recipient}.urgent"
+
+
 def feedback_topic(provider_id: str) -> str:
     return f"provider.{provider_id}.feedback"
 
@@ -79,6 +86,11 @@ def static_topics(settings: Settings) -> list[TopicSpec]:
     # produce request more per routing batch (librdkafka sends one request per partition).
     topics += [
         TopicSpec(le_topic(r), 1, f"sealed case/v1 and retraction/v1 for {r}",
+                  _retention(90, 8 * MIB))
+        for r in RECIPIENTS
+    ]
+    topics += [
+        TopicSpec(urgent_topic(r), 1, f"sealed P1 case/v1 for {r}, read first",
                   _retention(90, 8 * MIB))
         for r in RECIPIENTS
     ]

@@ -21,7 +21,7 @@ from centre.kafka import ProviderTopics
 from centre.keys import KeySet
 from centre.runtime import Record, StageBase
 from centre.settings import Settings
-from centre.topology import EUROPOL, feedback_topic, le_topic
+from centre.topology import EUROPOL, feedback_topic, le_topic, urgent_topic
 from routing.geo import make_geolocator
 from routing.jurisdiction import decide_jurisdiction
 
@@ -113,6 +113,8 @@ class RoutingStage(StageBase):
         going = [d for d in deliveries if d["state"] == "forwarded"]
         sealer = Sealer(self.keys.centre_signer())
         for (_p, rcpt, _k), env, d in zip(to_seal, sealer.seal_batch(to_seal), going):
+            if d["priority"] == "P1":  # its lane first, so a liaison's pull finds it first
+                self.producer.send(urgent_topic(rcpt), env, key=d["case_id"].encode())
             self.producer.send(le_topic(rcpt), env, key=d["case_id"].encode())
         for fb in feedback:
             self.producer.send(feedback_topic(fb["provider_id"]), m.dumps(fb),
