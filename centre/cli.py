@@ -486,6 +486,57 @@ def bench_triage(
     raise typer.Exit(run_triage_bench(_settings(), reports=reports, indicators=indicators))
 
 
+cases_app = typer.Typer(help="Cases as the centre recorded them (Art. 45): where they went, "
+                        "when, and whether the liaison pulled them.", no_args_is_help=True,
+                        rich_markup_mode="markdown")
+app.add_typer(cases_app, name="cases")
+
+
+@cases_app.command("overdue")
+def cases_overdue(
+    hours: float = typer.Option(24.0, "--hours", help="a case not pulled this many hours "
+                                "after it was forwarded is overdue"),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table"),
+) -> None:
+    """List cases forwarded to a liaison that its `centre liaison pull` has not acknowledged
+    within --hours (default 24): case, recipient, priority, when forwarded, how long ago. P1
+    first. Exit status 0 either way."""
+    import datetime as dt
+
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from centre.db import Delivery, make_engine
+
+    if hours < 0:
+        err.print("[red]--hours must not be negative[/]")
+        raise typer.Exit(2)
+    now = dt.datetime.now(dt.timezone.utc)
+    engine = make_engine(_settings().database_url)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(select(Delivery.case_id, Delivery.recipient, Delivery.priority,
+                                    Delivery.forwarded_at).where(
+                Delivery.state == "forwarded", Delivery.delivered_at.is_(None),
+                Delivery.forwarded_at <= now - dt.timedelta(hours=hours))
+                .order_by(Delivery.priority, Delivery.forwarded_at)).all()
+    finally:
+        engine.dispose()
+    if as_json:
+        for case_id, rcpt, prio, at in rows:
+            print(json.dumps({"case_id": case_id, "recipient": rcpt, "priority": prio,
+                              "forwarded_at": at.isoformat()}))
+        return
+    t = Table(title=f"{len(rows)} case deliveries not pulled within {hours:g} h")
+    for col in ("case", "recipient", "priority", "forwarded at (UTC)", "waiting"):
+        t.add_column(col)
+    for case_id, rcpt, prio, at in rows:
+        at = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+        t.add_row(case_id, rcpt, prio, at.strftime("%Y-%m-%d %H:%M"),
+                  f"{(now - at).total_seconds() / 3600:.1f} h")
+    Console().print(t)
+
+
 @app.command()
 def stats(
     since: Optional[str] = typer.Option(None, help="only reports received on or after this "

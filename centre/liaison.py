@@ -22,7 +22,7 @@ from centre import messages as m
 from centre.crypto import SealError, open_envelope
 from centre.kafka import base_config
 from centre.settings import Settings
-from centre.topology import le_topic, urgent_topic
+from centre.topology import DELIVERY_ACKS, le_topic, urgent_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,37 @@ class _Lane:
         self.consumer.close()
 
 
+class _Acks:
+    """Tells the centre which cases this liaison pulled and when (`delivery-ack/v1` on
+    `le.acks`), so the Art. 45 record has delivered-at per recipient. Best effort: a lost ack
+    leaves the case listed as overdue, never loses it."""
+
+    def __init__(self, settings: Settings, recipient: str, group: str) -> None:
+        from centre.kafka import BatchProducer
+
+        self.producer = BatchProducer(settings)
+        self.recipient, self.group = recipient, group
+        self.pending: list[dict[str, object]] = []
+
+    def add(self, doc: dict[str, object]) -> None:
+        if doc.get("schema") == "case/v1" and isinstance(doc.get("case_id"), str):
+            self.pending.append({"schema": "delivery-ack/v1", "case_id": doc["case_id"],
+                                 "recipient": self.recipient, "pulled_by": self.group,
+                                 "pulled_at": m.iso(m.now())})
+
+    def send(self) -> None:
+        for ack in self.pending:
+            self.producer.send(DELIVERY_ACKS, m.dumps(ack), key=str(ack["case_id"]).encode())
+        self.pending = []
+        try:
+            self.producer.flush_or_raise(timeout=10)
+        except Exception as exc:  # the cases are printed and committed; say so, go on
+            print(f"warning: delivery acknowledgements not sent: {exc}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.producer.close()
+
+
 def pull(
     settings: Settings,
     recipient: str,
@@ -113,6 +144,7 @@ def pull(
     seen = SeenStore(settings.home / "liaison" / f"{group}.seen.sqlite")
     urgent = _Lane(settings, settings.topic(urgent_topic(recipient)), group + "-urgent")
     regular = _Lane(settings, settings.topic(le_topic(recipient)), group)
+    acks = _Acks(settings, recipient, group)
     printed = 0
     idle_since = time.monotonic()
     try:
@@ -149,15 +181,19 @@ def pull(
                 ident = f"{doc.get('schema')}|{doc.get('case_id')}"
                 if seen.add(ident):
                     yield Opened(doc, msg.partition(), msg.offset())
+                    acks.add(doc)
                     printed += 1
                     if max_messages is not None and printed >= max_messages:
                         last[msg.partition()] = msg.offset()
                         _commit_upto(lane, last, msg)
                         seen.commit()
+                        acks.send()
                         return
             seen.commit()
             _commit_upto(lane, last, None)
+            acks.send()
     finally:
+        acks.close()
         seen.close()
         urgent.close()
         regular.close()

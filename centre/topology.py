@@ -28,6 +28,7 @@ INTAKE = "reports.intake"
 ACCEPTED = "reports.accepted"
 TRIAGED = "reports.triaged"
 NOTICE_RESPONSES = "notices.responses"
+DELIVERY_ACKS = "le.acks"  # delivery-ack/v1 from `centre liaison pull` (an addition)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ def static_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(TRIAGED, hot, "reports with cluster, bank, category and priority decisions",
                   _retention(14, 4 * MIB)),
         TopicSpec(NOTICE_RESPONSES, 3, "notice-response/v1 from companies", _retention(30, MIB)),
+        TopicSpec(DELIVERY_ACKS, 1, "delivery-ack/v1: which liaison pulled which case, when",
+                  _retention(30, MIB)),
     ]
     # Liaison topics keep cases long enough for a liaison that is away for weeks. One
     # partition each: one liaison reads them, and a partition more would cost the broker a

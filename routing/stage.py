@@ -21,7 +21,7 @@ from centre.kafka import ProviderTopics
 from centre.keys import KeySet
 from centre.runtime import Record, StageBase
 from centre.settings import Settings
-from centre.topology import EUROPOL, feedback_topic, le_topic, urgent_topic
+from centre.topology import DELIVERY_ACKS, EUROPOL, feedback_topic, le_topic, urgent_topic
 from routing.geo import make_geolocator
 from routing.jurisdiction import decide_jurisdiction
 
@@ -56,6 +56,48 @@ def recipients_of(jurisdiction: dict[str, Any]) -> list[str]:
     return [c["country"] for c in jurisdiction["countries"]] + [EUROPOL]
 
 
+class AckReader:
+    """Reads `delivery-ack/v1` from `le.acks` and records delivered-at on the deliveries;
+    offsets are committed after the database. A malformed ack is counted and skipped."""
+
+    def __init__(self, settings: Settings) -> None:
+        from confluent_kafka import Consumer
+
+        from centre.kafka import base_config
+
+        self.topic = settings.topic(DELIVERY_ACKS)
+        self.consumer = Consumer({**base_config(settings),
+                                  "group.id": f"{settings.topic_prefix}centre-acks",
+                                  "enable.auto.commit": False,
+                                  "auto.offset.reset": "earliest"})
+        self.consumer.subscribe([self.topic])
+
+    def record(self, sessions: Any) -> int:
+        msgs = [x for x in self.consumer.consume(5000, timeout=0) if x.error() is None]
+        if not msgs:
+            return 0
+        rows = []
+        for x in msgs:
+            try:
+                ack = m.loads(x.value() or b"")
+                rows.append({"c": str(ack["case_id"]), "r": str(ack["recipient"]),
+                             "t": dt.datetime.fromisoformat(
+                                 str(ack["pulled_at"]).replace("Z", "+00:00"))})
+            except (ValueError, KeyError, TypeError):
+                metrics.ERRORS.labels(STAGE, "malformed_ack").inc()
+        if rows:
+            table = Delivery.__table__
+            with sessions.begin() as s:
+                s.execute(update(table).where(
+                    table.c.case_id == bindparam("c"), table.c.recipient == bindparam("r"),
+                    table.c.delivered_at.is_(None)).values(delivered_at=bindparam("t")), rows)
+        self.consumer.commit(asynchronous=False)
+        return len(rows)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 class RoutingStage(StageBase):
     name = STAGE
     retry_every_s = 2.0  # how often cases waiting for a recipient's key are looked at
@@ -67,6 +109,7 @@ class RoutingStage(StageBase):
         self.locate = make_geolocator(settings.geoip_db).country
         self._retried_at = 0.0
         self._batch_keys: dict[str, Any] = {}
+        self.acks = AckReader(settings)
 
     def _case(self, t: dict[str, Any], now: dt.datetime) -> tuple[dict[str, Any], bytes]:
         j = decide_jurisdiction(t["report"], self.locate)
@@ -174,8 +217,14 @@ class RoutingStage(StageBase):
                     s.execute(Delivery.__table__.insert(), deliveries)
         self.idle()
 
+    def close(self) -> None:
+        self.acks.close()
+        super().close()
+
     def idle(self) -> None:
-        """Send cases that waited for a recipient's key once the key is registered."""
+        """Record liaisons' acknowledgements; send cases that waited for a recipient's key
+        once the key is registered."""
+        self.acks.record(self.sessions)
         clock = time.monotonic()
         if clock - self._retried_at < self.retry_every_s:
             return
