@@ -441,6 +441,7 @@ def bench(
     p1_share: float = typer.Option(0.05, help="share of urgent (P1) reports"),
     paced_rate: float = typer.Option(1000.0, help="reports/s of the latency phase"),
     paced_seconds: float = typer.Option(10.0, help="length of the latency phase"),
+    keep: bool = typer.Option(False, help="keep the bench's stack directory (logs, data)"),
 ) -> None:
     """Without a subcommand: measure the pipeline on a fresh local stack (end-to-end
     throughput, latency per priority at a steady rate, peak memory and CPU per process, and
@@ -451,7 +452,7 @@ def bench(
     from centre.bench import run_bench
 
     raise typer.Exit(run_bench(_settings(), reports=reports, p1_share=p1_share,
-                               paced_rate=paced_rate, paced_seconds=paced_seconds))
+                               paced_rate=paced_rate, paced_seconds=paced_seconds, keep=keep))
 
 
 @bench_app.command("index")
@@ -477,13 +478,15 @@ def bench_index(
 def bench_triage(
     reports: int = typer.Option(20000, help="synthetic reports accepted before triage starts"),
     indicators: int = typer.Option(1_000_000, help="random PDQ indicators loaded"),
+    keep: bool = typer.Option(False, help="keep the bench's stack directory (logs, data)"),
 ) -> None:
     """Triage alone on a backlog with a large PDQ bank loaded: its throughput (first to last
     output), the raw pass-through rate of the same messages and the ratio, memory, index load
     time."""
     from centre.bench import run_triage_bench
 
-    raise typer.Exit(run_triage_bench(_settings(), reports=reports, indicators=indicators))
+    raise typer.Exit(run_triage_bench(_settings(), reports=reports, indicators=indicators,
+                                      keep=keep))
 
 
 cases_app = typer.Typer(help="Cases as the centre recorded them (Art. 45): where they went, "
