@@ -345,6 +345,33 @@ def indicators_list(
         print(f"showing {len(entries)} of {total}; use --limit to see more")
 
 
+@liaison_app.command("hold")
+def liaison_hold(
+    case_id: Annotated[str, typer.Argument(help="the case's case_id")],
+    days: Annotated[int, typer.Option(help="how long, at most 548 days (18 months)")],
+    reason: Annotated[str, typer.Option(help="why (kept by the centre, not sent to the "
+                                        "provider)")],
+    no_inform: Annotated[bool, typer.Option("--no-inform", help="the provider must not tell "
+                                            "the user")] = False,
+    no_removal: Annotated[bool, typer.Option("--no-removal", help="the provider must not "
+                                             "remove the content")] = False,
+    by: Annotated[str, typer.Option(help="who asks (your member state or Europol)")] = "liaison",
+) -> None:
+    """Ask, under Art. 48(6), that the provider not inform the user and/or not remove the
+    content while you investigate, for at most 18 months. The centre records it and sends
+    the provider a notice saying what not to do and until when (not your reason)."""
+    from routing.holds import HoldError, place_hold
+
+    try:
+        notice = place_hold(_settings(), case_id, days=days, no_inform=no_inform,
+                            no_removal=no_removal, reason=reason, requested_by=by)
+    except HoldError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    print(f"hold {notice['notice_id']} until {notice['hold']['until']}; "
+          f"{notice['provider_id']} notified")
+
+
 @liaison_app.command("pull")
 def liaison_pull(
     country: Annotated[Optional[str], typer.Option(help="member state, e.g. de")] = None,

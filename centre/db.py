@@ -173,6 +173,23 @@ class Indicator(Base):
     change_reason: Mapped[str | None] = mapped_column(Text)
 
 
+class Hold(Base):
+    """A law-enforcement request under Art. 48(6): the provider must not inform the user
+    and/or not remove the content until `until` (at most 18 months)."""
+
+    __tablename__ = "holds"
+    hold_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(36), index=True)
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.report_id"))
+    provider_id: Mapped[str] = mapped_column(String(100))
+    no_inform: Mapped[bool] = mapped_column(Boolean)
+    no_removal: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime]
+    until: Mapped[dt.datetime]
+
+
 class BankState(Base):
     """One row whose `version` database triggers raise on every change to `indicators`
     (import, disable, enable, removal, by any writer), so a worker sees with one cheap read
