@@ -174,6 +174,13 @@ def _raw_passthrough(settings: Settings, n: int, source: str = INTAKE) -> float:
     return done / (time.time() - (first or time.time()))
 
 
+def _figures(title: str) -> Table:
+    t = Table(title=title)
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    return t
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -251,9 +258,7 @@ def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: 
         raw = _raw_passthrough(settings, reports)
         rss.stop()
 
-    t = Table(title=f"centre bench ({reports} reports, 2-core machine, broker on the same host)")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
+    t = _figures(f"centre bench ({reports} reports, 2-core machine, broker on the same host)")
     t.add_row("reports produced in", f"{produced_in:.2f} s")
     t.add_row("cases delivered (phase 1)", f"{len(arrived)} / {reports}")
     t.add_row("end-to-end throughput", f"{e2e:,.0f} reports/s")
@@ -353,9 +358,7 @@ def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
         first, last = min(out.values()), max(out.values())
         rate = len(out) / (last - first) if last > first else float("nan")
         raw = _raw_passthrough(settings, reports, ACCEPTED)
-    t = Table(title=f"centre bench triage ({reports:,} reports, {indicators:,} PDQ indicators)")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
+    t = _figures(f"centre bench triage ({reports:,} reports, {indicators:,} PDQ indicators)")
     t.add_row("triaged", f"{len(out):,} / {reports:,}")
     t.add_row("worker start to first output (index load)", f"{first - started:.1f} s")
     t.add_row("triage throughput (first → last output)", f"{rate:,.0f} reports/s")

@@ -561,7 +561,6 @@ def cases_overdue(
     for col in ("case", "recipient", "priority", "forwarded at (UTC)", "waiting"):
         t.add_column(col)
     for case_id, rcpt, prio, at in rows:
-        at = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
         t.add_row(case_id, rcpt, prio, at.strftime("%Y-%m-%d %H:%M"),
                   f"{(now - at).total_seconds() / 3600:.1f} h")
     Console().print(t)

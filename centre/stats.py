@@ -79,6 +79,15 @@ def collect(engine: Engine, since: dt.datetime | None = None,
     }
 
 
+def _counts(title: str, what: str, unit: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column(what)
+    t.add_column(unit, justify="right")
+    return t
+
+
 def render(figures: dict[str, Any]) -> list[Any]:
     """rich Tables for the terminal."""
     from rich.table import Table
@@ -94,26 +103,21 @@ def render(figures: dict[str, Any]) -> list[Any]:
         t.add_row(pid, str(row["reports"]), *[str(row.get(st, 0)) for st in statuses])
     tables.append(t)
 
-    t = Table(title="Reports by category")
-    t.add_column("category")
-    t.add_column("reports", justify="right")
+    t = _counts("Reports by category", "category", "reports")
     for cat, n in figures["by_category"].items():
         t.add_row(cat.replace("_", " "), str(n))
     t.add_row("manifestly unfounded", str(figures["manifestly_unfounded"]))
     tables.append(t)
 
-    t = Table(title="Cases forwarded, by recipient")
-    t.add_column("recipient")
-    t.add_column("cases", justify="right")
+    t = _counts("Cases forwarded, by recipient", "recipient", "cases")
     for r, n in figures["forwarded_to"].items():
         t.add_row(r, str(n))
     for r, n in figures["awaiting_recipient_key"].items():
         t.add_row(f"{r} (waiting for its key)", str(n), style="red")
     tables.append(t)
 
-    t = Table(title="How many times the same item was reported (clusters)")
-    t.add_column("times reported")
-    t.add_column("items", justify="right")
+    t = _counts("How many times the same item was reported (clusters)", "times reported",
+                "items")
     for b, n in figures["times_reported_distribution"].items():
         t.add_row(b, str(n))
     tables.append(t)

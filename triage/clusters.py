@@ -79,7 +79,7 @@ class ClusterBatch:
             rows = self.s.scalars(select(Cluster).where(Cluster.cluster_id.in_(list(ids)))).all()
             ids = set()
             for c in rows:
-                self.clusters[c.cluster_id] = _State(c.cluster_id, _aware(c.created_at),
+                self.clusters[c.cluster_id] = _State(c.cluster_id, c.created_at,
                                                      c.times_reported,
                                                      list(c.recent_cases or []), c.merged_into)
                 if c.merged_into and c.merged_into not in self.clusters:
@@ -198,11 +198,6 @@ class ClusterBatch:
             self.new_signals = []
         if self.links:
             self._write_links()
-
-
-def _aware(t: dt.datetime) -> dt.datetime:
-    """SQLite gives back naive datetimes for what was stored as UTC; compare them as UTC."""
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
 
 
 def _recent(case_ids: list[str]) -> list[str]:
