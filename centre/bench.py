@@ -174,6 +174,33 @@ def _raw_passthrough(settings: Settings, n: int, source: str = INTAKE) -> float:
     return done / (time.time() - (first or time.time()))
 
 
+def _fresh(settings: Settings) -> tuple[str, Any, Settings]:
+    """A run id, its directory under CENTRE_HOME/bench, and settings for a stack of its own
+    (its own database; its own broker port when the default one is taken)."""
+    run = uuid.uuid4().hex[:8]
+    home = settings.home / "bench" / run
+    settings = settings.with_(home=home, database_url=f"sqlite:///{home / 'centre.db'}")
+    if settings.kafka_bootstrap is None and _port_in_use(settings.local_kafka_port):
+        settings = settings.with_(local_kafka_port=free_port())
+    return run, home, settings
+
+
+def _start_worker(stage: str, settings: Settings, home: Any) -> tuple[Any, float, RssSampler]:
+    """Start one stage's worker process alone, with its memory and CPU sampled."""
+    from centre.stack import WorkerProcess
+
+    w = WorkerProcess(stage, settings, home / "logs" / f"worker-{stage}.log")
+    started = time.time()
+    w.start()
+    return w, started, RssSampler({f"worker {stage}": w.pid or 0}).start()
+
+
+def _span_rate(out: dict[bytes, float]) -> tuple[float, float]:
+    """The first output's time and the rate from the first to the last output."""
+    first, last = min(out.values()), max(out.values())
+    return first, (len(out) / (last - first) if last > first else float("nan"))
+
+
 def _figures(title: str) -> Table:
     t = Table(title=title)
     t.add_column("figure")
@@ -210,11 +237,7 @@ def _cleaning(fn: Any) -> Any:
 @_cleaning
 def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: float = 1000.0,
               paced_seconds: float = 10.0) -> int:
-    run = uuid.uuid4().hex[:8]
-    home = settings.home / "bench" / run
-    settings = settings.with_(home=home, database_url=f"sqlite:///{home / 'centre.db'}")
-    if settings.kafka_bootstrap is None and _port_in_use(settings.local_kafka_port):
-        settings = settings.with_(local_kafka_port=free_port())
+    run, home, settings = _fresh(settings)
     console.print(f"bench {run}: starting a fresh stack under {home} …")
     with Stack(settings) as stack:
         pids = {f"worker {s}": w.pid for s, w in stack.workers.items() if w.pid}
@@ -312,16 +335,11 @@ def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
     starts with `indicators` PDQ indicators loaded; its rate is from its first to its last
     output (broker timestamps). Then the raw pass-through of the same accepted messages."""
     from centre.db import make_engine
-    from centre.stack import WorkerProcess
     from centre.topology import ACCEPTED, TRIAGED
 
-    run = uuid.uuid4().hex[:8]
-    home = settings.home / "bench" / run
-    settings = settings.with_(home=home, database_url=f"sqlite:///{home / 'centre.db'}")
-    if settings.kafka_bootstrap is None and _port_in_use(settings.local_kafka_port):
-        settings = settings.with_(local_kafka_port=free_port())
+    run, home, settings = _fresh(settings)
     console.print(f"bench triage {run}: intake only first, under {home} …")
-    with Stack(settings, stages=("intake",)) as stack:
+    with Stack(settings, stages=("intake",)):
         engine = make_engine(settings.database_url)
         t0 = time.time()
         sample = _random_pdq_indicators(engine, indicators, 7)
@@ -342,10 +360,7 @@ def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
         _produce(_producer(settings), settings.topic(INTAKE), msgs)
         accepted = _collect_cases(settings, keys, 600, settings.topic(ACCEPTED))
         console.print(f"{len(accepted):,} reports accepted by intake; starting triage …")
-        w = WorkerProcess("triage", settings, home / "logs" / "worker-triage.log")
-        started = time.time()
-        w.start()
-        rss = RssSampler({"worker triage": w.pid or 0}).start()
+        w, started, rss = _start_worker("triage", settings, home)
         try:
             out = _collect_cases(settings, keys, 900, settings.topic(TRIAGED), alive=w.alive)
             cpu = rss.cpu_seconds().get("worker triage", float("nan"))
@@ -355,8 +370,7 @@ def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
         if not out:
             console.print(f"[red]nothing triaged; see {w.log_path}[/]")
             return 1
-        first, last = min(out.values()), max(out.values())
-        rate = len(out) / (last - first) if last > first else float("nan")
+        first, rate = _span_rate(out)
         raw = _raw_passthrough(settings, reports, ACCEPTED)
     t = _figures(f"centre bench triage ({reports:,} reports, {indicators:,} PDQ indicators)")
     t.add_row("triaged", f"{len(out):,} / {reports:,}")
@@ -368,3 +382,97 @@ def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
     t.add_row("CPU of worker triage (load + run)", f"{cpu:.1f} s")
     console.print(t)
     return 0 if len(out) == reports else 1
+
+
+@_cleaning
+def run_routing_bench(settings: Settings, *, reports: int, backlog: int) -> int:
+    """Routing alone, then a liaison's view of a backlog.
+
+    1. Intake and triage accept and triage `reports` first; then the routing worker starts
+       and its rate (jurisdiction, sealing for each recipient, the record) is measured from
+       its first to its last case on le.europol (broker timestamps), with the raw pass-through
+       rate of the same triaged messages and the ratio.
+    2. `backlog` known-material (P3) cases are queued for Germany and nobody pulls them; then
+       one urgent report for Germany arrives, and a liaison's first `pull --max 1` must
+       return it."""
+    import datetime as dt
+
+    from centre.db import Indicator, make_engine
+    from centre.keys import KeySet
+    from centre.liaison import pull
+    from centre.topology import TRIAGED, urgent_topic
+
+    run, home, settings = _fresh(settings)
+    console.print(f"bench routing {run}: intake and triage first, under {home} …")
+    with Stack(settings, stages=("intake", "triage")):
+        msgs, prio = _messages(run, reports, 0.05, 11)
+        rids = {m.report_id_for(*k.decode().split("/", 1)).encode() for k, _ in msgs}
+        _produce(_producer(settings), settings.topic(INTAKE), msgs)
+        triaged = _collect_cases(settings, rids, 900, settings.topic(TRIAGED))
+        console.print(f"{len(triaged):,} reports triaged; starting routing …")
+        w, started, rss = _start_worker("routing", settings, home)
+        try:
+            out = _collect_cases(settings, set(prio), 900, alive=w.alive)
+            cpu = rss.cpu_seconds().get("worker routing", float("nan"))
+            if not out:
+                console.print(f"[red]nothing routed; see {w.log_path}[/]")
+                return 1
+            first, rate = _span_rate(out)
+            raw = _raw_passthrough(settings, reports, TRIAGED)
+
+            # 2. The backlog: known material (P3) for Germany, queued and not pulled.
+            console.print(f"queueing {backlog:,} P3 cases for de …")
+            p3, sha = [], []
+            for i in range(backlog):
+                r = samples.report(f"bench-{i % 4}", f"{run}-p3-{i:06d}", media_seed=f"{run}-{i}",
+                                   ip_country="de", suspect_country="DE")
+                sha.append(r["content"][0]["sha256"])
+                p3.append((f"{r['provider_id']}/{r['provider_report_id']}".encode(),
+                           orjson.dumps(r)))
+            engine = make_engine(settings.database_url)
+            now = dt.datetime.now(dt.timezone.utc)
+            with engine.begin() as c:
+                c.execute(Indicator.__table__.insert(), [
+                    {"bank": "known_material", "kind": "sha256", "value": v, "source": "bench",
+                     "added_by": "bench", "added_at": now, "reason": None, "enabled": True}
+                    for v in sha])
+            engine.dispose()
+            p3_cases = {m.case_id_for(m.report_id_for(*k.decode().split("/", 1))).encode()
+                        for k, _ in p3}
+            _produce(_producer(settings), settings.topic(INTAKE), p3)
+            queued = _collect_cases(settings, p3_cases, 900, settings.topic(le_topic("de")))
+            urgent_doc = samples.report("bench-0", f"{run}-p1", media_seed=f"{run}-p1",
+                                        urgent=True, ip_country="de")
+            key = f"bench-0/{run}-p1".encode()
+            p1_case = m.case_id_for(m.report_id_for("bench-0", f"{run}-p1"))
+            t_sent = _produce(_producer(settings), settings.topic(INTAKE),
+                              [(key, orjson.dumps(urgent_doc))])
+            lane = _collect_cases(settings, {p1_case.encode()}, 120,
+                                  settings.topic(urgent_topic("de")))
+            keys = KeySet(settings.keys_dir)
+            t_pull = time.time()
+            got = [o.document for o in pull(settings, "de", keys.recipient_private_keys("de"),
+                                            keys.centre_public_keys(), max_messages=1,
+                                            timeout=10, group=f"bench-liaison-{run}")]
+            pulled_in = time.time() - t_pull
+        finally:
+            rss.stop()
+            w.stop()
+    first_doc = got[0] if got else {}
+    t = _figures(f"centre bench routing ({reports:,} reports; backlog {backlog:,} P3 for de)")
+    t.add_row("routed (cases on le.europol)", f"{len(out):,} / {reports:,}")
+    t.add_row("routing throughput (first → last case)", f"{rate:,.0f} cases/s")
+    t.add_row("raw pass-through of reports.triaged", f"{raw:,.0f} messages/s")
+    t.add_row("ratio routing / raw", f"{rate / raw:.3f}" if raw else "n/a")
+    t.add_row("worker start to first case", f"{first - started:.1f} s")
+    t.add_row("peak RSS worker routing", f"{rss.peak.get('worker routing', 0) / 1e6:,.0f} MB")
+    t.add_row("CPU of worker routing per 1,000 cases", f"{cpu * 1000 / max(1, len(out)):.2f} s")
+    t.add_row("P3 cases queued for de, not pulled", f"{len(queued):,} / {backlog:,}")
+    t.add_row("P1 report to its case on le.de.urgent",
+              f"{(lane[p1_case.encode()] - t_sent) * 1000:,.0f} ms" if lane else "not seen")
+    t.add_row("liaison's first pull --max 1 returned",
+              f"{first_doc.get('priority')} (the new urgent case: "
+              f"{first_doc.get('case_id') == p1_case}) in {pulled_in * 1000:,.0f} ms")
+    console.print(t)
+    ok = len(out) == reports and len(queued) == backlog and first_doc.get("case_id") == p1_case
+    return 0 if ok else 1

@@ -516,6 +516,23 @@ def bench_triage(
                                       keep=keep))
 
 
+@bench_app.command("routing")
+def bench_routing(
+    reports: int = typer.Option(20000, help="synthetic reports triaged before routing starts"),
+    backlog: int = typer.Option(10000, help="P3 cases queued for one member state before a "
+                                "new P1 arrives"),
+    keep: bool = typer.Option(False, help="keep the bench's stack directory (logs, data)"),
+) -> None:
+    """Routing alone on a backlog of triaged reports: its throughput including sealing for
+    every recipient, the raw pass-through rate of the same messages and the ratio; then a
+    backlog of P3 cases for one member state and a new P1: the liaison's first pull must
+    return the P1."""
+    from centre.bench import run_routing_bench
+
+    raise typer.Exit(run_routing_bench(_settings(), reports=reports, backlog=backlog,
+                                       keep=keep))
+
+
 cases_app = typer.Typer(help="Cases as the centre recorded them (Art. 45): where they went, "
                         "when, and whether the liaison pulled them.", no_args_is_help=True,
                         rich_markup_mode="markdown")

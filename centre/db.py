@@ -110,6 +110,9 @@ class Report(Base):
     triaged_at: Mapped[dt.datetime | None]
     forwarded_at: Mapped[dt.datetime | None]
     supplements: Mapped[int] = mapped_column(Integer, default=0)
+    # Art. 48(5): the fields the provider was asked for (JSON paths), null when none were.
+    information_requested: Mapped[list[Any] | None] = mapped_column(JSON)
+    routed_supplements: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ReportContent(Base):
@@ -119,6 +122,18 @@ class ReportContent(Base):
     __tablename__ = "report_contents"
     report_id: Mapped[str] = mapped_column(ForeignKey("reports.report_id"), primary_key=True)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ReportSupplement(Base):
+    """A supplement (`"supplement": true`) as received: the report record keeps every message,
+    while `report_contents` holds the report completed by them."""
+
+    __tablename__ = "report_supplements"
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.report_id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1, 2, … per report
+    received_at: Mapped[dt.datetime]
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    added: Mapped[list[Any]] = mapped_column(JSON, default=list)  # JSON paths it filled in
 
 
 class DeadLetter(Base):

@@ -179,6 +179,8 @@ def pull(
                     on_refused(f"refused: {where}: the opened content is not JSON")
                     continue
                 ident = f"{doc.get('schema')}|{doc.get('case_id')}"
+                if doc.get("supplement"):  # a case updated by a supplement is shown again
+                    ident += f"|supplement/{doc['supplement']}"
                 if seen.add(ident):
                     yield Opened(doc, msg.partition(), msg.offset())
                     acks.add(doc)

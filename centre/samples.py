@@ -101,7 +101,7 @@ def synthetic(i: int, run: str, rng: random.Random, p1_share: float = 0.05,
     """The benchmark's mix: mostly new material from a few countries, some repeats, some P1."""
     countries = ["de", "fr", "nl", "it", "es", "pl"]
     seed = f"bench-{rng.randrange(200)}" if rng.random() < dup_share else f"{run}-{i}"
-    return report(
+    doc = report(
         f"bench-{i % 4}", f"{run}-{i:07d}",
         media_seed=seed,
         urgent=rng.random() < p1_share,
@@ -109,3 +109,7 @@ def synthetic(i: int, run: str, rng: random.Random, p1_share: float = 0.05,
         suspect_country=rng.choice(countries).upper() if rng.random() < 0.3 else None,
         classification=rng.choice(["A1", "A2", "B1", "B2"]),
     )
+    if not doc["users"]:  # the uploader is known, if not the country: no information request
+        doc["users"].append({"role": "suspect", "account_id": f"u-{i}",
+                             "account_action": "suspended"})
+    return doc

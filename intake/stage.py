@@ -26,12 +26,14 @@ from centre.db import (
     Provider,
     Report,
     ReportContent,
+    ReportSupplement,
 )
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
 from centre.runtime import Record, StageBase
 from centre.settings import Settings
 from centre.topology import ACCEPTED, INTAKE, feedback_topic
+from intake.supplements import merge_supplement
 from intake.validation import Outcome, parse_key, validate_report
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Decision:
     report: dict[str, Any] | None = None
     received_at: dt.datetime | None = None
     signature: str = "absent"
+    supplement: int = 0  # for a supplement: its number (1, 2, …) on the report
 
 
 class IntakeStage(StageBase):
@@ -133,7 +136,8 @@ class IntakeStage(StageBase):
             prior = existing.get((pid, prid))
             if prior is not None:
                 outcome = "supplement" if out.report.get("supplement") is True else "duplicate_submission"
-                decisions.append(Decision(rec, outcome, pid, prid, prior, [], now))
+                decisions.append(Decision(rec, outcome, pid, prid, prior, [], now,
+                                          out.report if outcome == "supplement" else None))
                 continue
             rid = m.report_id_for(pid, prid)
             existing[(pid, prid)] = rid  # a second copy later in this same batch is a duplicate
@@ -158,11 +162,9 @@ class IntakeStage(StageBase):
         if dead:
             s.execute(DeadLetter.__table__.insert(), dead)
             metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
-        supplements = [d for d in decisions if d.outcome == "supplement"]
-        for d in supplements:
-            # Stored now; updating the case from it is the routing stage's work (issue 5).
-            rep = s.get(Report, d.report_id)
-            rep.supplements += 1
+        for d in decisions:
+            if d.outcome == "supplement":
+                self._supplement(s, d)
         if decisions:
             s.execute(IntakeDecision.__table__.insert(), [
                 dict(partition=d.record.partition, offset=d.record.offset,
@@ -172,6 +174,27 @@ class IntakeStage(StageBase):
                 for d in decisions
             ])
         return decisions
+
+    def _supplement(self, s: Any, d: Decision) -> None:
+        """Complete the stored report with a supplement; the supplement itself is kept too.
+        Several supplements to one report in one batch apply in order (the session's
+        identity map holds the report between them)."""
+        assert d.report_id and d.report is not None
+        rep = s.get(Report, d.report_id)
+        content = s.get(ReportContent, d.report_id)
+        merged, added = merge_supplement(content.body, d.report)
+        rep.supplements += 1
+        s.add(ReportSupplement(report_id=d.report_id, seq=rep.supplements, received_at=d.at,
+                               body=d.report, added=added))
+        content.body = merged
+        d.reasons = [m.reason(
+            "supplement_received",
+            f"completes the earlier report (supplement {rep.supplements}): "
+            f"{len(added)} field(s) added; the case is updated where it went",
+            "$.supplement")]
+        d.report, d.received_at, d.signature = merged, rep.received_at, rep.signature
+        d.supplement = rep.supplements
+        s.flush()
 
     def _upsert_providers(self, s: Any, providers: set[str], now: dt.datetime) -> None:
         rows = [dict(provider_id=p, first_seen_at=now, reports_received=0) for p in providers]
@@ -187,10 +210,13 @@ class IntakeStage(StageBase):
             d = known[(rec.partition, rec.offset)]
             dec = Decision(rec, d.outcome, d.provider_id, d.provider_report_id, d.report_id,
                            list(d.reasons or []), d.decided_at)
-            if d.outcome == "received" and d.report_id:
+            if d.outcome in ("received", "supplement") and d.report_id:
                 rep = s.get(Report, d.report_id)
                 dec.report = s.get(ReportContent, d.report_id).body
                 dec.received_at, dec.signature = rep.received_at, rep.signature
+                # A supplement read again: the report as completed so far goes on again
+                # (triage and routing skip a supplement number they have already handled).
+                dec.supplement = rep.supplements if d.outcome == "supplement" else 0
             out.append(dec)
         return out
 
@@ -217,10 +243,11 @@ class IntakeStage(StageBase):
                                key=(d.provider_report_id or "").encode())
             metrics.MESSAGES_OUT.labels(STAGE, "feedback").inc()
         self.producer.flush_or_raise()
-        accepted = [d for d in decisions if d.outcome == "received"]
+        accepted = [d for d in decisions if d.outcome in ("received", "supplement")]
         for d in accepted:
             assert d.report_id and d.report is not None and d.received_at is not None
             self.producer.send(ACCEPTED, m.dumps({
+                "supplement": d.supplement,
                 "report_id": d.report_id,
                 "case_id": m.case_id_for(d.report_id),
                 "provider_id": d.provider_id,

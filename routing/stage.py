@@ -23,6 +23,7 @@ from centre.runtime import Record, StageBase
 from centre.settings import Settings
 from centre.topology import DELIVERY_ACKS, EUROPOL, feedback_topic, le_topic, urgent_topic
 from routing.geo import make_geolocator
+from routing.information import missing_information
 from routing.jurisdiction import decide_jurisdiction
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ _PRIORITY_ORDER = {"P1": 0, "P2": 1, "P3": 2}
 
 def build_case(triaged: dict[str, Any], jurisdiction: dict[str, Any], reasons: list[str],
                forwarded_at: dt.datetime) -> dict[str, Any]:
-    return {
+    case = {
         "schema": "case/v1",
         "case_id": triaged["case_id"],
         "report_id": triaged["report_id"],
@@ -49,6 +50,11 @@ def build_case(triaged: dict[str, Any], jurisdiction: dict[str, Any], reasons: l
         "reasons": reasons,
         "report": triaged["report"],
     }
+    if triaged.get("supplement"):
+        # An addition to case/v1: the case updated by the provider's n-th supplement (same
+        # case_id; the report is the one completed by every supplement so far).
+        case["supplement"] = triaged["supplement"]
+    return case
 
 
 def recipients_of(jurisdiction: dict[str, Any]) -> list[str]:
@@ -120,14 +126,14 @@ class RoutingStage(StageBase):
 
     def _deliver(self, t: dict[str, Any], plaintext: bytes, rcpts: list[str],
                  now: dt.datetime, to_seal: list[tuple[bytes, str, Any]],
-                 deliveries: list[dict[str, Any]]) -> int:
+                 deliveries: list[dict[str, Any]], earlier: set[str] | None = None) -> int:
         """Queue the case for each recipient with a key; one waiting for a key is recorded as
         `awaiting_key` (never dropped) and raises the operator alert. Returns how many go."""
         sent = 0
         for rcpt in rcpts:
             row = {"case_id": t["case_id"], "recipient": rcpt, "report_id": t["report_id"],
                    "priority": t["priority"], "topic": self.settings.topic(le_topic(rcpt)),
-                   "delivered_at": None}
+                   "delivered_at": None, "update": rcpt in (earlier or ())}
             public = self._key_for(rcpt)
             if public is None:
                 deliveries.append({**row, "key_id": "", "state": "awaiting_key",
@@ -165,28 +171,41 @@ class RoutingStage(StageBase):
         self.producer.flush_or_raise()
 
     @staticmethod
-    def _feedback(t: dict[str, Any], status: str, now: dt.datetime) -> dict[str, Any]:
+    def _feedback(t: dict[str, Any], status: str, now: dt.datetime,
+                  reasons: list[dict[str, str]] | None = None) -> dict[str, Any]:
+        if reasons is None:
+            reasons = [m.reason(r.split(":", 1)[0], r) for r in
+                       (t["reasons"] if status == "manifestly_unfounded" else [])]
+        seq = t.get("supplement") or 0
+        source = f"routing/{t['report_id']}" + (f"/supplement/{seq}" if seq else "")
         return m.feedback(provider_id=t["provider_id"],
                           provider_report_id=t["provider_report_id"],
-                          report_id=t["report_id"], status=status,
-                          reasons=[m.reason(r.split(":", 1)[0], r) for r in
-                                   (t["reasons"] if status == "manifestly_unfounded" else [])],
-                          at=now, source=f"routing/{t['report_id']}")
+                          report_id=t["report_id"], status=status, reasons=reasons,
+                          at=now, source=source)
 
     def process(self, records: list[Record]) -> None:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
         self._batch_keys = {}
         triaged = [m.loads(r.value or b"{}") for r in records]
         with self.sessions.begin() as s:
-            finished = {rid for rid, st in s.execute(
-                select(Report.report_id, Report.status).where(
+            # A report is done up to the supplement it was last routed with.
+            routed = {rid: sup for rid, st, sup in s.execute(
+                select(Report.report_id, Report.status, Report.routed_supplements).where(
                     Report.report_id.in_([t["report_id"] for t in triaged])))
                 if st in ("forwarded", "manifestly_unfounded", "awaiting_key")}
-        todo, seen = [], set(finished)
+            supplemented = [t["report_id"] for t in triaged if t.get("supplement")]
+            went: dict[str, set[str]] = {}
+            if supplemented:
+                for rid, rcpt in s.execute(select(Delivery.report_id, Delivery.recipient).where(
+                        Delivery.report_id.in_(supplemented))):
+                    went.setdefault(rid, set()).add(rcpt)
+        todo = []
         for t in triaged:
-            if t["report_id"] not in seen:
-                seen.add(t["report_id"])
-                todo.append(t)
+            seq = t.get("supplement") or 0
+            if t["report_id"] in routed and routed[t["report_id"]] >= seq:
+                continue  # read again after a crash, or a second copy in this batch
+            routed[t["report_id"]] = seq
+            todo.append(t)
         # Urgent cases leave first, whatever order they arrived in.
         todo.sort(key=lambda t: _PRIORITY_ORDER.get(t["priority"], 9))
         now = m.now()
@@ -196,25 +215,40 @@ class RoutingStage(StageBase):
         feedback: list[dict[str, Any]] = []
         self.provider_topics.ensure({t["provider_id"] for t in todo})
         for t in todo:
+            missing = missing_information(t["report"])
+            if missing:  # asked before the final status; forwarding does not wait for it
+                feedback.append(self._feedback(t, "information_requested", now, missing))
+                metrics.OUTCOMES.labels(STAGE, "information_requested").inc()
+            earlier = went.get(t["report_id"], set())
             if t["manifestly_unfounded"]:
                 status, jd = "manifestly_unfounded", None
             else:
                 jd, plaintext = self._case(t, now)
-                sent = self._deliver(t, plaintext, recipients_of(jd), now, to_seal, deliveries)
+                # A supplement's update goes to every recipient that has the case, too.
+                rcpts = recipients_of(jd)
+                rcpts += sorted(earlier - set(rcpts))
+                sent = self._deliver(t, plaintext, rcpts, now, to_seal, deliveries, earlier)
                 status = "forwarded" if sent else "awaiting_key"
             if status != "awaiting_key":  # its final feedback comes when it goes
                 feedback.append(self._feedback(t, status, now))
             metrics.OUTCOMES.labels(STAGE, status).inc()
-            updates.append({"report_id": t["report_id"], "status": status, "jurisdiction": jd,
-                            "forwarded_at": now if status == "forwarded" else None})
+            update_row = {"report_id": t["report_id"], "status": status, "jurisdiction": jd,
+                          "routed_supplements": t.get("supplement") or 0}
+            if missing:  # what was asked stays on the record once a supplement answers it
+                update_row["information_requested"] = [r["path"] for r in missing]
+            if not earlier:  # forwarded_at is when the case first went
+                update_row["forwarded_at"] = now if status == "forwarded" else None
+            updates.append(update_row)
             received = dt.datetime.fromisoformat(t["received_at"].replace("Z", "+00:00"))
             metrics.LATENCY.labels(t["priority"]).observe((now - received).total_seconds())
         self._send(to_seal, deliveries, feedback)
         if updates:
             with self.sessions.begin() as s:
                 s.execute(update(Report), updates)
-                if deliveries:
-                    s.execute(Delivery.__table__.insert(), deliveries)
+                rows = [{k: v for k, v in d.items() if k != "update"}
+                        for d in deliveries if not d["update"]]
+                if rows:
+                    s.execute(Delivery.__table__.insert(), rows)
         self.idle()
 
     def close(self) -> None:

@@ -112,8 +112,15 @@ class ClusterBatch:
                 rb, and_(ra.report_id == rb.report_id, rb.cluster_id == b))
             .where(ra.cluster_id == a)) or 0)
 
-    def assign(self, report_id: str, case_id: str, items: list[list[Signal]]) -> Membership:
-        """Place each item's signals; returns the report's clusters and counts after it."""
+    def assign(self, report_id: str, case_id: str, items: list[list[Signal]],
+               member_of: Iterable[str] = ()) -> Membership:
+        """Place each item's signals; returns the report's clusters and counts after it.
+
+        `member_of`: clusters the report already counts in (a supplement's report, triaged
+        again): it stays counted once in them."""
+        member_of = set(member_of)
+        if member_of - set(self.clusters):
+            self._load(member_of - set(self.clusters))
         merges: list[tuple[str, str]] = []
         final: list[str] = []
         near_joins: dict[str, int] = {}
@@ -159,9 +166,14 @@ class ClusterBatch:
         final = list(dict.fromkeys(self._resolve(c) for c in final))
         related: list[str] = []
         times = 1  # this report, even when it holds no media to cluster
+        already = {self._resolve(c) for c in member_of}  # after this report's merges
+        final += [c for c in sorted(already) if c not in final]
         for cid in final:
             st = self.clusters[cid]
             related += [c for c in st.recent_cases if c != case_id and c not in related]
+            if cid in already:
+                times = max(times, st.times_reported)
+                continue
             st.times_reported += 1
             st.recent_cases = _recent(st.recent_cases + [case_id])
             st.dirty = True

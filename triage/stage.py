@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from centre import messages as m
 from centre import metrics
-from centre.db import Indicator, Report
+from centre.db import Indicator, Report, ReportCluster
 from centre.runtime import Record, StageBase
 from centre.settings import Settings
 from centre.topology import TRIAGED
@@ -92,14 +92,21 @@ class TriageStage(StageBase):
             todo: list[dict[str, Any]] = []
             for e in envelopes:
                 prior = done.get(e["report_id"])
-                if prior:
+                seq = e.get("supplement") or 0
+                if prior and (prior.get("supplement") or 0) >= seq:
                     # Read again after a crash: the stored result, not counted a second time.
                     results.append({**prior, "report": e["report"]})
-                elif prior is not None:
+                elif prior is not None and not prior and seq == 0:
                     continue  # a second copy within this batch
+                elif seq and any(x["report_id"] == e["report_id"] for x in todo):
+                    # A supplement to a report triaged in this same batch: the batch's
+                    # clusters are not written yet, so it waits for its own batch.
+                    results += self._triage(s, todo)
+                    todo = [e]
+                    done[e["report_id"]] = {"supplement": seq}
                 else:
                     todo.append(e)
-                    done[e["report_id"]] = {}  # a copy later in the batch is a replay too
+                    done[e["report_id"]] = {"supplement": seq}  # later copies are replays
             if todo:
                 results += self._triage(s, todo)
         for res in results:
@@ -133,12 +140,20 @@ class TriageStage(StageBase):
         pdq_banks = self.indicator_pdq.near(pdq_values)
         clusters = ClusterBatch(s, all_signals, now, near=self.cluster_pdq.near(pdq_values))
         self._new_pdq = clusters.new_pdq
+        # A supplement's report is already in clusters: they are not counted again.
+        supplemented = [e["report_id"] for e in envelopes if e.get("supplement")]
+        member_of: dict[str, set[str]] = {}
+        if supplemented:
+            for rid, cid in s.execute(select(ReportCluster.report_id, ReportCluster.cluster_id)
+                                      .where(ReportCluster.report_id.in_(supplemented))):
+                member_of.setdefault(rid, set()).add(cid)
         results, updates = [], []
         for e, items in zip(envelopes, per_report):
             report = e["report"]
             matches = bank_matches(report, hits, pdq_banks)
             cls = classify(report, matches, self.settings.extended_p1)
-            member = clusters.assign(e["report_id"], e["case_id"], items)
+            member = clusters.assign(e["report_id"], e["case_id"], items,
+                                     member_of.get(e["report_id"], set()))
             reasons = cls.reasons + low_quality_pdq(report) + [
                 f"near_duplicate:pdq_distance:{d}:cluster:{c}" for c, d in member.near] + [
                 f"cluster_merged:{a}:into:{b}" for a, b in member.merges]
@@ -148,6 +163,7 @@ class TriageStage(StageBase):
                 **{k: e[k] for k in ("report_id", "case_id", "provider_id", "provider_report_id",
                                      "received_at", "signature")},
                 "triaged_at": m.iso(now),
+                "supplement": e.get("supplement") or 0,
                 "category": cls.category,
                 "severity": cls.severity,
                 "priority": cls.priority,

@@ -121,3 +121,25 @@ def test_a_stored_cluster_merges_with_one_made_in_the_same_batch(db_url: str) ->
         batch.flush()
     assert merged.cluster_ids == [old] and merged.times_reported == 3
     engine.dispose()
+
+
+def test_a_supplemented_report_stays_counted_once_and_joins_new_clusters(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine).begin() as s:
+        r = _reports(s, 3)
+        a, b = ("sha256", "c" * 64), ("sha256", "d" * 64)
+        batch = ClusterBatch(s, [a, b], NOW)
+        first = batch.assign(*r[0], [[a]])
+        batch.assign(*r[1], [[b]])
+        batch.flush()
+        # r0's supplement adds an item equal to r1's: r0 now counts in b's cluster too, and
+        # still once in its own.
+        batch = ClusterBatch(s, [a, b], NOW)
+        again = batch.assign(*r[0], [[a], [b]], member_of=set(first.cluster_ids))
+        batch.flush()
+        counts = {c.cluster_id: c.times_reported for c in s.scalars(select(Cluster))}
+    assert set(again.cluster_ids) == set(counts) and len(counts) == 2
+    assert counts[first.cluster_ids[0]] == 1
+    assert sorted(counts.values()) == [1, 2]
+    assert again.times_reported == 2 and again.related_case_ids == [r[1][1]]
+    engine.dispose()
