@@ -420,7 +420,13 @@ def run_routing_bench(settings: Settings, *, reports: int, backlog: int) -> int:
             first, rate = _span_rate(out)
             raw = _raw_passthrough(settings, reports, TRIAGED)
 
-            # 2. The backlog: known material (P3) for Germany, queued and not pulled.
+            # 2. The backlog: known material (P3) for Germany, queued and not pulled by a
+            # liaison who had pulled everything before.
+            keys = KeySet(settings.keys_dir)
+            group = f"bench-liaison-{run}"
+            for _ in pull(settings, "de", keys.recipient_private_keys("de"),
+                          keys.centre_public_keys(), timeout=3, group=group):
+                pass
             console.print(f"queueing {backlog:,} P3 cases for de …")
             p3, sha = [], []
             for i in range(backlog):
@@ -449,11 +455,10 @@ def run_routing_bench(settings: Settings, *, reports: int, backlog: int) -> int:
                               [(key, orjson.dumps(urgent_doc))])
             lane = _collect_cases(settings, {p1_case.encode()}, 120,
                                   settings.topic(urgent_topic("de")))
-            keys = KeySet(settings.keys_dir)
             t_pull = time.time()
             got = [o.document for o in pull(settings, "de", keys.recipient_private_keys("de"),
                                             keys.centre_public_keys(), max_messages=1,
-                                            timeout=10, group=f"bench-liaison-{run}")]
+                                            timeout=10, group=group)]
             pulled_in = time.time() - t_pull
         finally:
             rss.stop()

@@ -148,24 +148,25 @@ def _node(left: bytes, right: bytes) -> bytes:
 
 
 def _merkle(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """The root and, for each leaf, its proof (sibling hashes from the leaf upwards)."""
-    proofs: list[list[bytes]] = [[] for _ in leaves]
-    level = leaves
-    members = [[i] for i in range(len(leaves))]  # which leaves sit under each node
-    while len(level) > 1:
-        nxt, nxt_members = [], []
-        for i in range(0, len(level) - 1, 2):
-            for leaf in members[i]:
-                proofs[leaf].append(level[i + 1])
-            for leaf in members[i + 1]:
-                proofs[leaf].append(level[i])
-            nxt.append(_node(level[i], level[i + 1]))
-            nxt_members.append(members[i] + members[i + 1])
-        if len(level) % 2:  # no sibling: moves up unchanged
+    """The root and, for each leaf, its proof (sibling hashes from the leaf upwards). A node
+    with no sibling moves up unchanged and adds nothing to the proofs below it."""
+    levels = [leaves]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
             nxt.append(level[-1])
-            nxt_members.append(members[-1])
-        level, members = nxt, nxt_members
-    return level[0], proofs
+        levels.append(nxt)
+    proofs: list[list[bytes]] = []
+    for i in range(len(leaves)):
+        proof, idx = [], i
+        for level in levels[:-1]:
+            sib = idx ^ 1
+            if sib < len(level):
+                proof.append(level[sib])
+            idx >>= 1
+        proofs.append(proof)
+    return levels[-1][0], proofs
 
 
 def _root_from_proof(leaf: bytes, index: int, size: int, proof: list[bytes]) -> bytes | None:

@@ -111,7 +111,7 @@ class Report(Base):
     forwarded_at: Mapped[dt.datetime | None]
     supplements: Mapped[int] = mapped_column(Integer, default=0)
     # Art. 48(5): the fields the provider was asked for (JSON paths), null when none were.
-    information_requested: Mapped[list[Any] | None] = mapped_column(JSON)
+    information_requested: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
     routed_supplements: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 

@@ -104,6 +104,26 @@ class AckReader:
         self.consumer.close()
 
 
+def _record(s: Any, updates: list[dict[str, Any]], updates_again: list[dict[str, Any]]) -> None:
+    """The routing decisions on the report record, one statement each kind (executemany):
+    a first routing sets forwarded_at; a supplement's keeps it and what was asked before."""
+    table = Report.__table__
+    where = table.c.report_id == bindparam("rid")
+    common = {"status": bindparam("status"), "jurisdiction": bindparam("jd"),
+              "routed_supplements": bindparam("sup")}
+    if updates:
+        s.execute(update(table).where(where).values(
+            **common, forwarded_at=bindparam("at"), information_requested=bindparam("asked")),
+            updates)
+    asked = [u for u in updates_again if u["asked"]]
+    if asked:
+        s.execute(update(table).where(where).values(
+            **common, information_requested=bindparam("asked")), asked)
+    rest = [u for u in updates_again if not u["asked"]]
+    if rest:
+        s.execute(update(table).where(where).values(**common), rest)
+
+
 class RoutingStage(StageBase):
     name = STAGE
     retry_every_s = 2.0  # how often cases waiting for a recipient's key are looked at
@@ -210,6 +230,9 @@ class RoutingStage(StageBase):
         todo.sort(key=lambda t: _PRIORITY_ORDER.get(t["priority"], 9))
         now = m.now()
         updates: list[dict[str, Any]] = []
+        updates_again: list[dict[str, Any]] = []  # supplements to a case that already went
+        outcomes: dict[str, int] = {}
+        latency: dict[str, list[float]] = {}
         deliveries: list[dict[str, Any]] = []
         to_seal: list[tuple[bytes, str, Any]] = []
         feedback: list[dict[str, Any]] = []
@@ -218,7 +241,7 @@ class RoutingStage(StageBase):
             missing = missing_information(t["report"])
             if missing:  # asked before the final status; forwarding does not wait for it
                 feedback.append(self._feedback(t, "information_requested", now, missing))
-                metrics.OUTCOMES.labels(STAGE, "information_requested").inc()
+                outcomes["information_requested"] = outcomes.get("information_requested", 0) + 1
             earlier = went.get(t["report_id"], set())
             if t["manifestly_unfounded"]:
                 status, jd = "manifestly_unfounded", None
@@ -231,20 +254,25 @@ class RoutingStage(StageBase):
                 status = "forwarded" if sent else "awaiting_key"
             if status != "awaiting_key":  # its final feedback comes when it goes
                 feedback.append(self._feedback(t, status, now))
-            metrics.OUTCOMES.labels(STAGE, status).inc()
-            update_row = {"report_id": t["report_id"], "status": status, "jurisdiction": jd,
-                          "routed_supplements": t.get("supplement") or 0}
-            if missing:  # what was asked stays on the record once a supplement answers it
-                update_row["information_requested"] = [r["path"] for r in missing]
-            if not earlier:  # forwarded_at is when the case first went
-                update_row["forwarded_at"] = now if status == "forwarded" else None
-            updates.append(update_row)
+            outcomes[status] = outcomes.get(status, 0) + 1
+            row = {"rid": t["report_id"], "status": status, "jd": jd,
+                   "sup": t.get("supplement") or 0,
+                   "at": now if status == "forwarded" else None,
+                   # What was asked stays on the record once a supplement answers it.
+                   "asked": [r["path"] for r in missing] if missing else None}
+            (updates_again if earlier else updates).append(row)
             received = dt.datetime.fromisoformat(t["received_at"].replace("Z", "+00:00"))
-            metrics.LATENCY.labels(t["priority"]).observe((now - received).total_seconds())
+            latency.setdefault(t["priority"], []).append((now - received).total_seconds())
         self._send(to_seal, deliveries, feedback)
-        if updates:
+        for status, n in outcomes.items():
+            metrics.OUTCOMES.labels(STAGE, status).inc(n)
+        for prio, values in latency.items():
+            hist = metrics.LATENCY.labels(prio)
+            for v in values:
+                hist.observe(v)
+        if updates or updates_again:
             with self.sessions.begin() as s:
-                s.execute(update(Report), updates)
+                _record(s, updates, updates_again)
                 rows = [{k: v for k, v in d.items() if k != "update"}
                         for d in deliveries if not d["update"]]
                 if rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from centre import messages as m
 from centre import metrics
@@ -183,7 +183,11 @@ class TriageStage(StageBase):
                             "manifestly_unfounded": cls.manifestly_unfounded,
                             "triage": stored, "reasons": reasons, "triaged_at": now})
         clusters.flush()
-        s.execute(update(Report), updates)
+        table = Report.__table__
+        cols = [k for k in updates[0] if k != "report_id"]
+        s.execute(update(table).where(table.c.report_id == bindparam("b_report_id")).values(
+            {c: bindparam(f"b_{c}") for c in cols}),
+            [{f"b_{k}": v for k, v in u.items()} for u in updates])
         return results
 
 
