@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -244,6 +245,183 @@ class Delivery(Base):
     state: Mapped[str] = mapped_column(String(16), default="forwarded", index=True)
     forwarded_at: Mapped[dt.datetime | None]
     delivered_at: Mapped[dt.datetime | None]
+
+
+# ---- audit trail (centre/audit.py; migration 0008) ---------------------------------------
+# Append-only and hash-chained. No foreign keys on purpose: the chain must verify even when
+# the key tables beside it were damaged or keys shredded.
+
+
+class AuditEntry(Base):
+    """One entry of the audit trail. `hash` = SHA-256(prev_hash ‖ canonical entry bytes);
+    `ciphertext` is sealed under the batch's data key, `personal` under the person's key."""
+
+    __tablename__ = "audit"
+    # Only entries about a person are indexed by person (most have none).
+    __table_args__ = (Index("ix_audit_person", "person",
+                            sqlite_where=text("person IS NOT NULL"),
+                            postgresql_where=text("person IS NOT NULL")),)
+    # INTEGER on SQLite makes seq the rowid itself, not a second index beside it.
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"),
+                                     primary_key=True, autoincrement=False)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255), index=True)
+    person: Mapped[str | None] = mapped_column(String(255))
+    data_key_id: Mapped[str] = mapped_column(String(32))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    personal: Mapped[bytes | None] = mapped_column(LargeBinary)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditCheckpoint(Base):
+    """A signed tree head: the centre's Ed25519 signature over (seq, hash of entry seq, at)."""
+
+    __tablename__ = "audit_checkpoints"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+    at: Mapped[dt.datetime]
+    key_id: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditHead(Base):
+    """One row (id 1): the newest entry, signed, updated in the same transaction as the
+    entries. Appenders lock it first, so appends are serialised and never fork the chain."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+    at: Mapped[dt.datetime | None]
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary)
+    checkpoint_seq: Mapped[int] = mapped_column(BigInteger)
+    checkpoint_at: Mapped[dt.datetime | None]
+
+
+class AuditDataKey(Base):
+    """A data key (one per appended batch), wrapped by the audit key-encryption key `kek_id`."""
+
+    __tablename__ = "audit_data_keys"
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(16), index=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime]
+
+
+class AuditSubjectKey(Base):
+    """The key that seals the data about one person in the audit trail, wrapped by a KEK.
+    Deleting the row erases that data (crypto-shredding); every hash still verifies."""
+
+    __tablename__ = "audit_subject_keys"
+    person: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    kek_id: Mapped[str] = mapped_column(String(16))
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime]
+    last_used_at: Mapped[dt.datetime]
+
+# ---- end of audit trail -------------------------------------------------------------------
+
+
+# ---- complaints (complaints/; migration 0009) ---------------------------------------------
+# A complaint is about a report (its case). Each complaint/v1 received is a filing; a second
+# filing about a report with an open complaint joins it. What an upheld complaint sends
+# (retraction/v1 to each recipient, notices to providers) waits in complaint_messages until
+# it is acknowledged by the broker, so a crash or a repeated decide never sends it twice.
+
+
+class Complaint(Base):
+    """A complaint under handling: received → under_review → upheld | rejected."""
+
+    __tablename__ = "complaints"
+    complaint_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # How the report was found: report_id | case_id | provider_report_id | sha256 | md5 | pdq;
+    # None: unmatched (names nothing the centre knows), kept and shown, never dropped.
+    matched_by: Mapped[str | None] = mapped_column(String(24))
+    report_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    case_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    provider_id: Mapped[str | None] = mapped_column(String(100))  # the report's provider
+    opened_at: Mapped[dt.datetime]
+    due_at: Mapped[dt.datetime] = mapped_column(index=True)
+    assignee: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[dt.datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    related_cases: Mapped[int] = mapped_column(Integer, default=0)
+    # Effects of the decision: none | pending | held (an Art. 48(6) hold) | done
+    effects: Mapped[str] = mapped_column(String(16), default="none")
+    effects_held_until: Mapped[dt.datetime | None]
+
+
+class ComplaintFiling(Base):
+    """One complaint/v1 as received (from complaints.intake or `centre complaints file`)."""
+
+    __tablename__ = "complaint_filings"
+    filing_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    complaint_id: Mapped[str] = mapped_column(ForeignKey("complaints.complaint_id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))  # provider | coordinating_authority | centre
+    filer: Mapped[str] = mapped_column(String(100))  # provider id, member state, or centre
+    complaint_ref: Mapped[str] = mapped_column(String(200))
+    grounds: Mapped[str] = mapped_column(String(32), index=True)
+    contact_ref: Mapped[str] = mapped_column(String(200))  # personal: never logged or counted
+    statement: Mapped[str | None] = mapped_column(Text)
+    concerns: Mapped[dict[str, Any]] = mapped_column(JSON)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)  # the complaint/v1 as received
+    filed_at: Mapped[str] = mapped_column(String(64))  # as the filer wrote it
+    received_at: Mapped[dt.datetime]
+    source: Mapped[str] = mapped_column(String(300))  # topic/partition/offset, or cli:<handler>
+    joined: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ComplaintEvent(Base):
+    """The complaint's history for the case handler: filed, joined, assigned, noted, decided,
+    effects sent or held. Each is an audit entry as well."""
+
+    __tablename__ = "complaint_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    complaint_id: Mapped[str] = mapped_column(ForeignKey("complaints.complaint_id"), index=True)
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ComplaintMessage(Base):
+    """An effect to send: a retraction/v1 (sealed at sending) or a notice/v1. The id is
+    deterministic (a retraction's from its case and recipient: one per pair, ever)."""
+
+    __tablename__ = "complaint_messages"
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    complaint_id: Mapped[str] = mapped_column(ForeignKey("complaints.complaint_id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # retraction | notice
+    recipient: Mapped[str] = mapped_column(String(100))  # member state / europol / provider id
+    case_id: Mapped[str | None] = mapped_column(String(36))
+    topic: Mapped[str] = mapped_column(String(255))  # without CENTRE_TOPIC_PREFIX
+    key: Mapped[str] = mapped_column(String(255))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(8), index=True)  # pending | held | sent
+    not_before: Mapped[dt.datetime | None]  # held: the end of the hold
+    created_at: Mapped[dt.datetime]
+    sent_at: Mapped[dt.datetime | None]
+
+
+class ComplaintRelatedCase(Base):
+    """A case in the same cluster as an upheld complaint's report, listed for review."""
+
+    __tablename__ = "complaint_related_cases"
+    complaint_id: Mapped[str] = mapped_column(ForeignKey("complaints.complaint_id"),
+                                              primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    report_id: Mapped[str] = mapped_column(String(36))
+
+# ---- end of complaints --------------------------------------------------------------------
 
 
 # JSON columns hold whole reports: orjson writes and reads them several times faster.

@@ -47,6 +47,11 @@ def iso(t: dt.datetime) -> str:
     return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_time(text: str) -> dt.datetime:
+    """The inverse of `iso` (and any ISO 8601 time with a zone, `Z` included)."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 

@@ -70,6 +70,12 @@ class StageBase:
         self.engine.dispose()
 
 
+def stage_batch_size(settings: Settings, stage: object) -> int:
+    """At most this many messages per batch: CENTRE_BATCH_SIZE, times the stage's
+    `batch_scale` (a stage whose cost is mostly per batch, not per message, takes more)."""
+    return settings.batch_size * int(getattr(stage, "batch_scale", 1))
+
+
 def load_stage(name: str, settings: Settings) -> Stage:
     spec = STAGES[name]
     module_name, cls_name = spec.factory.split(":")
@@ -106,11 +112,11 @@ def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         consumer_max_fetch_size=4 * 1024 * 1024,
-        stream_buffer_maxsize=settings.batch_size * 4,
+        stream_buffer_maxsize=stage_batch_size(settings, stage) * 4,
         datadir=str(datadir),
     )
     source = app.topic(settings.topic(spec.source), key_type=bytes, value_type=bytes)
-    batch, within = settings.batch_size, settings.batch_within_s
+    batch, within = stage_batch_size(settings, stage), settings.batch_within_s
 
     @app.agent(source, name=f"centre.{stage_name}", concurrency=1)
     async def consume(stream: faust.StreamT) -> None:
@@ -163,10 +169,11 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
         # CPU than all the stages' work; when idle a message waits at most 50 ms for company.
         "fetch.wait.max.ms": 50,
         "fetch.min.bytes": 65536,
-        "queued.min.messages": settings.batch_size * 4,
+        "queued.min.messages": stage_batch_size(settings, stage) * 4,
         "logger": log,
     })
     consumer.subscribe([topic])
+    batch_size = stage_batch_size(settings, stage)
     try:
         while not stop.is_set():
             # Wait for the first message only, then take whatever else is already fetched: at
@@ -184,7 +191,7 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
                         logging.shutdown()
                         os._exit(70)
                 continue
-            msgs = [first] + consumer.consume(settings.batch_size - 1, timeout=0)
+            msgs = [first] + consumer.consume(batch_size - 1, timeout=0)
             records = [
                 Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
                        _headers(msg.headers()), msg.timestamp()[1] / 1000.0)

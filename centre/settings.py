@@ -62,6 +62,15 @@ class Settings:
     # default because CONTRACT.md's priority rule is exhaustive; the signals are always
     # recorded as reasons either way.
     extended_p1: bool = False
+    # Complaints (issue 7): days a case handler has to decide a complaint before it is overdue.
+    complaint_sla_days: int = 7
+    # The audit trail (centre/audit.py): a signed checkpoint every N entries or T seconds;
+    # the roles that may read decrypted entries; days the data about each kind of person is
+    # kept after its last use before its key is destroyed ("default": kinds not listed).
+    audit_checkpoint_every: int = 1000
+    audit_checkpoint_seconds: int = 10
+    audit_reader_roles: tuple[str, ...] = ("auditor", "dpo")
+    audit_retention_days: dict[str, int] = field(default_factory=lambda: {"default": 365})
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -96,10 +105,55 @@ class Settings:
             CENTRE_BATCH_SIZE=str(self.batch_size),
             CENTRE_RUNTIME=self.runtime,
             CENTRE_EXTENDED_P1="1" if self.extended_p1 else "0",
+            CENTRE_COMPLAINT_SLA_DAYS=str(self.complaint_sla_days),
+            CENTRE_AUDIT_CHECKPOINT_EVERY=str(self.audit_checkpoint_every),
+            CENTRE_AUDIT_CHECKPOINT_SECONDS=str(self.audit_checkpoint_seconds),
+            CENTRE_AUDIT_READER_ROLES=",".join(self.audit_reader_roles),
+            CENTRE_AUDIT_RETENTION=",".join(f"{k}={v}" for k, v in
+                                            sorted(self.audit_retention_days.items())),
         )
         if self.geoip_db:
             env["CENTRE_GEOIP_DB"] = self.geoip_db
         return env
+
+
+_ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _roles(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    roles = tuple(r.strip() for r in raw.split(",") if r.strip())
+    bad = [r for r in roles if not _ROLE_RE.match(r)]
+    if bad or not roles:
+        raise SettingsError(f"{name} must be role names separated by commas (lower-case "
+                            f"letters, digits, '_' and '-'), not {raw!r}")
+    return roles
+
+
+def _retention(env: Mapping[str, str], name: str) -> dict[str, int]:
+    """`victim=730,suspect=365,default=365`: days per kind of person; `default` is added
+    (365 days) when not given."""
+    raw = env.get(name)
+    days: dict[str, int] = {"default": 365}
+    if raw is None or raw.strip() == "":
+        return days
+    for item in raw.split(","):
+        kind, sep, value = item.strip().partition("=")
+        if not sep or not _ROLE_RE.match(kind.strip()):
+            raise SettingsError(f"{name} must look like victim=730,suspect=365,default=365, "
+                                f"not {raw!r}")
+        try:
+            n = int(value)
+        except ValueError:
+            raise SettingsError(f"{name}: days for {kind.strip()!r} must be a whole number, "
+                                f"not {value.strip()!r}") from None
+        if not 1 <= n <= 36500:
+            raise SettingsError(f"{name}: days for {kind.strip()!r} must be between 1 and "
+                                f"36500, not {n}")
+        days[kind.strip()] = n
+    return days
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -149,10 +203,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         topic_prefix=prefix,
         require_signatures=_bool(env, "CENTRE_REQUIRE_SIGNATURES", False),
         extended_p1=_bool(env, "CENTRE_EXTENDED_P1", False),
+        complaint_sla_days=_int(env, "CENTRE_COMPLAINT_SLA_DAYS", 7, 1, 365),
         geoip_db=geoip,
         partitions=_int(env, "CENTRE_PARTITIONS", 12, 1, 1000),
         local_kafka_port=_int(env, "CENTRE_KAFKA_PORT", 9092, 1, 65535),
         metrics_port=_int(env, "CENTRE_METRICS_PORT", 0, 0, 65535),
         batch_size=_int(env, "CENTRE_BATCH_SIZE", 500, 1, 100_000),
         batch_within_s=within,
+        audit_checkpoint_every=_int(env, "CENTRE_AUDIT_CHECKPOINT_EVERY", 1000, 1, 10_000_000),
+        audit_checkpoint_seconds=_int(env, "CENTRE_AUDIT_CHECKPOINT_SECONDS", 10, 1, 86_400),
+        audit_reader_roles=_roles(env, "CENTRE_AUDIT_READER_ROLES", ("auditor", "dpo")),
+        audit_retention_days=_retention(env, "CENTRE_AUDIT_RETENTION"),
     )

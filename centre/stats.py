@@ -64,6 +64,9 @@ def collect(engine: Engine, since: dt.datetime | None = None,
                 select(Cluster.times_reported, func.count()).where(Cluster.merged_into.is_(None))
                 .group_by(Cluster.times_reported), Cluster.created_at)):
             times[_bucket(int(t))] += n
+        from complaints.stats import complaint_figures  # Art. 83 figures about complaints
+
+        complaints = complaint_figures(c, since, until)
     order = [_bucket(lo) for lo, _hi in _BUCKETS]
     return {
         "window": {"since": since.isoformat() if since else None,
@@ -76,6 +79,7 @@ def collect(engine: Engine, since: dt.datetime | None = None,
         "awaiting_recipient_key": dict(sorted(awaiting.items())),
         "times_reported_distribution": {b: times[b] for b in order if times.get(b)},
         "items_reported_more_than_once": sum(n for b, n in times.items() if b != "1"),
+        "complaints": complaints,
     }
 
 
@@ -121,4 +125,8 @@ def render(figures: dict[str, Any]) -> list[Any]:
     for b, n in figures["times_reported_distribution"].items():
         t.add_row(b, str(n))
     tables.append(t)
+    if "complaints" in figures:
+        from complaints.stats import render as render_complaints
+
+        tables += render_complaints(figures["complaints"])
     return tables

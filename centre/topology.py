@@ -3,6 +3,8 @@
     companies ──report/v1──▶ reports.intake ──[intake]──▶ reports.accepted ──[triage]──▶
         reports.triaged ──[routing]──▶ le.<cc> … le.europol  (sealed case/v1)
     intake, routing ──feedback/v1──▶ provider.<p>.feedback     (created on first sight of p)
+    companies, authorities ──complaint/v1──▶ complaints.intake ──[complaints]──▶
+        provider.<p>.notices, le.<cc> (sealed retraction/v1 of an upheld complaint)
 
 Each stage is a faust agent in its own worker process and consumer group (`centre worker
 STAGE`); `centre up` starts one of each. More processes of a stage share its partitions.
@@ -29,6 +31,8 @@ ACCEPTED = "reports.accepted"
 TRIAGED = "reports.triaged"
 NOTICE_RESPONSES = "notices.responses"
 DELIVERY_ACKS = "le.acks"  # delivery-ack/v1 from `centre liaison pull` (an addition)
+AUDIT_EVENTS = "audit.events"  # audit-event/v1 from every worker to the audit writer
+COMPLAINTS_INTAKE = "complaints.intake"  # complaint/v1 from companies and authorities
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,12 @@ def static_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(TRIAGED, hot, "reports with cluster, bank, category and priority decisions",
                   _retention(14, 4 * MIB)),
         TopicSpec(NOTICE_RESPONSES, 3, "notice-response/v1 from companies", _retention(30, MIB)),
+        TopicSpec(COMPLAINTS_INTAKE, 3, "complaint/v1 from companies and coordinating "
+                  "authorities", _retention(30, MIB)),
         TopicSpec(DELIVERY_ACKS, 1, "delivery-ack/v1: which liaison pulled which case, when",
                   _retention(30, MIB)),
+        TopicSpec(AUDIT_EVENTS, hot, "audit-event/v1: every decision and access, for the "
+                  "audit writer", _retention(14, 4 * MIB)),
     ]
     # Liaison topics keep cases long enough for a liaison that is away for weeks. One
     # partition each: one liaison reads them, and a partition more would cost the broker a
@@ -116,4 +124,7 @@ STAGES: dict[str, StageSpec] = {
     "triage": StageSpec("triage", ACCEPTED, (TRIAGED,), "triage.stage:TriageStage"),
     "routing": StageSpec("routing", TRIAGED, ("le.<cc>", "provider.<p>.feedback"),
                          "routing.stage:RoutingStage"),
+    "audit": StageSpec("audit", AUDIT_EVENTS, (), "centre.audit_writer:AuditWriterStage"),
+    "complaints": StageSpec("complaints", COMPLAINTS_INTAKE, ("provider.<p>.notices", "le.<cc>"),
+                            "complaints.stage:ComplaintIntakeStage"),
 }

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from centre import audit
 from centre import messages as m
 from centre import metrics
 from centre.db import (
@@ -242,6 +243,7 @@ class IntakeStage(StageBase):
             self.producer.send(feedback_topic(d.provider_id), m.dumps(fb),
                                key=(d.provider_report_id or "").encode())
             metrics.MESSAGES_OUT.labels(STAGE, "feedback").inc()
+        audit.emit(self.producer, [self._audit(d) for d in decisions])
         self.producer.flush_or_raise()
         accepted = [d for d in decisions if d.outcome in ("received", "supplement")]
         for d in accepted:
@@ -259,6 +261,23 @@ class IntakeStage(StageBase):
         metrics.MESSAGES_OUT.labels(STAGE, "accepted").inc(len(accepted))
         if accepted:
             self.producer.flush_or_raise()
+
+
+    def _audit(self, d: Decision) -> audit.AuditEvent:
+        """The decision for the audit trail: ids, outcome, reason codes and paths (never a
+        reason's message, which may quote the input), and the feedback sent."""
+        where = f"{self.source_topic}/{d.record.partition}/{d.record.offset}"
+        return audit.AuditEvent(
+            actor=STAGE, action=f"report.{d.outcome}",
+            subject=f"report:{d.report_id}" if d.report_id else f"message:{where}",
+            discriminator=where, at=d.at,
+            details={"message": where, "provider_id": d.provider_id if _safe(d.provider_id)
+                     else None, "provider_report_id": d.provider_report_id,
+                     "signature": d.signature, "supplement": d.supplement or None,
+                     "reasons": [{"code": r.get("code"), "path": r.get("path")}
+                                 for r in d.reasons],
+                     "feedback": ("received" if d.outcome == "supplement" else d.outcome)
+                     if _safe(d.provider_id) else None})
 
 
 def _safe(provider_id: str | None) -> bool:

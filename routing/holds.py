@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 from centre import messages as m
+from centre.audit import AuditEvent, AuditLog
 from centre.db import Hold, Report, make_engine, make_sessionmaker
 from centre.kafka import BatchProducer, ProviderTopics
 from centre.settings import Settings
@@ -69,6 +70,14 @@ def place_hold(settings: Settings, case_id: str, *, days: int, no_inform: bool,
                        provider_id=rep.provider_id, no_inform=no_inform,
                        no_removal=no_removal, reason=reason, requested_by=requested_by,
                        created_at=now, until=until))
+            # In the hold's own transaction: a hold is never recorded without its entry.
+            AuditLog(settings, engine=engine).append(s, [AuditEvent(
+                actor=f"liaison:{requested_by.lower()}"[:100], action="case.hold",
+                subject=f"case:{case_id}", discriminator=hold_id, at=now,
+                details={"hold_id": hold_id, "report_id": rep.report_id,
+                         "do_not_inform_user": no_inform, "do_not_remove": no_removal,
+                         "until": m.iso(until), "reason": reason,
+                         "notice_id": notice["notice_id"]})])
     finally:
         engine.dispose()
     return notice

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
+from centre import audit
 from centre import messages as m
 from centre import metrics
 from centre.crypto import Sealer, key_id
@@ -78,7 +79,7 @@ class AckReader:
                                   "auto.offset.reset": "earliest"})
         self.consumer.subscribe([self.topic])
 
-    def record(self, sessions: Any) -> int:
+    def record(self, sessions: Any, producer: Any) -> int:
         msgs = [x for x in self.consumer.consume(5000, timeout=0) if x.error() is None]
         if not msgs:
             return 0
@@ -97,11 +98,43 @@ class AckReader:
                 s.execute(update(table).where(
                     table.c.case_id == bindparam("c"), table.c.recipient == bindparam("r"),
                     table.c.delivered_at.is_(None)).values(delivered_at=bindparam("t")), rows)
+            audit.emit(producer, [audit.AuditEvent(
+                actor=STAGE, action="case.delivered", subject=f"case:{r['c']}",
+                discriminator=r["r"], at=r["t"],
+                details={"recipient": r["r"], "pulled_at": m.iso(r["t"])}) for r in rows])
+            producer.flush_or_raise()
         self.consumer.commit(asynchronous=False)
         return len(rows)
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def _audit(t: dict[str, Any], status: str, jd: dict[str, Any] | None,
+           missing: list[dict[str, str]], now: dt.datetime, deliveries: list[dict[str, Any]],
+           *, retry: bool = False, feedback: bool = True) -> list[audit.AuditEvent]:
+    """Routing's decisions on one report for the audit trail: what was asked of the provider,
+    where the case went (recipient, key id) or why not, and the feedback sent."""
+    subject, seq = f"report:{t['report_id']}", t.get("supplement") or 0
+    events = []
+    if missing:
+        events.append(audit.AuditEvent(
+            actor=STAGE, action="report.information_requested", subject=subject,
+            discriminator=f"supplement/{seq}", at=now,
+            details={"missing": [{"code": r["code"], "path": r["path"]} for r in missing],
+                     "feedback": "information_requested"}))
+    action = {"forwarded": "case.forwarded", "awaiting_key": "case.awaiting_key",
+              "manifestly_unfounded": "report.manifestly_unfounded"}[status]
+    went = [{"recipient": d["recipient"], "key_id": d["key_id"], "state": d["state"],
+             "priority": d["priority"]} for d in deliveries]
+    where = "retry/" + ",".join(sorted(d["recipient"] for d in deliveries)) if retry else ""
+    events.append(audit.AuditEvent(
+        actor=STAGE, action=action, subject=subject,
+        discriminator=f"supplement/{seq}{where}", at=now,
+        details={"case_id": t["case_id"], "priority": t.get("priority"), "jurisdiction": jd,
+                 "deliveries": went, "supplement": seq or None,
+                 "feedback": status if feedback and status != "awaiting_key" else None}))
+    return events
 
 
 def _record(s: Any, updates: list[dict[str, Any]], updates_again: list[dict[str, Any]]) -> None:
@@ -127,6 +160,9 @@ def _record(s: Any, updates: list[dict[str, Any]], updates_again: list[dict[str,
 class RoutingStage(StageBase):
     name = STAGE
     retry_every_s = 2.0  # how often cases waiting for a recipient's key are looked at
+    # Up to 4 × CENTRE_BATCH_SIZE per batch: a batch's flush and commit are most of routing's
+    # cost; P1 cases are sorted first within a batch, so a bigger one does not delay them.
+    batch_scale = 4
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -176,7 +212,7 @@ class RoutingStage(StageBase):
         return self._batch_keys[rcpt]
 
     def _send(self, to_seal: list[tuple[bytes, str, Any]], deliveries: list[dict[str, Any]],
-              feedback: list[dict[str, Any]]) -> None:
+              feedback: list[dict[str, Any]], events: list[audit.AuditEvent]) -> None:
         # Cases first (P1 first, as sorted), then the providers' feedback: a provider never
         # hears `forwarded` about a case that is not on its way.
         going = [d for d in deliveries if d["state"] == "forwarded"]
@@ -188,6 +224,7 @@ class RoutingStage(StageBase):
         for fb in feedback:
             self.producer.send(feedback_topic(fb["provider_id"]), m.dumps(fb),
                                key=fb["provider_report_id"].encode())
+        audit.emit(self.producer, events)
         self.producer.flush_or_raise()
 
     @staticmethod
@@ -236,6 +273,7 @@ class RoutingStage(StageBase):
         deliveries: list[dict[str, Any]] = []
         to_seal: list[tuple[bytes, str, Any]] = []
         feedback: list[dict[str, Any]] = []
+        events: list[audit.AuditEvent] = []
         self.provider_topics.ensure({t["provider_id"] for t in todo})
         for t in todo:
             missing = missing_information(t["report"])
@@ -243,6 +281,7 @@ class RoutingStage(StageBase):
                 feedback.append(self._feedback(t, "information_requested", now, missing))
                 outcomes["information_requested"] = outcomes.get("information_requested", 0) + 1
             earlier = went.get(t["report_id"], set())
+            mine = len(deliveries)  # this case's deliveries are appended from here
             if t["manifestly_unfounded"]:
                 status, jd = "manifestly_unfounded", None
             else:
@@ -261,9 +300,10 @@ class RoutingStage(StageBase):
                    # What was asked stays on the record once a supplement answers it.
                    "asked": [r["path"] for r in missing] if missing else None}
             (updates_again if earlier else updates).append(row)
-            received = dt.datetime.fromisoformat(t["received_at"].replace("Z", "+00:00"))
+            events += _audit(t, status, jd, missing, now, deliveries[mine:])
+            received = m.parse_time(t["received_at"])
             latency.setdefault(t["priority"], []).append((now - received).total_seconds())
-        self._send(to_seal, deliveries, feedback)
+        self._send(to_seal, deliveries, feedback, events)
         for status, n in outcomes.items():
             metrics.OUTCOMES.labels(STAGE, status).inc(n)
         for prio, values in latency.items():
@@ -286,7 +326,7 @@ class RoutingStage(StageBase):
     def idle(self) -> None:
         """Record liaisons' acknowledgements; send cases that waited for a recipient's key
         once the key is registered."""
-        self.acks.record(self.sessions)
+        self.acks.record(self.sessions, self.producer)
         clock = time.monotonic()
         if clock - self._retried_at < self.retry_every_s:
             return
@@ -309,16 +349,20 @@ class RoutingStage(StageBase):
         deliveries: list[dict[str, Any]] = []
         feedback: list[dict[str, Any]] = []
         first_sent: list[str] = []
+        events: list[audit.AuditEvent] = []
         for rid in rids:
             rep, body = rows[rid]
             t = {**(rep.triage or {}), "report": body}
-            _jd, plaintext = self._case(t, now)
+            jd, plaintext = self._case(t, now)
             rcpts = [r for x, r in ready if x == rid]
+            mine = len(deliveries)
             self._deliver(t, plaintext, rcpts, now, to_seal, deliveries)
+            events += _audit(t, "forwarded", jd, [], now, deliveries[mine:],
+                             retry=True, feedback=rep.status == "awaiting_key")
             if rep.status == "awaiting_key":
                 feedback.append(self._feedback(t, "forwarded", now))
                 first_sent.append(rid)
-        self._send(to_seal, deliveries, feedback)
+        self._send(to_seal, deliveries, feedback, events)
         with self.sessions.begin() as s:
             table = Delivery.__table__
             s.execute(update(table).where(

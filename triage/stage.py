@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
+from centre import audit
 from centre import messages as m
 from centre import metrics
 from centre.db import Indicator, Report, ReportCluster
@@ -113,6 +114,7 @@ class TriageStage(StageBase):
             self.producer.send(TRIAGED, m.dumps(res), key=res["report_id"].encode())
             metrics.OUTCOMES.labels(STAGE, res["category"]).inc()
         metrics.MESSAGES_OUT.labels(STAGE, "triaged").inc(len(results))
+        audit.emit(self.producer, [_audit(res) for res in results])
         self.producer.flush_or_raise()
         # Committed: later batches find this batch's PDQ values near their own.
         self.cluster_pdq.add(self._new_pdq)
@@ -189,6 +191,18 @@ class TriageStage(StageBase):
             {c: bindparam(f"b_{c}") for c in cols}),
             [{f"b_{k}": v for k, v in u.items()} for u in updates])
         return results
+
+
+def _audit(res: dict[str, Any]) -> audit.AuditEvent:
+    """Cluster, indicator, category, priority and manifestly-unfounded decisions, with
+    their reasons, for the audit trail (ids and codes; no report content)."""
+    seq = res.get("supplement") or 0
+    return audit.AuditEvent(
+        actor=STAGE, action="report.triaged", subject=f"report:{res['report_id']}",
+        discriminator=f"supplement/{seq}", at=m.parse_time(res["triaged_at"]),
+        details={k: res.get(k) for k in (
+            "case_id", "category", "severity", "priority", "manifestly_unfounded",
+            "duplicates", "indicator_matches", "reasons", "supplement")})
 
 
 def _chunks(items: list[Any], n: int) -> Any:

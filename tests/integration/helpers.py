@@ -80,8 +80,10 @@ class FeedbackReader:
 
 
 def pull_cases(settings: Settings, recipient: str, want: Callable[[list[dict[str, Any]]], bool],
-               timeout: float = 90, group: str | None = None) -> list[dict[str, Any]]:
-    """Pull as a liaison (own consumer group) until `want` holds for what was pulled."""
+               timeout: float = 90, group: str | None = None,
+               schemas: tuple[str, ...] = ("case/v1",)) -> list[dict[str, Any]]:
+    """Pull as a liaison (own consumer group) until `want` holds for what was pulled: the
+    documents of the given schemas (cases; other tests' retractions share the topics)."""
     keys = KeySet(settings.keys_dir)
     group = group or f"t-{recipient}-{uuid.uuid4().hex[:8]}"
     got: list[dict[str, Any]] = []
@@ -92,7 +94,9 @@ def pull_cases(settings: Settings, recipient: str, want: Callable[[list[dict[str
                                  f"({len(got)} documents pulled)")
         for opened in pull(settings, recipient, keys.recipient_private_keys(recipient),
                            keys.centre_public_keys(), timeout=1.0, group=group):
-            got.append(opened.document)  # type: ignore[arg-type]
+            doc = opened.document
+            if isinstance(doc, dict) and doc.get("schema") in schemas:
+                got.append(doc)
     return got
 
 
