@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from centre import settings as settings_mod
+from centre.cli_errors import failed
 
 audit_app = typer.Typer(
     help="The audit trail: every step taken on a report, complaint or victim's request, and "
@@ -41,19 +42,6 @@ def _settings() -> settings_mod.Settings:
     except settings_mod.SettingsError as exc:
         err.print(f"[red]configuration error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    """Print why, in red on stderr; the exit to raise (1: database, 2: keys or input)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    if isinstance(exc, SQLAlchemyError):
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        err.print(f"[red]database error:[/] {escape(detail)} (is the database at the newest "
-                  "migration? `centre db upgrade` brings it there)", soft_wrap=True)
-        return typer.Exit(1)
-    err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
-    return typer.Exit(2)
 
 
 def _user() -> str:
@@ -93,7 +81,7 @@ def export(
     try:
         result = log.export(file)
     except _errors() as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     finally:
         log.close()
     if not result.ok:
@@ -159,7 +147,7 @@ def verify(
             finally:
                 log.close()
     except errors as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     print(result.summary())
     if not result.ok:
         raise typer.Exit(1)
@@ -192,7 +180,7 @@ def show(
         err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
         raise typer.Exit(1) from None
     except _errors() as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     finally:
         log.close()
     for entry in entries:
@@ -233,7 +221,7 @@ def purge(
     try:
         done = log.purge(now=_when(now), dry_run=dry_run)
     except _errors() as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     finally:
         log.close()
     for d in done:

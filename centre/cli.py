@@ -136,18 +136,7 @@ def submit(
 _BANK_HELP = "the bank: known_material, grooming or false_positive"
 
 
-def _bank_failed(exc: Exception) -> typer.Exit:
-    """Print why a bank operation failed, in red on stderr; the exit to raise (2: bad input)."""
-    from rich.markup import escape
-    from sqlalchemy.exc import SQLAlchemyError
-
-    if isinstance(exc, SQLAlchemyError):
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        err.print(f"[red]database error:[/] {escape(detail)} (is the database at the newest "
-                  "migration? `centre db upgrade` brings it there)", soft_wrap=True)
-        return typer.Exit(1)
-    err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
-    return typer.Exit(2)
+from centre.cli_errors import failed as _bank_failed  # noqa: E402
 
 
 _SELECT_VALUE = "the entries with this hash value (any kind, unless --kind is given)"

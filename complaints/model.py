@@ -37,6 +37,7 @@ from intake.model import (
     ProviderId,
     ProviderReportId,
     Timestamp,
+    validate_with_rules,
 )
 from intake.validation import Problem, _jsonpath, _phrase, parse_key
 
@@ -129,19 +130,8 @@ class ComplaintV1(BaseModel):
     @classmethod
     def _cross_field_rules(cls, data: Any,
                            handler: ModelWrapValidatorHandler[ComplaintV1]) -> ComplaintV1:
-        rules = rule_errors(data) if isinstance(data, dict) else []
-        try:
-            complaint = handler(data)
-        except ValidationError as exc:
-            if not rules:
-                raise
-            errors: list[InitErrorDetails] = [
-                {"type": PydanticCustomError(e["type"], e["msg"], e.get("ctx")),
-                 "loc": e["loc"], "input": e["input"]} for e in exc.errors(include_url=False)]
-            raise ValidationError.from_exception_data(cls.__name__, errors + rules) from None
-        if rules:
-            raise ValidationError.from_exception_data(cls.__name__, rules)
-        return complaint
+        return validate_with_rules(cls.__name__, data, handler,
+                                   rule_errors(data) if isinstance(data, dict) else [])
 
     @property
     def filer(self) -> str:

@@ -15,7 +15,8 @@ and a predicate phrase ("must be ...") as their message; validation.py puts the 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+_M = TypeVar("_M")
 
 SCHEMA_ID = "https://centre.europa.eu/schemas/report-v1.json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -232,6 +235,22 @@ def _as_init_error(err: Any) -> InitErrorDetails:
             "loc": err["loc"], "input": err["input"]}
 
 
+def validate_with_rules(name: str, data: Any, handler: Callable[[Any], _M],
+                        rules: list[InitErrorDetails]) -> _M:
+    """Run pydantic's validation and report its errors together with the cross-field
+    `rules` errors, so the sender gets every problem at once."""
+    try:
+        obj = handler(data)
+    except ValidationError as exc:
+        if not rules:
+            raise
+        errors = [_as_init_error(e) for e in exc.errors(include_url=False)]
+        raise ValidationError.from_exception_data(name, errors + rules) from None
+    if rules:
+        raise ValidationError.from_exception_data(name, rules)
+    return obj
+
+
 class ReportV1(BaseModel):
     model_config = ConfigDict(**_OPEN, title="report/v1", json_schema_extra={
         "$id": SCHEMA_ID,
@@ -259,17 +278,8 @@ class ReportV1(BaseModel):
     @classmethod
     def _cross_field_rules(cls, data: Any,
                            handler: ModelWrapValidatorHandler[ReportV1]) -> ReportV1:
-        rules = rule_errors(data) if isinstance(data, dict) else []
-        try:
-            report = handler(data)
-        except ValidationError as exc:
-            if not rules:
-                raise
-            errors = [_as_init_error(e) for e in exc.errors(include_url=False)]
-            raise ValidationError.from_exception_data(cls.__name__, errors + rules) from None
-        if rules:
-            raise ValidationError.from_exception_data(cls.__name__, rules)
-        return report
+        return validate_with_rules(cls.__name__, data, handler,
+                                   rule_errors(data) if isinstance(data, dict) else [])
 
 
 def report_json_schema() -> dict[str, Any]:

@@ -1,0 +1,22 @@
+"""How a command of the `centre` CLI says that it failed."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+err = Console(stderr=True)
+
+
+def failed(exc: Exception) -> typer.Exit:
+    """Print why, in red on stderr; the exit to raise (1: database, 2: keys or input)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, SQLAlchemyError):
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        err.print(f"[red]database error:[/] {escape(detail)} (is the database at the newest "
+                  "migration? `centre db upgrade` brings it there)", soft_wrap=True)
+        return typer.Exit(1)
+    err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+    return typer.Exit(2)
