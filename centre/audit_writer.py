@@ -45,6 +45,7 @@ def _printable(headers: dict[str, bytes]) -> dict[str, Any]:
 
 class AuditWriterStage(StageBase):
     name = STAGE
+    niceness = 10  # behind the report stages for the CPU; it catches up when they idle
 
     def __init__(self, settings: Settings) -> None:
         # Not StageBase.__init__: the writer sends nothing, so it opens no Kafka producer.

@@ -227,6 +227,10 @@ def run_worker(settings: Settings, stage_name: str, loglevel: str = "warn") -> N
         raise SystemExit(f"unknown stage {stage_name!r}; stages are {', '.join(STAGES)}")
     metrics.serve(settings.metrics_port, stage_name)
     stage = load_stage(stage_name, settings)
+    # A stage off the reports' critical path (the audit writer) yields the CPU to those on it:
+    # it only has to keep up on average, while a P1 report waits for every core it shares.
+    if getattr(stage, "niceness", 0):
+        os.nice(int(stage.niceness))  # type: ignore[attr-defined]
     metrics.start_lag_probe(settings, stage_name)
     print(f"worker {stage_name} pid={os.getpid()} runtime={settings.runtime} consuming "
           f"{settings.topic(STAGES[stage_name].source)}", file=sys.stderr, flush=True)

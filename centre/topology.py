@@ -89,7 +89,9 @@ def static_topics(settings: Settings) -> list[TopicSpec]:
                   "authorities", _retention(30, MIB)),
         TopicSpec(DELIVERY_ACKS, 1, "delivery-ack/v1: which liaison pulled which case, when",
                   _retention(30, MIB)),
-        TopicSpec(AUDIT_EVENTS, hot, "audit-event/v1: every decision and access, for the "
+        # One partition: one writer reads it, and every stage's batch sends to it, so each
+        # partition more would be one more produce request per batch of every stage.
+        TopicSpec(AUDIT_EVENTS, 1, "audit-event/v1: every decision and access, for the "
                   "audit writer", _retention(14, 4 * MIB)),
     ]
     # Liaison topics keep cases long enough for a liaison that is away for weeks. One

@@ -20,10 +20,15 @@ from triage.pdq_index import PDQIndex, pdq_to_bytes
 
 
 class ClusterPDQ:
-    """PDQ values of cluster members → their cluster, searchable by distance."""
+    """PDQ values of cluster members → their cluster, searchable by distance.
+
+    It grows by about one value per report, and every report queries it: a small delta
+    (brute-forced by every query) merged often costs less than a large one merged rarely."""
+
+    DELTA_THRESHOLD = 2048
 
     def __init__(self, max_distance: int = 31) -> None:
-        self.index = PDQIndex(max_distance)
+        self.index = PDQIndex(max_distance, delta_threshold=self.DELTA_THRESHOLD)
         self.cluster_of: list[str] = []
 
     @classmethod
@@ -33,7 +38,8 @@ class ClusterPDQ:
             ClusterSignal.kind == "pdq")).all()
         if rows:
             self.cluster_of = [c for _v, c in rows]
-            self.index = PDQIndex.build(range(len(rows)), [v for v, _c in rows], max_distance)
+            self.index = PDQIndex.build(range(len(rows)), [v for v, _c in rows], max_distance,
+                                        delta_threshold=cls.DELTA_THRESHOLD)
         return self
 
     def near(self, values: list[str]) -> dict[str, list[tuple[str, int]]]:
