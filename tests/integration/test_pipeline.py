@@ -56,7 +56,7 @@ def test_submitted_report_reaches_its_country_and_europol(stack: Stack, tmp_path
         got += [json.loads(line) for line in out.stdout.splitlines()]
         if ids_of(got, {rep["provider_report_id"]}):
             break
-    case = next(c for c in got if c["provider_report_id"] == rep["provider_report_id"])
+    case = next(c for c in got if c.get("provider_report_id") == rep["provider_report_id"])
     assert case["schema"] == "case/v1"
     assert case["report"]["content"][0]["sha256"] == rep["content"][0]["sha256"]
     countries = {c["country"]: c["basis"] for c in case["jurisdiction"]["countries"]}
