@@ -177,5 +177,10 @@ def run_demo(settings: Settings, extra: int = 0) -> int:
                           d["category"], d["severity"], basis,
                           _times(d))
         console.print(cases)
-        console.print(f"{total} sealed cases delivered. Stopping the stack …")
+        console.print(f"{total} sealed cases delivered.")
+        # What an auditor sees: every decision above is an entry of the audit trail.
+        from centre.audit import AuditLog
+
+        console.print(f"Audit trail (`centre audit verify`): {AuditLog(settings).verify().summary()}")
+        console.print("Stopping the stack …")
     return 0 if total else 1
