@@ -284,9 +284,12 @@ def test_unmatched_and_joined_complaints_on_the_topic(stack: Stack) -> None:
     notices.close()
     by_ref = {x["complaint_ref"]: x for x in got}
     assert by_ref[f"{run}-u"]["matched"] is False and by_ref[f"{run}-u"]["state"] == "received"
-    assert by_ref[f"{run}-a"]["joined"] is False and by_ref[f"{run}-a"]["matched"] is True
-    assert by_ref[f"{run}-b"]["joined"] is True
-    assert by_ref[f"{run}-b"]["complaint_id"] == by_ref[f"{run}-a"]["complaint_id"]
+    # a and b name the same report; they sit on different partitions, so either may be
+    # filed first: the other joins it.
+    a, b = by_ref[f"{run}-a"], by_ref[f"{run}-b"]
+    assert a["matched"] is True and b["matched"] is True
+    assert sorted([a["joined"], b["joined"]]) == [False, True]
+    assert a["complaint_id"] == b["complaint_id"]
     listed = [json.loads(x) for x in ok(complaints(s, "list", "--state", "received",
                                                    "--json")).splitlines()]
     mine = {r["complaint_id"]: r for r in listed}
