@@ -469,7 +469,8 @@ bench_app = typer.Typer(
     help="Measure and print figures. Without a subcommand: the whole pipeline on a fresh "
     "local stack (end-to-end throughput, latency per priority at a steady rate, peak memory "
     "and CPU per process, raw Kafka pass-through of the same messages and the ratio). "
-    "`centre bench index`: the PDQ near-duplicate index alone.",
+    "`centre bench index`: the PDQ near-duplicate index alone; `triage`, `routing`, "
+    "`complaints`, `victims`, `audit`: one part each.",
     rich_markup_mode="markdown")
 app.add_typer(bench_app, name="bench")
 
@@ -562,6 +563,35 @@ def bench_complaints(
         err.print("[red]--cluster-size must be at least 1[/]")
         raise typer.Exit(2)
     raise typer.Exit(run_complaints_bench(_settings(), cluster_size=cluster_size, keep=keep))
+
+
+@bench_app.command("victims")
+def bench_victims(
+    stored: int = typer.Option(1_000_000, help="stored reports the request is matched against"),
+    hashes: int = typer.Option(1_000, help="items in the victim's request"),
+    reports: int = typer.Option(20_000, help="reports triaged with and without the banks"),
+    victim_hashes: int = typer.Option(10_000, help="victims' hashes banked for live matching"),
+    rounds: int = typer.Option(2, help="alternated triage runs with and without (best of)"),
+    live: bool = typer.Option(True, help="also measure live matching in triage"),
+    keep: bool = typer.Option(False, help="keep the bench's directories (logs, data)"),
+    database_url: str = typer.Option("", help="an empty scratch database for the first "
+                                     "part (e.g. PostgreSQL); default: a new SQLite file"),
+) -> None:
+    """A victim's request of HASHES items filed against STORED reports on a fresh database
+    (target ≤ 10 s for the filing, the search of every stored report and the notices
+    queued; the matches must be exactly those seeded), then triage alone with and without
+    VICTIM_HASHES banked (target: ≤ 10% less throughput). Never touches the centre's own
+    database or topics."""
+    from victims.bench import run_victims_bench
+
+    if min(stored, hashes, reports, victim_hashes, rounds) < 1:
+        err.print("[red]--stored, --hashes, --reports, --victim-hashes and --rounds must be "
+                  "at least 1[/]")
+        raise typer.Exit(2)
+    raise typer.Exit(run_victims_bench(
+        _settings(), stored=stored, hashes=hashes, reports=reports,
+        victim_hashes=victim_hashes, rounds=rounds, live=live, keep=keep,
+        database_url=database_url or None))
 
 
 @keys_app.command("rotate-audit")

@@ -22,7 +22,7 @@ from centre.keys import KeySet
 from centre.liaison import pull
 from centre.settings import Settings
 from centre.stack import Stack
-from centre.topology import INTAKE, RECIPIENTS
+from centre.topology import INTAKE, NOTICE_RESPONSES, RECIPIENTS, notices_topic
 from triage.banks import import_file
 
 FINAL = {"rejected", "duplicate_submission", "manifestly_unfounded", "forwarded"}
@@ -125,6 +125,87 @@ def _pull_all(settings: Settings, run: str) -> list[tuple[str, dict[str, Any]]]:
         return [x for got in pool.map(one, RECIPIENTS) for x in got]
 
 
+def _notices(settings: Settings, provider: str, want: Any, timeout: float) -> list[dict[str, Any]]:
+    """notice/v1 on a company's notices topic, read until `want(notices)` holds."""
+    consumer = Consumer({**base_config(settings), "group.id": f"demo-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "topic.metadata.refresh.interval.ms": 500})
+    consumer.subscribe([settings.topic(notices_topic(provider))])
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not want(got) and time.monotonic() < deadline:
+            got += [json.loads(x.value()) for x in consumer.consume(100, timeout=0.5)
+                    if not x.error()]
+    finally:
+        consumer.close()
+    return got
+
+
+def victims_demo(settings: Settings, run: str, console: Console) -> bool:
+    """A victim's request for the demo's image: filed by a case handler with its hashes only;
+    the three stored reports and the re-encoded copy are found (all already removed, so no
+    notice); a company then reports another copy, still online: triage matches it, the
+    company gets a removal notice and answers `removed`; the victim's status shows it all."""
+    from centre.db import VictimNotice
+    from victims.model import Item
+    from victims.service import VictimDesk
+
+    h = samples.fake_hashes(f"img-{run}")
+    with VictimDesk(settings) as desk:
+        rid, pin = desk.file([Item(1, "image", h["sha256"], h["md5"], h["pdq"], 90)],
+                             by="demo-case-handler", identity_ref=f"helpline-{run}")
+        filed = desk.wait_filed(rid, 60)
+        console.print(f"victim's request {rid[:8]} filed (hashes only): "
+                      f"{filed['matches'] if filed else '?'} stored item(s) matched, "
+                      f"{filed['notices'] if filed else '?'} removal notice(s) (all removed "
+                      "already)")
+        later = samples.report("chat-app", f"{run}-7", media_seed=f"img-{run}-phone",
+                               ip_country="pl")
+        later["content"][0].update(pdq=samples.near_copy(f"img-{run}", 20)["pdq"],
+                                   publicly_available=True, removed=False,
+                                   url=f"https://chat-app.example/m/{run}")
+        producer = BatchProducer(settings)
+        producer.send(INTAKE, json.dumps(later).encode(),
+                      key=f"chat-app/{run}-7".encode())
+        producer.flush_or_raise()
+        notices = _notices(settings, "chat-app", lambda got: any(
+            n.get("type") == "removal" for n in got), timeout=60)
+        removal = next((n for n in notices if n.get("type") == "removal"), None)
+        if removal is None:
+            console.print("[red]no removal notice reached chat-app[/]")
+            return False
+        console.print(f"chat-app reported a re-encoded copy still online: removal notice "
+                      f"{removal['notice_id'][:8]} for {removal['provider_report_id']}; "
+                      "chat-app answers removed")
+        producer.send(NOTICE_RESPONSES, json.dumps({
+            "schema": "notice-response/v1", "notice_id": removal["notice_id"],
+            "provider_id": "chat-app", "status": "removed",
+            "at": removal["at"]}).encode(), key=removal["notice_id"].encode())
+        producer.flush_or_raise()
+        producer.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the victims worker recorded the answer
+            with desk.sessions() as s:
+                if s.get(VictimNotice, removal["notice_id"]).answer:  # type: ignore[union-attr]
+                    break
+            time.sleep(0.3)  # polling a database row, bounded by the deadline
+        st = desk.status(rid, pin, by="demo-case-handler")
+    t = Table(title="What the victim is told (`centre victims status ID --pin …`)")
+    for col in ("company", "reports", "first reported", "notices", "removed", "waiting"):
+        t.add_column(col)
+    for p in st["providers"]:
+        t.add_row(p["provider"], str(p["reports"]), str(p["first_reported_at"])[:19],
+                  str(p["notices"]), str(p["removed"]), str(p["waiting_for_answer"]))
+    console.print(t)
+    sent_to = ", ".join(f"le.{f['to']}" for f in st["forwarded_to_law_enforcement"])
+    console.print(f"{st['reports_holding_your_material']} reports held the victim's picture; "
+                  f"forwarded to {sent_to or 'nobody'}; removal notices: "
+                  f"{st['removal_notices']['sent']} sent, {st['removal_notices']['removed']} "
+                  "removed.")
+    return bool(st["removal_notices"]["removed"])
+
+
 def run_demo(settings: Settings, extra: int = 0) -> int:
     console = Console()
     if not console.is_terminal:
@@ -178,9 +259,10 @@ def run_demo(settings: Settings, extra: int = 0) -> int:
                           _times(d))
         console.print(cases)
         console.print(f"{total} sealed cases delivered.")
+        victim_ok = victims_demo(settings, run, console)
         # What an auditor sees: every decision above is an entry of the audit trail.
         from centre.audit import AuditLog
 
         console.print(f"Audit trail (`centre audit verify`): {AuditLog(settings).verify().summary()}")
         console.print("Stopping the stack …")
-    return 0 if total else 1
+    return 0 if total and victim_ok else 1

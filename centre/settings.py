@@ -44,6 +44,19 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if not lo <= value <= hi:  # also refuses nan
+        raise SettingsError(f"{name} must be between {lo:g} and {hi:g}, not {raw}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -64,6 +77,10 @@ class Settings:
     extended_p1: bool = False
     # Complaints (issue 7): days a case handler has to decide a complaint before it is overdue.
     complaint_sla_days: int = 7
+    # Victims' requests (issue 8): a removal notice not answered is sent again every this
+    # many hours; after this many sends without an answer it is escalated.
+    victim_notice_repeat_hours: float = 24.0
+    victim_notice_escalate_after: int = 3
     # The audit trail (centre/audit.py): a signed checkpoint every N entries or T seconds;
     # the roles that may read decrypted entries; days the data about each kind of person is
     # kept after its last use before its key is destroyed ("default": kinds not listed).
@@ -106,6 +123,8 @@ class Settings:
             CENTRE_RUNTIME=self.runtime,
             CENTRE_EXTENDED_P1="1" if self.extended_p1 else "0",
             CENTRE_COMPLAINT_SLA_DAYS=str(self.complaint_sla_days),
+            CENTRE_VICTIM_NOTICE_REPEAT_HOURS=repr(self.victim_notice_repeat_hours),
+            CENTRE_VICTIM_NOTICE_ESCALATE_AFTER=str(self.victim_notice_escalate_after),
             CENTRE_AUDIT_CHECKPOINT_EVERY=str(self.audit_checkpoint_every),
             CENTRE_AUDIT_CHECKPOINT_SECONDS=str(self.audit_checkpoint_seconds),
             CENTRE_AUDIT_READER_ROLES=",".join(self.audit_reader_roles),
@@ -204,6 +223,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         require_signatures=_bool(env, "CENTRE_REQUIRE_SIGNATURES", False),
         extended_p1=_bool(env, "CENTRE_EXTENDED_P1", False),
         complaint_sla_days=_int(env, "CENTRE_COMPLAINT_SLA_DAYS", 7, 1, 365),
+        victim_notice_repeat_hours=_float(env, "CENTRE_VICTIM_NOTICE_REPEAT_HOURS", 24.0,
+                                          0.0001, 8760.0),
+        victim_notice_escalate_after=_int(env, "CENTRE_VICTIM_NOTICE_ESCALATE_AFTER", 3, 1,
+                                          1000),
         geoip_db=geoip,
         partitions=_int(env, "CENTRE_PARTITIONS", 12, 1, 1000),
         local_kafka_port=_int(env, "CENTRE_KAFKA_PORT", 9092, 1, 65535),

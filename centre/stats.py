@@ -67,6 +67,9 @@ def collect(engine: Engine, since: dt.datetime | None = None,
         from complaints.stats import complaint_figures  # Art. 83 figures about complaints
 
         complaints = complaint_figures(c, since, until)
+        from victims.stats import victim_figures  # victims' removal requests (issue 8)
+
+        victims = victim_figures(c, since, until)
     order = [_bucket(lo) for lo, _hi in _BUCKETS]
     return {
         "window": {"since": since.isoformat() if since else None,
@@ -80,6 +83,7 @@ def collect(engine: Engine, since: dt.datetime | None = None,
         "times_reported_distribution": {b: times[b] for b in order if times.get(b)},
         "items_reported_more_than_once": sum(n for b, n in times.items() if b != "1"),
         "complaints": complaints,
+        "victims": victims,
     }
 
 
@@ -129,4 +133,8 @@ def render(figures: dict[str, Any]) -> list[Any]:
         from complaints.stats import render as render_complaints
 
         tables += render_complaints(figures["complaints"])
+    if "victims" in figures:
+        from victims.stats import render as render_victims
+
+        tables += render_victims(figures["victims"])
     return tables

@@ -5,6 +5,9 @@
     intake, routing ──feedback/v1──▶ provider.<p>.feedback     (created on first sight of p)
     companies, authorities ──complaint/v1──▶ complaints.intake ──[complaints]──▶
         provider.<p>.notices, le.<cc> (sealed retraction/v1 of an upheld complaint)
+    case handlers ──victim-request/v1──▶ victims.requests ──[victims]──▶
+        provider.<p>.notices (removal, repeated until answered) ◀── notices.responses
+        (triage records live matches against the victims' banks in the database)
 
 Each stage is a faust agent in its own worker process and consumer group (`centre worker
 STAGE`); `centre up` starts one of each. More processes of a stage share its partitions.
@@ -33,6 +36,7 @@ NOTICE_RESPONSES = "notices.responses"
 DELIVERY_ACKS = "le.acks"  # delivery-ack/v1 from `centre liaison pull` (an addition)
 AUDIT_EVENTS = "audit.events"  # audit-event/v1 from every worker to the audit writer
 COMPLAINTS_INTAKE = "complaints.intake"  # complaint/v1 from companies and authorities
+VICTIMS_REQUESTS = "victims.requests"  # victim-request/v1 from `centre victims request`
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ def static_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(NOTICE_RESPONSES, 3, "notice-response/v1 from companies", _retention(30, MIB)),
         TopicSpec(COMPLAINTS_INTAKE, 3, "complaint/v1 from companies and coordinating "
                   "authorities", _retention(30, MIB)),
+        # Hashes of a victim's pictures (never the pictures, never who they are): kept a
+        # week, long enough for a worker that is down; the bank lives in the database.
+        TopicSpec(VICTIMS_REQUESTS, 1, "victim-request/v1 from case handlers",
+                  _retention(7, 4 * MIB)),
         TopicSpec(DELIVERY_ACKS, 1, "delivery-ack/v1: which liaison pulled which case, when",
                   _retention(30, MIB)),
         # One partition: one writer reads it, and every stage's batch sends to it, so each
@@ -129,4 +137,7 @@ STAGES: dict[str, StageSpec] = {
     "audit": StageSpec("audit", AUDIT_EVENTS, (), "centre.audit_writer:AuditWriterStage"),
     "complaints": StageSpec("complaints", COMPLAINTS_INTAKE, ("provider.<p>.notices", "le.<cc>"),
                             "complaints.stage:ComplaintIntakeStage"),
+    # Also reads notices.responses (its own consumer group, centre-victims-responses).
+    "victims": StageSpec("victims", VICTIMS_REQUESTS, ("provider.<p>.notices",),
+                         "victims.stage:VictimStage"),
 }

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from centre import messages as m
 from centre import metrics
+from centre.audit_sink import NO_AUDIT, AuditSink, queue, staff  # noqa: F401
 from centre.db import (
     Cluster,
     ClusterSignal,
@@ -67,66 +68,9 @@ class NotFound(ComplaintError):
 
 # ------------------------------------------------------------------------------- audit
 
-_AUDIT_KEY = "complaints.audit_events"
-
-
-def _audit(s: Session, actor: str, action: str, subject: str, details: dict[str, Any], *,
-           at: dt.datetime, discriminator: str, person: str | None = None,
-           personal: dict[str, Any] | None = None) -> None:
-    """The one place complaints write the audit trail (centre/audit.py): an audit-event/v1 is
-    built here and kept with the session's transaction; an `AuditSink` then appends it in that
-    same transaction (the command line) or emits it on `audit.events` with the worker's other
-    outputs (the complaints worker). Without centre.audit it is a no-op."""
-    try:
-        from centre.audit import AuditEvent
-    except ImportError:  # pragma: no cover - the audit trail is part of the centre
-        return
-    s.info.setdefault(_AUDIT_KEY, []).append(AuditEvent(
-        actor=actor, action=action, subject=subject, discriminator=discriminator,
-        details=details, person=person, personal=personal, at=at))
-
-
-class AuditSink:
-    """Where the audit events of a transaction go: `log` (an AuditLog) appends them in the
-    transaction itself, so a step and its audit entry commit together or not at all;
-    `producer` emits them on `audit.events` after it, to be flushed with the worker's other
-    outputs before its input is acknowledged (the audit writer appends them; event ids are
-    deterministic, so a replay is appended once)."""
-
-    def __init__(self, *, log: Any = None, producer: Any = None) -> None:
-        self.log, self.producer = log, producer
-        self._pending: list[Any] = []
-
-    def commit(self, s: Session) -> None:
-        """Call at the end of a transaction, inside it."""
-        events = s.info.pop(_AUDIT_KEY, [])
-        if not events:
-            return
-        if self.log is not None:
-            self.log.append(s, events)
-        elif self.producer is not None:
-            self._pending += events
-
-    def flush(self) -> bool:
-        """Emit what waits (worker); True when something was queued on the producer."""
-        if self.producer is None or not self._pending:
-            return False
-        from centre.audit import emit
-
-        emit(self.producer, self._pending)
-        self._pending = []
-        return True
-
-
-NO_AUDIT = AuditSink()
-
-
-def staff(name: str) -> str:
-    """The audit actor of a case handler (`staff:<login>`)."""
-    from centre.audit import staff_actor
-
-    return staff_actor(name)
-
+# The one place this flow writes the audit trail: `_audit` keeps an event with the session's
+# transaction, an `AuditSink` appends or emits it (centre/audit_sink.py).
+_audit = queue
 
 # ------------------------------------------------------------------------------- ids
 

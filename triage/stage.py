@@ -22,6 +22,8 @@ from triage.clusters import ClusterBatch, Signal
 from triage.rules import Match, classify, media_items
 from triage.near import ClusterPDQ, IndicatorPDQ
 from triage.signals import PDQ, content_signals
+from victims.bank import VictimBank
+from victims.flow import live_matches
 
 log = logging.getLogger(__name__)
 STAGE = "triage"
@@ -71,6 +73,10 @@ class TriageStage(StageBase):
             self.cluster_pdq = ClusterPDQ.load(s)
             self.indicator_pdq = IndicatorPDQ()
             self.indicator_pdq.refresh(s, force=True)
+            # Victims' private banks (victims/): matched here, recorded for the victims
+            # worker, never on the case. Reloaded when victim_bank_state changes.
+            self.victim_bank = VictimBank(recheck_s=1.0)
+            self.victim_bank.refresh(s, force=True)
         log.info("PDQ indexes loaded: %d cluster members, %d indicators",
                  len(self.cluster_pdq.index), len(self.indicator_pdq.index))
 
@@ -190,6 +196,7 @@ class TriageStage(StageBase):
         s.execute(update(table).where(table.c.report_id == bindparam("b_report_id")).values(
             {c: bindparam(f"b_{c}") for c in cols}),
             [{f"b_{k}": v for k, v in u.items()} for u in updates])
+        live_matches(s, self.victim_bank, envelopes, now)  # victims' banks, in this transaction
         return results
 
 
