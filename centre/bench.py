@@ -32,7 +32,7 @@ from centre.broker import _port_in_use, free_port
 from centre.kafka import base_config, ensure_topics
 from centre.settings import Settings
 from centre.stack import Stack
-from centre.topology import INTAKE, TopicSpec, le_topic
+from centre.topology import ACCEPTED, INTAKE, TRIAGED, TopicSpec, le_topic
 
 console = Console()
 
@@ -276,6 +276,21 @@ def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: 
             case = key_to_case[k]
             if case in paced_arrived:
                 lat[paced_prio[case]].append(paced_arrived[case] - t0)
+        # Where a P1 report's time goes: broker append times of the same report on each
+        # stage's output topic (intake → reports.accepted, triage → reports.triaged,
+        # routing → le.europol).
+        p1 = {k: key_to_case[k] for k in sent_at if paced_prio.get(key_to_case[k]) == "P1"}
+        rid = {k: m.report_id_for(*k.decode().split("/", 1)).encode() for k in p1}
+        at_acc = _collect_cases(settings, set(rid.values()), 60, settings.topic(ACCEPTED))
+        at_tri = _collect_cases(settings, set(rid.values()), 60, settings.topic(TRIAGED))
+        hops: dict[str, list[float]] = {"intake": [], "triage": [], "routing": []}
+        for k, case in p1.items():
+            a, t = at_acc.get(rid[k]), at_tri.get(rid[k])
+            if a is None or t is None or case not in paced_arrived:
+                continue
+            hops["intake"].append(a - sent_at[k])
+            hops["triage"].append(t - a)
+            hops["routing"].append(paced_arrived[case] - t)
 
         console.print("phase 3: raw Kafka pass-through of the same messages …")
         raw = _raw_passthrough(settings, reports)
@@ -290,6 +305,9 @@ def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: 
     for p in ("P1", "P2"):
         v = lat[p]
         t.add_row(f"{p} latency at {paced_rate:.0f}/s (n={len(v)}) p50 / p99",
+                  f"{_pct(v, .5) * 1000:,.0f} ms / {_pct(v, .99) * 1000:,.0f} ms")
+    for hop, v in hops.items():
+        t.add_row(f"  P1 time in {hop} (produce or previous output → its output) p50 / p99",
                   f"{_pct(v, .5) * 1000:,.0f} ms / {_pct(v, .99) * 1000:,.0f} ms")
     for name, b in sorted(rss.peak.items()):
         t.add_row(f"peak RSS {name}", f"{b / 1e6:,.0f} MB")
@@ -335,7 +353,6 @@ def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
     starts with `indicators` PDQ indicators loaded; its rate is from its first to its last
     output (broker timestamps). Then the raw pass-through of the same accepted messages."""
     from centre.db import make_engine
-    from centre.topology import ACCEPTED, TRIAGED
 
     run, home, settings = _fresh(settings)
     console.print(f"bench triage {run}: intake only first, under {home} …")
@@ -400,7 +417,7 @@ def run_routing_bench(settings: Settings, *, reports: int, backlog: int) -> int:
     from centre.db import Indicator, make_engine
     from centre.keys import KeySet
     from centre.liaison import pull
-    from centre.topology import TRIAGED, urgent_topic
+    from centre.topology import urgent_topic
 
     run, home, settings = _fresh(settings)
     console.print(f"bench routing {run}: intake and triage first, under {home} …")

@@ -118,6 +118,9 @@ def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
     source = app.topic(settings.topic(spec.source), key_type=bytes, value_type=bytes)
     batch, within = stage_batch_size(settings, stage), settings.batch_within_s
 
+    # A stage's batches and its periodic work never run at the same time (one thread each).
+    busy = asyncio.Lock()
+
     @app.agent(source, name=f"centre.{stage_name}", concurrency=1)
     async def consume(stream: faust.StreamT) -> None:
         async for events in stream.take_events(batch, within=within):
@@ -128,7 +131,8 @@ def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
             ]
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(stage.process, records)
+                async with busy:
+                    await asyncio.to_thread(stage.process, records)
             except Exception:
                 # Nothing of this batch is acknowledged; the restarted worker reads it again.
                 log.exception("stage %s failed on a batch of %d; stopping the worker",
@@ -136,6 +140,24 @@ def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
                 logging.shutdown()
                 os._exit(70)
             metrics.BATCH_SECONDS.labels(stage_name).observe(time.perf_counter() - started)
+
+    idle = getattr(stage, "idle", None)
+    if idle is not None:
+        # The periodic work of a stage (reminders, answers read from a second topic, holds
+        # ending, time-based checkpoints) runs when messages do not come; each stage's
+        # `idle` limits its own rate, as under the librdkafka loop.
+        @app.timer(interval=max(within, 0.05))
+        async def quiet_work() -> None:
+            if busy.locked():
+                return  # a batch is being processed; the stage does its idle work after it
+            async with busy:
+                try:
+                    await asyncio.to_thread(idle)
+                except Exception:
+                    log.exception("stage %s failed in idle work; stopping the worker",
+                                  stage_name)
+                    logging.shutdown()
+                    os._exit(70)
 
     return app
 
