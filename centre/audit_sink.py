@@ -53,6 +53,15 @@ class AuditSink:
         elif self.producer is not None:
             self._pending += events
 
+    def settle(self, s: Session) -> None:
+        """End a step inside its transaction: `commit`, and on a worker also send the events
+        and wait for the broker before the transaction commits. A crash after that re-does
+        the step, whose events come again with the same ids (appended once): never a step
+        in the database without its entries, as emitting after the commit would risk."""
+        self.commit(s)
+        if self.flush():
+            self.producer.flush_or_raise()
+
     def flush(self) -> bool:
         """Emit what waits (worker); True when something was queued on the producer."""
         if self.producer is None or not self._pending:

@@ -619,6 +619,8 @@ def _queue_for_writes(conn: Any, _cursor: Any, statement: str, *_args: Any) -> N
 
 
 def make_engine(url: str) -> Engine:
+    """An engine for the centre's database. Its errors never quote a statement's values
+    (`hide_parameters`): they would put report content or a victim's data into a log."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         connect_args: dict[str, Any] = {"timeout": 30}
@@ -626,11 +628,12 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             queue = type("WriterQueue", (_WriterQueue,), {"_lock_path": f"{path}.wlock"})
             connect_args["factory"] = queue
-        engine = create_engine(url, connect_args=connect_args, **_JSON)
+        engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **_JSON)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "before_cursor_execute", _queue_for_writes)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **_JSON)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                         hide_parameters=True, **_JSON)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:

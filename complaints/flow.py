@@ -646,9 +646,7 @@ def dispatch(sessions: Any, producer: Any, keys: Any, provider_topics: Any, *,
                     "until": m.iso(until), "why": "Art. 48(6) hold on the case: notices to "
                     "the provider wait for its end"}, by_staff=False,
                     discriminator=m.iso(until))
-        audit.commit(s)
-    if audit.flush():
-        producer.flush_or_raise()
+        audit.settle(s)
     sent: list[str] = []
     notices = [x for x in sendable if x[1] == "notice"]
     if notices:
@@ -704,8 +702,6 @@ def dispatch(sessions: Any, producer: Any, keys: Any, provider_topics: Any, *,
                              "pending" if left.get("pending") else "done")
                 if c.effects != "held":
                     c.effects_held_until = None
-        audit.commit(s)
-    if audit.flush():
-        producer.flush_or_raise()
+        audit.settle(s)
     out.complaints = touched
     return out

@@ -102,15 +102,13 @@ class ComplaintIntakeStage(StageBase):
             if dead:
                 s.execute(_insert_ignore(s, DeadLetter.__table__), dead)
                 metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
-            audit.commit(s)
-        emitted = audit.flush()
+            audit.settle(s)
         if invalid:
             self.provider_topics.ensure({n["provider_id"] for n in invalid})
             for n in invalid:
                 self.producer.send(notices_topic(n["provider_id"]), m.dumps(n),
                                    key=(n["complaint_ref"] or n["notice_id"]).encode())
             metrics.MESSAGES_OUT.labels(STAGE, "notice").inc(len(invalid))
-        if invalid or emitted:
             self.producer.flush_or_raise()
         if filed:  # the receipts queued with the filings
             flow.dispatch(self.sessions, self.producer, self.keys, self.provider_topics,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 import statistics
 import uuid
 from dataclasses import dataclass, field
@@ -138,6 +139,15 @@ def get(s: Session, request_id: str, *, lock: bool = False) -> VictimRequest | N
     return s.scalars(q.with_for_update() if lock else q).one_or_none()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(v: Any) -> str:
+    """A provider's string as a text column can hold it: no NUL (PostgreSQL refuses it) or
+    other control characters (they belong in no id or URL)."""
+    return _CONTROL.sub("", str(v))
+
+
 def _bool(v: Any) -> bool | None:
     return v if isinstance(v, bool) else None
 
@@ -157,12 +167,12 @@ def match_row(request_id: str, item: int, signal: str, distance: int, *, report_
     url = content.get("url")
     return {"request_id": request_id, "item": item, "report_id": report_id,
             "case_id": case_id, "provider_id": provider_id,
-            "provider_report_id": str(provider_report_id)[:200],
-            "content_id": str(content.get("content_id"))[:200], "reported_at": reported_at,
+            "provider_report_id": _text(provider_report_id)[:200],
+            "content_id": _text(content.get("content_id"))[:200], "reported_at": reported_at,
             "signal": signal, "distance": int(distance),
             "content": {k: content[k] for k in ("media_type", "sha256", "md5", "pdq")
                         if isinstance(content.get(k), str)},
-            "url": url if isinstance(url, str) else None,
+            "url": _text(url) if isinstance(url, str) else None,
             "publicly_available": _bool(content.get("publicly_available")),
             "removed": _bool(content.get("removed")), "found_by": found_by,
             "found_at": now, "state": "new"}
@@ -269,20 +279,30 @@ def live_rows(bank: VictimBank, envelopes: Sequence[dict[str, Any]],
 def live_matches(s: Session, bank: VictimBank, envelopes: Sequence[dict[str, Any]],
                  now: dt.datetime) -> int:
     """Triage's hook: match a batch against the victims' banks and record the matches in
-    the batch's transaction (the victims worker sends the notices). Never on the case."""
+    the batch's transaction (the victims worker sends the notices). Never on the case. A
+    failure here never fails triage's batch: on PostgreSQL the hook runs in a savepoint
+    (a failed statement would otherwise doom the whole transaction), and the open requests
+    get a search of the stored reports instead. The log names the error's type only: its
+    text could quote a victim's hashes or a URL."""
+    nested = s.begin_nested() if s.get_bind().dialect.name == "postgresql" else None
     try:
         bank.refresh(s)
         rows = live_rows(bank, envelopes, now)
-    except Exception:  # never let the victims' matching stop triage: search again instead
-        log.exception("victims: live matching failed on a batch; stored reports will be "
-                      "searched again for the open requests")
+        if rows:
+            insert_matches(s, rows)
+    except Exception as exc:  # never let the victims' matching stop triage
+        if nested is not None:
+            nested.rollback()
+        log.error("victims: live matching failed on a batch (%s); stored reports will be "
+                  "searched again for the open requests", type(exc).__name__)
         metrics.ERRORS.labels("triage", "victim_matching_failed").inc()
         s.execute(update(VictimRequest).where(VictimRequest.state == OPEN,
                                               VictimRequest.rescan_at.is_(None))
                   .values(rescan_at=now + RESCAN_AFTER_FAILURE))
         return 0
+    if nested is not None:
+        nested.commit()
     if rows:
-        insert_matches(s, rows)
         metrics.OUTCOMES.labels("triage", "victim_match").inc(len(rows))
     return len(rows)
 
@@ -324,8 +344,8 @@ def file_request(s: Session, doc: dict[str, Any], items: list[Item], *, source: 
            at=now, discriminator=rid)
     metrics.OUTCOMES.labels(STAGE, "filed").inc()
     searched = past_match(s, [rid], now=now)
-    log.info("victim request %s filed: %d item(s), %d match(es), %d notice(s)", rid,
-             len(items), searched.matches, searched.notices)
+    log.info("victim request filed: %d item(s), %d match(es), %d notice(s)", len(items),
+             searched.matches, searched.notices)
     return Filed(rid, True, searched)
 
 
@@ -377,7 +397,10 @@ def notice_new_matches(s: Session, *, now: dt.datetime, request_ids: Sequence[st
          .where(VictimMatch.state == "new"))
     if request_ids is not None:
         q = q.where(VictimMatch.request_id.in_(list(request_ids)))
-    rows = s.execute(q.order_by(VictimMatch.id).limit(limit)).all()
+    # FOR SHARE of the requests (PostgreSQL; SQLite has one writer): a withdrawal waits, or
+    # is seen, never committed in between.
+    rows = s.execute(q.order_by(VictimMatch.id).limit(limit)
+                     .with_for_update(read=True, of=VictimRequest)).all()
     notices: list[dict[str, Any]] = []
     for mt, req_state in rows:
         if req_state != OPEN:
@@ -445,8 +468,14 @@ def dispatch(sessions: Any, producer: Any, provider_topics: Any, *, now: dt.date
         if not rows:
             return out
         held = removal_holds(s, [n.report_id for n in rows if n.type == "removal"], now)
+        withdrawn = set(s.scalars(select(VictimRequest.request_id).where(
+            VictimRequest.request_id.in_(sorted({n.request_id for n in rows})),
+            VictimRequest.state == WITHDRAWN)))
         outgoing = []
         for n in rows:
+            if n.type == "removal" and n.request_id in withdrawn:
+                n.state, n.next_due_at = "cancelled", None  # withdrawn since it was queued
+                continue
             until = held.get(n.report_id) if n.type == "removal" else None
             if until is not None:  # law enforcement asked the provider not to remove it yet
                 n.next_due_at = until
@@ -470,9 +499,7 @@ def dispatch(sessions: Any, producer: Any, provider_topics: Any, *, now: dt.date
                 body["first_sent_at"] = m.iso(n.first_sent_at or now)
             outgoing.append((n.notice_id, n.provider_id, n.type, n.attempts, n.request_id,
                              body))
-        audit.commit(s)
-    if audit.flush():
-        producer.flush_or_raise()
+        audit.settle(s)
     if not outgoing:
         return out
     provider_topics.ensure({o[1] for o in outgoing})
@@ -492,6 +519,12 @@ def dispatch(sessions: Any, producer: Any, provider_topics: Any, *, now: dt.date
             done = s.execute(update(VictimNotice).where(
                 VictimNotice.notice_id == nid, VictimNotice.attempts == attempts,
                 VictimNotice.state.in_(("pending", "sent"))).values(**values)).rowcount
+            if not done and kind == "removal":
+                late = s.get(VictimNotice, nid)
+                if late is not None and late.state == "cancelled":
+                    # The victim withdrew while this was on its way: tell the provider.
+                    s.execute(_insert_ignore(s, VictimNotice.__table__),
+                              [cancellation_row(late, now)])
             if kind != "removal":
                 out.cancellations += 1
             elif attempts:
@@ -502,9 +535,7 @@ def dispatch(sessions: Any, producer: Any, provider_topics: Any, *, now: dt.date
                    {"notice_id": nid, "provider_id": provider, "type": kind,
                     "attempt": attempts + 1, "answered_meanwhile": not done},
                    at=now, discriminator=f"{nid}|{attempts + 1}")
-        audit.commit(s)
-    if audit.flush():
-        producer.flush_or_raise()
+        audit.settle(s)
     metrics.MESSAGES_OUT.labels(STAGE, "notice").inc(len(outgoing))
     return out
 
@@ -543,6 +574,10 @@ def answer(s: Session, doc: dict[str, Any], *, source: str, now: dt.datetime) ->
                {"notice_id": nid, "provider_id": provider, "status": status,
                 "kept": n.answer, "source": source}, at=now, discriminator=source)
         return out
+    if not n.attempts:
+        # Answered, so it reached the provider: the worker stopped between sending it and
+        # marking it sent. It went about when it was queued.
+        n.attempts, n.first_sent_at, n.last_sent_at = 1, n.created_at, n.created_at
     reason = doc.get("reason")
     n.answer, n.answer_reason, n.answered_at = status, reason, now
     if status == "removed":
@@ -579,6 +614,20 @@ class Withdrawn:
     cancellations_queued: int = 0
 
 
+def cancellation_row(n: VictimNotice, now: dt.datetime) -> dict[str, Any]:
+    """A queued notice/v1 `removal_cancelled` for a removal notice the provider has."""
+    cid = cancel_id_for(n.notice_id)
+    return {"notice_id": cid, "request_id": n.request_id, "match_id": n.match_id,
+            "type": "removal_cancelled", "provider_id": n.provider_id,
+            "report_id": n.report_id, "state": "pending", "attempts": 0, "created_at": now,
+            "body": {"schema": "notice/v1", "notice_id": cid, "type": "removal_cancelled",
+                     "provider_id": n.provider_id, "cancels": n.notice_id,
+                     "provider_report_id": n.body.get("provider_report_id"),
+                     "report_id": n.report_id, "content_id": n.body.get("content_id"),
+                     "request_ref": n.body.get("request_ref"),
+                     "reason": "the request was withdrawn; no answer is needed"}}
+
+
 def withdraw(s: Session, request_id: str, *, by: str, now: dt.datetime) -> Withdrawn:
     """Close a request at the victim's wish (like StopNCII): the bank is removed (triage
     stops matching within a second), notices not answered are cancelled (providers that had
@@ -602,19 +651,7 @@ def withdraw(s: Session, request_id: str, *, by: str, now: dt.datetime) -> Withd
     cancels = []
     for n in open_notices:
         if n.state == "sent":
-            cid = cancel_id_for(n.notice_id)
-            cancels.append({"notice_id": cid, "request_id": r.request_id, "match_id": n.match_id,
-                            "type": "removal_cancelled", "provider_id": n.provider_id,
-                            "report_id": n.report_id, "state": "pending", "attempts": 0,
-                            "created_at": now, "body": {
-                                "schema": "notice/v1", "notice_id": cid,
-                                "type": "removal_cancelled", "provider_id": n.provider_id,
-                                "cancels": n.notice_id,
-                                "provider_report_id": n.body.get("provider_report_id"),
-                                "report_id": n.report_id,
-                                "content_id": n.body.get("content_id"),
-                                "request_ref": n.body.get("request_ref"),
-                                "reason": "the request was withdrawn; no answer is needed"}})
+            cancels.append(cancellation_row(n, now))
         n.state, n.next_due_at = "cancelled", None
     for chunk in _chunks(cancels, 1000):
         s.execute(_insert_ignore(s, VictimNotice.__table__), list(chunk))
@@ -625,8 +662,7 @@ def withdraw(s: Session, request_id: str, *, by: str, now: dt.datetime) -> Withd
             "cancellations_queued": len(cancels)}, at=now, discriminator="withdrawn",
            person=subject(r.request_id), personal={"withdrawn_at": m.iso(now)})
     metrics.OUTCOMES.labels(STAGE, "withdrawn").inc()
-    log.info("victim request %s withdrawn: %d notice(s) cancelled", r.request_id,
-             len(open_notices))
+    log.info("victim request withdrawn: %d notice(s) cancelled", len(open_notices))
     return out
 
 

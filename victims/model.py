@@ -21,6 +21,7 @@ from victims import pin as pins
 REQUEST_SCHEMA = "victim-request/v1"
 RESPONSE_SCHEMA = "notice-response/v1"
 MAX_ITEMS = 5000  # lines of one victim's list (a request stays well under the topic's 4 MiB)
+MAX_ITEM_NO = 1_000_000  # an item is numbered by its line in the list (blank lines count)
 MAX_LIST_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -144,7 +145,7 @@ def parse_hash_list(data: bytes) -> list[Item]:
     except UnicodeDecodeError:
         raise HashListError([problem("invalid_encoding", "the list is not UTF-8 text")]) \
             from None
-    docs: list[tuple[str, Any]] = []
+    docs: list[tuple[str, Any, int]] = []
     problems: list[dict[str, str]] = []
     stripped = text.strip()
     if stripped.startswith("["):
@@ -153,13 +154,13 @@ def parse_hash_list(data: bytes) -> list[Item]:
         except orjson.JSONDecodeError as exc:
             raise HashListError([problem("invalid_json", f"the list is not valid JSON "
                                          f"(line {exc.lineno})")]) from None
-        docs = [(f"$[{i}]", d) for i, d in enumerate(arr)]
+        docs = [(f"$[{i}]", d, i + 1) for i, d in enumerate(arr)]
     else:
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                docs.append((f"line {n}", orjson.loads(line)))
+                docs.append((f"line {n}", orjson.loads(line), n))
             except orjson.JSONDecodeError:
                 problems.append(problem("invalid_json", "is not a JSON object", f"line {n}"))
     if not docs and not problems:
@@ -170,7 +171,7 @@ def parse_hash_list(data: bytes) -> list[Item]:
                                      f"request takes at most {MAX_ITEMS} (file several)")])
     items: list[Item] = []
     seen: set[tuple[str, str]] = set()
-    for no, (where, doc) in enumerate(docs, 1):
+    for where, doc, no in docs:  # an item is numbered by its line (or place) in the list
         it, errs = _item_problems(doc, where, no)
         problems += errs
         if it is None:
@@ -216,6 +217,16 @@ _IDENTITY_FIELDS = ("representative", "identity_ref", "identity", "name", "email
                     "date_of_birth")
 
 
+_REQUEST_FIELDS = frozenset({"schema", "request_id", "requested_at", "filed_by", "pin",
+                             "identity_recorded", "items"})
+_ITEM_FIELDS = frozenset({"item", "media_type", "sha256", "md5", "pdq", "pdq_quality"})
+
+
+def _safe_name(name: str) -> str:
+    """A field name as a problem's path may show it: short, plain (never a value)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_]{1,40}", name) else "<field>"
+
+
 def validate_request(value: bytes | None) -> RequestOutcome:
     """Whether one message of victims.requests is an acceptable victim-request/v1; never
     raises on bad input."""
@@ -252,11 +263,14 @@ def validate_request(value: bytes | None) -> RequestOutcome:
     if not isinstance(doc.get("identity_recorded", False), bool):
         p.append(problem("invalid_value", "identity_recorded must be true or false",
                          "$.identity_recorded"))
-    for name in _IDENTITY_FIELDS:
-        if name in doc:
+    for name in sorted(set(doc) - _REQUEST_FIELDS):  # nothing but hashes travels
+        if name in _IDENTITY_FIELDS:
             p.append(problem("identity_not_allowed", "the victim's identity must not travel on "
                              "the topic; `centre victims request` seals it into the audit "
                              "trail", f"$.{name}"))
+        else:
+            p.append(problem("unknown_field", "victim-request/v1 has no such field (it could "
+                             "carry what must not travel)", f"$.{_safe_name(name)}"))
     raw_items = doc.get("items")
     if not isinstance(raw_items, list) or not raw_items:
         p.append(problem("no_hash", "items must be a non-empty list of hashes", "$.items"))
@@ -267,11 +281,15 @@ def validate_request(value: bytes | None) -> RequestOutcome:
         for i, raw in enumerate(raw_items):
             where = f"$.items[{i}]"
             no = raw.get("item") if isinstance(raw, dict) else None
-            if type(no) is not int or not 1 <= no <= MAX_ITEMS or no in numbers:
+            if type(no) is not int or not 1 <= no <= MAX_ITEM_NO or no in numbers:
                 p.append(problem("invalid_value", "item must be a distinct whole number from 1 "
-                                 f"to {MAX_ITEMS}", f"{where}.item"))
+                                 f"to {MAX_ITEM_NO}", f"{where}.item"))
                 continue
             numbers.add(no)
+            for name in sorted(set(raw) - _ITEM_FIELDS):  # e.g. a file name: never sent
+                p.append(problem("unknown_field", "an item holds only item, media_type, "
+                                 "sha256, md5, pdq and pdq_quality (file names stay on the "
+                                 "victim's side)", f"{where}.{_safe_name(name)}"))
             it, errs = _item_problems(raw, where, no)
             p += errs
             if it is not None:

@@ -32,7 +32,8 @@ from centre import messages as m
 from centre import metrics
 from centre.db import DeadLetter, Provider
 from centre.kafka import ProviderTopics
-from centre.runtime import Record, StageBase
+from centre.keys import KeySet
+from centre.runtime import Record, StageBase, _headers
 from centre.settings import Settings
 from centre.topology import NOTICE_RESPONSES, notices_topic
 from victims import flow
@@ -67,7 +68,7 @@ class ResponseReader:
     def poll(self, max_messages: int = 500) -> list[Record]:
         msgs = [x for x in self.consumer.consume(max_messages, timeout=0) if x.error() is None]
         return [Record(x.topic(), x.partition(), x.offset(), x.key(), x.value(),
-                       {}, x.timestamp()[1] / 1000.0) for x in msgs]
+                       _headers(x.headers()), x.timestamp()[1] / 1000.0) for x in msgs]
 
     def commit(self) -> None:
         self.consumer.commit(asynchronous=False)
@@ -84,6 +85,7 @@ class VictimStage(StageBase):
     def __init__(self, settings: Settings, *, read_responses: bool = True) -> None:
         super().__init__(settings)
         self.provider_topics = ProviderTopics(settings)
+        self.keys = KeySet(settings.keys_dir)  # companies' public keys, for their answers
         self.responses: ResponseReader | None = (ResponseReader(settings) if read_responses
                                                  else None)
         self.repeat = dt.timedelta(hours=settings.victim_notice_repeat_hours)
@@ -109,8 +111,10 @@ class VictimStage(StageBase):
                 out = validate_request(rec.value)
                 if not out.accepted:
                     row = self._dead(rec, None, out.problems, now)
-                    if any(p["code"] == "identity_not_allowed" for p in out.problems):
-                        row["value"] = None  # who the victim is: never kept in clear
+                    # Never kept: a victim's hashes (and whatever a bad message carried) stay
+                    # out of the dead-letter store, which a withdrawal cannot reach. The
+                    # reasons say what was wrong; the topic keeps the message for 7 days.
+                    row["value"] = None
                     dead.append(row)
                     metrics.ERRORS.labels(STAGE, "malformed_request").inc()
                     metrics.OUTCOMES.labels(STAGE, "invalid").inc()
@@ -123,9 +127,7 @@ class VictimStage(StageBase):
             if dead:
                 s.execute(flow._insert_ignore(s, DeadLetter.__table__), dead)
                 metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
-            audit.commit(s)
-        if audit.flush():
-            self.producer.flush_or_raise()
+            audit.settle(s)
         self.send_due(now)
         self.poll_responses()
 
@@ -157,6 +159,15 @@ class VictimStage(StageBase):
             for rec in records:
                 position = f"{rec.topic}/{rec.partition}/{rec.offset}"
                 out = validate_response(rec.value)
+                forged = self._signature_problems(rec, out.provider_id)
+                if forged:  # not provably from that company: changes nothing, tells no one
+                    flow._audit(s, STAGE, "victim.response_refused", f"dead_letter:{position}",
+                                {"codes": sorted({p["code"] for p in forged}),
+                                 "provider_id": out.provider_id}, at=now,
+                                discriminator=position)
+                    metrics.ERRORS.labels(STAGE, "invalid_response").inc()
+                    dead.append(self._dead(rec, out.provider_id, forged, now))
+                    continue
                 problems = out.problems
                 if out.accepted:
                     assert out.response is not None
@@ -184,16 +195,27 @@ class VictimStage(StageBase):
                 known = set(s.scalars(select(Provider.provider_id).where(
                     Provider.provider_id.in_(sorted({n["provider_id"] for n in refusals})))))
                 refusals = [n for n in refusals if n["provider_id"] in known]
-            audit.commit(s)
-        emitted = audit.flush()
+            audit.settle(s)
         if refusals:
             self.provider_topics.ensure({n["provider_id"] for n in refusals})
             for n in refusals:
                 self.producer.send(notices_topic(n["provider_id"]), m.dumps(n),
                                    key=n["notice_id"].encode())
             metrics.MESSAGES_OUT.labels(STAGE, "notice").inc(len(refusals))
-        if refusals or emitted:
             self.producer.flush_or_raise()
+
+    def _signature_problems(self, rec: Record, provider_id: str | None) -> list[dict[str, str]]:
+        """As for reports: the `signature` header must be the named company's Ed25519
+        signature of the value when CENTRE_REQUIRE_SIGNATURES=1; without it, a signature
+        that is present and does not verify against a registered key is still refused."""
+        from intake.validation import check_signature
+
+        sig = rec.headers.get("signature")
+        key = self.keys.provider_public(provider_id) if provider_id else None
+        _status, problems = check_signature(rec.value or b"",
+                                            sig.decode("ascii", "replace") if sig else None,
+                                            key, self.settings.require_signatures)
+        return [p.as_dict() for p in problems]
 
     # -- periodic work -------------------------------------------------------------------
 
@@ -215,9 +237,7 @@ class VictimStage(StageBase):
             if clock - self._kept_alive_at >= self.keep_alive_every_s:
                 self._kept_alive_at = clock
                 flow.keep_alive(s, now)
-            audit.commit(s)
-        if audit.flush():
-            self.producer.flush_or_raise()
+            audit.settle(s)
         return self.send_due(now)
 
     def send_due(self, now: dt.datetime) -> flow.Dispatched:

@@ -147,6 +147,27 @@ def test_filing_searches_every_stored_report(world: World) -> None:
     assert "victim.stored_reports_searched" in actions
 
 
+def test_a_step_is_never_recorded_without_its_audit_entries(world: World) -> None:
+    add_report(world.engine, "acme", "a1", items=[public_item("f1", "pic")], cluster="c1")
+    rid = str(uuid.uuid4())
+    world.producer.fail = True  # the broker does not take the audit events
+    with pytest.raises(RuntimeError):
+        with world.sessions.begin() as s:
+            flow.file_request(s, request_doc(rid, [item_of("pic")]), [item_of("pic")],
+                              source="t/0/9", now=NOW)
+            world.audit.settle(s)
+    with world.sessions() as s:
+        assert s.get(VictimRequest, rid) is None  # rolled back: read again, filed then
+        assert s.scalar(select(func.count()).select_from(VictimMatch)) == 0
+    world.producer.fail = False
+    world.audit = flow.AuditSink(producer=world.producer)
+    with world.sessions.begin() as s:  # the replay files it, and its entries go with it
+        assert flow.file_request(s, request_doc(rid, [item_of("pic")]), [item_of("pic")],
+                                 source="t/0/9", now=NOW).new
+        world.audit.settle(s)
+    assert "victim.request_filed" in {e["action"] for e in world.events()}
+
+
 def test_notices_repeat_daily_until_answered_and_escalate(world: World) -> None:
     e = world.engine
     add_report(e, "acme", "a1", items=[public_item("f1", "pic")], cluster="c1")
@@ -276,6 +297,21 @@ def test_a_no_removal_hold_makes_the_notice_wait_until_it_ends(world: World) -> 
     assert len(held) == 2 and {x["details"]["until"] for x in held} == {m.iso(until)}
 
 
+def test_an_answer_to_a_notice_not_yet_marked_sent_counts_it_sent(world: World) -> None:
+    add_report(world.engine, "acme", "a1", items=[public_item("f1", "pic")], cluster="c1")
+    rid = world.file([item_of("pic")]).request_id
+    (n,) = world.notices(rid)  # queued; the worker stopped after sending, before marking
+    out = world.answer({"notice_id": n.notice_id, "provider_id": "acme", "status": "removed",
+                        "removed_at": "2026-11-23T13:00:00Z"}, NOW + dt.timedelta(hours=2))
+    assert out.changed
+    (n,) = world.notices(rid)
+    assert n.attempts == 1 and n.first_sent_at is not None and n.state == "answered"
+    with world.sessions() as s:
+        figures = victim_figures(s)
+    assert figures["time_to_removal_by_provider"]["acme"]["removals"] == 1
+    assert world.dispatch(NOW + 2 * DAY).sent == 0  # answered: never sent again
+
+
 def test_withdrawal_removes_the_bank_and_cancels_notices(world: World) -> None:
     e = world.engine
     add_report(e, "acme", "a1", items=[public_item("f1", "pic")], cluster="c1")
@@ -308,6 +344,35 @@ def test_withdrawal_removes_the_bank_and_cancels_notices(world: World) -> None:
         assert flow.withdraw(s, rid, by="hanna", now=NOW).repeated
         with pytest.raises(flow.NotFoundOrWrongPin):
             flow.withdraw(s, str(uuid.uuid4()), by="hanna", now=NOW)
+
+
+def test_a_withdrawal_while_a_notice_is_on_its_way_is_told_to_the_provider(
+        world: World) -> None:
+    add_report(world.engine, "acme", "a1", items=[public_item("f1", "pic")], cluster="c1")
+    rid = world.file([item_of("pic")]).request_id
+    real_send = world.producer.send
+
+    def send_and_withdraw(topic: str, value: bytes, key: bytes | None = None, **kw: Any) -> None:
+        real_send(topic, value, key, **kw)
+        if b'"removal"' in value:  # the victim withdraws just as the notice leaves
+            world.producer.send = real_send  # type: ignore[method-assign]
+            with world.sessions.begin() as s:
+                assert flow.withdraw(s, rid, by="hanna", now=NOW).cancellations_queued == 0
+
+    world.producer.send = send_and_withdraw  # type: ignore[method-assign]
+    assert world.dispatch(NOW).sent == 1
+    assert world.dispatch(NOW + dt.timedelta(minutes=1)).cancellations == 1
+    removal, cancel = world.sent("acme")
+    assert cancel["type"] == "removal_cancelled" and cancel["cancels"] == removal["notice_id"]
+    # and a notice queued for a request withdrawn before it went is never sent
+    add_report(world.engine, "beta", "b1", items=[public_item("f1", "pic2")], cluster="c2")
+    rid2 = world.file([item_of("pic2")]).request_id
+    with world.sessions.begin() as s:
+        s.execute(update(VictimRequest).where(VictimRequest.request_id == rid2)
+                  .values(state="withdrawn"))  # as a withdrawal racing the filing leaves it
+    assert world.dispatch(NOW + dt.timedelta(minutes=2)).sent == 0
+    assert world.sent("beta") == []
+    assert {n.state for n in world.notices(rid2)} == {"cancelled"}
 
 
 def envelope(provider: str, prid: str, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -367,6 +432,36 @@ def test_a_failure_in_live_matching_never_stops_triage(world: World) -> None:
         assert flow.rescan_due(s, NOW) == []
         assert flow.rescan_due(s, later) == [rid]
         assert s.get(VictimRequest, rid).rescan_at is None
+
+
+def test_a_database_error_in_live_matching_leaves_triages_transaction_usable(
+        world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy import text
+
+    rid = world.file([item_of("pic")]).request_id
+    bank = VictimBank()
+
+    def broken(s: Any, rows: list[dict[str, Any]]) -> None:
+        s.execute(text("INSERT INTO no_such_table VALUES (:url)"), {"url": rows[0]["url"]})
+
+    monkeypatch.setattr(flow, "insert_matches", broken)
+    with world.sessions.begin() as s:
+        s.execute(update(VictimRequest).values(rescan_at=None))  # triage's own writes before
+        n = flow.live_matches(s, bank, [envelope("acme", "x", [public_item("f1", "pic")])], NOW)
+        assert n == 0
+        s.execute(select(func.count()).select_from(VictimRequest))  # still usable (PostgreSQL)
+    with world.sessions() as s:
+        assert s.get(VictimRequest, rid).rescan_at == NOW + flow.RESCAN_AFTER_FAILURE
+    assert "host.example" not in caplog.text and hashes("pic")["sha256"] not in caplog.text
+
+
+def test_a_url_with_control_characters_is_stored_without_them() -> None:
+    row = flow.match_row("r", 1, "sha256", 0, report_id="x", case_id="y", provider_id="p",
+                         provider_report_id="a\x00b", reported_at=NOW,
+                         content={"content_id": "f\x001", "url": "https://h/\x00a\nb"},
+                         found_by="live", now=NOW)
+    assert (row["provider_report_id"], row["content_id"], row["url"]) == ("ab", "f1",
+                                                                         "https://h/ab")
 
 
 def test_status_shows_the_victim_everything_and_nobody_else(world: World) -> None:

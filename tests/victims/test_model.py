@@ -98,6 +98,9 @@ def test_a_request_message_round_trips_and_carries_no_identity() -> None:
      "$.items[1].item"),
     ({"requested_at": "yesterday"}, "$.requested_at"),
     ({"filed_by": "a b"}, "$.filed_by"),
+    ({"victim": "J. N."}, "$.victim"),  # no field but the known ones travels
+    ({"items": [{"item": 1, "sha256": "a" * 64, "file": "jana_beach.jpg"}]},
+     "$.items[0].file"),
 ])
 def test_bad_request_messages(change: dict[str, object], path: str) -> None:
     doc = {**request_doc(str(uuid.uuid4()), [Item(1, sha256="a" * 64)]), **change}
@@ -144,3 +147,11 @@ def test_pins() -> None:
     assert not pins.check_pin("", pins.DUMMY)
     # look-alike letters read as the digits they resemble
     assert pins.check_pin("OIL0-ILOO-oooo", pins.hash_pin("0110-1100-0000", n_log2=14))
+
+
+def test_items_are_numbered_by_their_line_in_the_list() -> None:
+    from victims.model import parse_hash_list
+
+    a, b = "a" * 64, "b" * 64
+    items = parse_hash_list(f'{{"sha256": "{a}"}}\n\n{{"sha256": "{b}"}}\n'.encode())
+    assert [i.item for i in items] == [1, 3]

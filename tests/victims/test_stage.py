@@ -68,7 +68,7 @@ def test_requests_answers_and_the_clock(stage: VictimStage, db_url: str) -> None
                          .order_by(DeadLetter.offset)).all()
     assert [d[0] for d in dead] == [1, 2]
     assert dead[1][1][0]["code"] == "identity_not_allowed" and "H-1" not in str(dead[1][1])
-    assert dead[1][2] is None and dead[0][2] == b"{broken"  # identity is never kept
+    assert dead[0][2] is None and dead[1][2] is None  # a victim's request is never kept
     notices = sent(stage, "provider.acme.notices")
     assert [n["attempt"] for n in notices] == [1]  # filed, searched, sent in one go
     events = sent(stage, "audit.events")
@@ -124,4 +124,47 @@ def test_matches_left_by_triage_become_notices_on_tick(stage: VictimStage, db_ur
     assert n["provider_report_id"] == "late" and n["type"] == "removal"
     with engine.connect() as c:
         assert c.execute(select(VictimMatch.state)).scalar() == "noticed"
+    engine.dispose()
+
+
+def test_answers_are_checked_against_the_companys_signing_key(stage: VictimStage,
+                                                              db_url: str) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    engine = make_engine(db_url)
+    add_report(engine, "acme", "a1", items=[public_item("f1", "pic")], cluster="c1")
+    h = hashes("pic")
+    rid = str(uuid.uuid4())
+    stage.process([rec("victims.requests", 0, request_doc(
+        rid, [Item(1, "image", h["sha256"], h["md5"], h["pdq"], 100)]))])
+    (notice,) = sent(stage, "provider.acme.notices")
+    key = Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    (stage.settings.keys_dir / "providers").mkdir(parents=True, exist_ok=True)
+    (stage.settings.keys_dir / "providers" / "acme.pub.pem").write_bytes(pem)
+    value = orjson.dumps({"schema": "notice-response/v1", "notice_id": notice["notice_id"],
+                          "provider_id": "acme", "status": "not_found",
+                          "at": "2026-11-23T12:00:00Z"})
+
+    def answer(offset: int, signature: bytes | None) -> str | None:
+        headers = {"signature": base64.b64encode(signature)} if signature else {}
+        stage.handle_responses([Record("notices.responses", 0, offset, None, value, headers,
+                                       0.0)], now=NOW)
+        with engine.connect() as c:
+            return c.execute(select(VictimNotice.answer).where(
+                VictimNotice.notice_id == notice["notice_id"])).scalar()
+
+    forger = Ed25519PrivateKey.generate()
+    assert answer(1, forger.sign(value)) is None  # someone else in acme's name: refused
+    with engine.connect() as c:
+        codes = [r[0]["code"] for (r,) in c.execute(select(DeadLetter.reasons).where(
+            DeadLetter.topic == "notices.responses"))]
+    assert codes == ["bad_signature"]
+    assert not [n for n in sent(stage, "provider.acme.notices")
+                if n.get("type") == "response_invalid"]  # and acme is not bothered
+    assert answer(2, key.sign(value)) == "not_found"  # acme itself
     engine.dispose()
