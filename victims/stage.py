@@ -155,16 +155,20 @@ class VictimStage(StageBase):
         dead: list[dict[str, Any]] = []
         refusals: list[dict[str, Any]] = []
         audit = flow.AuditSink(producer=self.producer)
+
+        def refused(s: Any, action: str, position: str, problems: list[dict[str, str]],
+                    provider_id: str | None) -> None:
+            flow._audit(s, STAGE, action, f"dead_letter:{position}",
+                        {"codes": sorted({p["code"] for p in problems}),
+                         "provider_id": provider_id}, at=now, discriminator=position)
+
         with self.sessions.begin() as s:
             for rec in records:
                 position = f"{rec.topic}/{rec.partition}/{rec.offset}"
                 out = validate_response(rec.value)
                 forged = self._signature_problems(rec, out.provider_id)
                 if forged:  # not provably from that company: changes nothing, tells no one
-                    flow._audit(s, STAGE, "victim.response_refused", f"dead_letter:{position}",
-                                {"codes": sorted({p["code"] for p in forged}),
-                                 "provider_id": out.provider_id}, at=now,
-                                discriminator=position)
+                    refused(s, "victim.response_refused", position, forged, out.provider_id)
                     metrics.ERRORS.labels(STAGE, "invalid_response").inc()
                     dead.append(self._dead(rec, out.provider_id, forged, now))
                     continue
@@ -176,10 +180,7 @@ class VictimStage(StageBase):
                         continue
                     problems = answered.problems
                 else:
-                    flow._audit(s, STAGE, "victim.response_invalid", f"dead_letter:{position}",
-                                {"codes": sorted({p["code"] for p in problems}),
-                                 "provider_id": out.provider_id}, at=now,
-                                discriminator=position)
+                    refused(s, "victim.response_invalid", position, problems, out.provider_id)
                 metrics.ERRORS.labels(STAGE, "invalid_response").inc()
                 dead.append(self._dead(rec, out.provider_id, problems, now))
                 if out.provider_id:
