@@ -144,7 +144,7 @@ def _pg_scratch(url: str) -> tuple[str, Callable[[], None]]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    name = f"centre_audit_bench_{uuid.uuid4().hex[:8]}"
+    name = f"centre_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))

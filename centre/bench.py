@@ -174,12 +174,14 @@ def _raw_passthrough(settings: Settings, n: int, source: str = INTAKE) -> float:
     return done / (time.time() - (first or time.time()))
 
 
-def _fresh(settings: Settings) -> tuple[str, Any, Settings]:
+def _fresh(settings: Settings, database_url: str | None = None) -> tuple[str, Any, Settings]:
     """A run id, its directory under CENTRE_HOME/bench, and settings for a stack of its own
-    (its own database; its own broker port when the default one is taken)."""
+    (its own database, a new SQLite file unless `database_url` names an empty scratch one;
+    its own broker port when the default one is taken)."""
     run = uuid.uuid4().hex[:8]
     home = settings.home / "bench" / run
-    settings = settings.with_(home=home, database_url=f"sqlite:///{home / 'centre.db'}")
+    settings = settings.with_(home=home,
+                              database_url=database_url or f"sqlite:///{home / 'centre.db'}")
     if settings.kafka_bootstrap is None and _port_in_use(settings.local_kafka_port):
         settings = settings.with_(local_kafka_port=free_port())
     return run, home, settings
@@ -236,8 +238,23 @@ def _cleaning(fn: Any) -> Any:
 
 @_cleaning
 def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: float = 1000.0,
-              paced_seconds: float = 10.0) -> int:
-    run, home, settings = _fresh(settings)
+              paced_seconds: float = 10.0, postgres: str | None = None) -> int:
+    """The whole pipeline; on a scratch database made on the PostgreSQL server of
+    `postgres` (and dropped after) when given, else on a new SQLite file."""
+    if not postgres:
+        return _run_bench(settings, None, reports, p1_share, paced_rate, paced_seconds)
+    from centre.audit_bench import _pg_scratch
+
+    url, drop = _pg_scratch(postgres)
+    try:
+        return _run_bench(settings, url, reports, p1_share, paced_rate, paced_seconds)
+    finally:
+        drop()
+
+
+def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_share: float,
+               paced_rate: float, paced_seconds: float) -> int:
+    run, home, settings = _fresh(settings, database_url)
     console.print(f"bench {run}: starting a fresh stack under {home} …")
     with Stack(settings) as stack:
         pids = {f"worker {s}": w.pid for s, w in stack.workers.items() if w.pid}
@@ -296,7 +313,9 @@ def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: 
         raw = _raw_passthrough(settings, reports)
         rss.stop()
 
-    t = _figures(f"centre bench ({reports} reports, 2-core machine, broker on the same host)")
+    backend = "PostgreSQL" if settings.database_url.startswith("postgresql") else "SQLite"
+    t = _figures(f"centre bench ({reports} reports, {backend}, 2-core machine, broker on the "
+                 "same host)")
     t.add_row("reports produced in", f"{produced_in:.2f} s")
     t.add_row("cases delivered (phase 1)", f"{len(arrived)} / {reports}")
     t.add_row("end-to-end throughput", f"{e2e:,.0f} reports/s")

@@ -483,6 +483,8 @@ def bench(
     paced_rate: float = typer.Option(1000.0, help="reports/s of the latency phase"),
     paced_seconds: float = typer.Option(10.0, help="length of the latency phase"),
     keep: bool = typer.Option(False, help="keep the bench's stack directory (logs, data)"),
+    postgres: str = typer.Option("", help="a PostgreSQL URL: the stack runs on a scratch "
+                                 "database made on that server (dropped after)"),
 ) -> None:
     """Without a subcommand: measure the pipeline on a fresh local stack (end-to-end
     throughput, latency per priority at a steady rate, peak memory and CPU per process, and
@@ -493,7 +495,8 @@ def bench(
     from centre.bench import run_bench
 
     raise typer.Exit(run_bench(_settings(), reports=reports, p1_share=p1_share,
-                               paced_rate=paced_rate, paced_seconds=paced_seconds, keep=keep))
+                               paced_rate=paced_rate, paced_seconds=paced_seconds, keep=keep,
+                               postgres=postgres or None))
 
 
 @bench_app.command("index")
