@@ -4,10 +4,8 @@ sequence has no gap, and the trail verifies."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from sqlalchemy import func, select
@@ -20,18 +18,9 @@ from centre.keys import KeySet
 from centre.settings import Settings
 from centre.stack import WorkerProcess
 from centre.topology import static_topics
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(cond: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if not worker.alive():
-            raise AssertionError(f"the audit worker exited; see {worker.log_path}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_sigkill_of_the_audit_worker_loses_and_duplicates_nothing(broker: LocalBroker,
@@ -68,12 +57,12 @@ def test_sigkill_of_the_audit_worker_loses_and_duplicates_nothing(broker: LocalB
     worker = WorkerProcess("audit", s, home / "logs" / "worker-audit.log")
     worker.start()
     try:
-        _wait(lambda: count() >= 3000, 120, "the first entries", worker)
+        wait_for("the first entries", lambda: count() >= 3000, 120, worker.alive, 0.05)
         worker.kill()  # mid-stream: the worker is always inside a batch by now
         at_kill = count()
         assert at_kill < n, "the worker finished before it could be killed; raise n"
         worker.start()
-        _wait(lambda: count() >= n, 180, "every event", worker)
+        wait_for("every event", lambda: count() >= n, 180, worker.alive, 0.05)
     finally:
         worker.stop()
 

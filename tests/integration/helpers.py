@@ -22,6 +22,21 @@ from centre.topology import INTAKE, feedback_topic
 FINAL = {"rejected", "duplicate_submission", "manifestly_unfounded", "forwarded"}
 
 
+def wait_for(what: str, cond: Callable[[], Any], timeout: float = 60,
+             alive: Callable[[], bool] | None = None, every: float = 0.1) -> Any:
+    """Poll `cond` (a database row, a process state: nothing to subscribe to) until it holds;
+    its value. Fails after `timeout`, or at once when `alive()` says the worker died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if alive is not None and not alive():
+            raise AssertionError(f"{what}: the worker exited")
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(every)  # between two looks at the condition, bounded by the deadline
+
+
 def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real `centre` command with the stack's settings."""
     return subprocess.run([sys.executable, "-m", "centre", *args], env=settings.child_env(),

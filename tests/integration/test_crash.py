@@ -3,7 +3,6 @@ twice to a liaison (checked by case_id)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 
@@ -13,7 +12,7 @@ from sqlalchemy import func, select
 from centre import samples
 from centre.db import Report, make_engine, make_sessionmaker
 from centre.stack import Stack
-from tests.integration.helpers import FeedbackReader, pull_cases, send_reports
+from tests.integration.helpers import FeedbackReader, pull_cases, send_reports, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +26,6 @@ def _count(stack: Stack, status: str, prefix: str) -> int:
     return int(n or 0)
 
 
-def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("victim", ["intake", "triage", "routing"])
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stack: Stack, victim: str) -> None:
     s = stack.settings
@@ -44,12 +35,14 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stack: Stack, v
                               ip_country="de") for i in range(n)]
     send_reports(s, reports[: n // 2])
     # Kill while the first half is being worked on: some reports already forwarded, not all.
-    _wait(lambda: _count(stack, "forwarded", run) >= 20, 120, "first cases forwarded")
+    wait_for("first cases forwarded", lambda: _count(stack, "forwarded", run) >= 20, 120,
+             every=0.05)
     worker = stack.workers[victim]
     old_pid = worker.pid
     worker.kill()
     send_reports(s, reports[n // 2:])
-    _wait(lambda: worker.alive() and worker.pid != old_pid, 120, f"{victim} restarted")
+    wait_for(f"{victim} restarted", lambda: worker.alive() and worker.pid != old_pid, 120,
+             every=0.05)
 
     prids = {r["provider_report_id"] for r in reports}
     fb = FeedbackReader(s, "crash-co")

@@ -14,7 +14,7 @@ from centre import samples
 from centre.broker import LocalBroker
 from centre.settings import Settings
 from centre.stack import Stack
-from tests.integration.helpers import FeedbackReader, pull_cases, send_reports
+from tests.integration.helpers import FeedbackReader, pull_cases, send_reports, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -102,13 +102,10 @@ def test_faust_workers_do_their_periodic_work_when_no_message_comes(faust_stack:
     p.close()
     engine = make_engine(s.database_url)
     try:
-        deadline = time.monotonic() + 60
-        answer = None
-        while answer is None and time.monotonic() < deadline:
+        def answer() -> str | None:
             with engine.connect() as conn:
-                answer = conn.execute(select(VictimNotice.answer).where(
+                return conn.execute(select(VictimNotice.answer).where(
                     VictimNotice.notice_id == notice["notice_id"])).scalar()
-            time.sleep(0.2)  # polling the worker's record, bounded by the deadline
-        assert answer == "removed"
+        assert wait_for("the answer recorded", answer) == "removed"
     finally:
         engine.dispose()

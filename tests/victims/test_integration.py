@@ -28,7 +28,7 @@ from centre.settings import Settings
 from centre.stack import Stack
 from centre.topology import AUDIT_EVENTS, NOTICE_RESPONSES, VICTIMS_REQUESTS, notices_topic
 from tests.imagegen import jpeg_bytes, png_bytes, recompressed, resized, structured_image
-from tests.integration.helpers import FeedbackReader, send_reports
+from tests.integration.helpers import FeedbackReader, send_reports, wait_for
 from triage.hashing import hash_file
 
 pytestmark = pytest.mark.integration
@@ -125,16 +125,6 @@ def forwarded(s: Settings, provider: str, reports: list[dict[str, Any]]) -> None
     final = fb.final_for({r["provider_report_id"] for r in reports})
     fb.close()
     assert {f["status"] for f in final.values()} == {"forwarded"}, final
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.2)  # polling a condition, bounded by the deadline
 
 
 def answer(s: Settings, **doc: Any) -> None:
