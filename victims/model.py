@@ -227,23 +227,32 @@ def _safe_name(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_]{1,40}", name) else "<field>"
 
 
+def _json_object(value: bytes | None, max_bytes: int,
+                 problems: list[dict[str, str]]) -> dict[str, Any] | None:
+    """A message's value as a JSON object, or None with the problem added."""
+    if not value:
+        problems.append(problem("invalid_json", "the value is empty"))
+        return None
+    if len(value) > max_bytes:
+        problems.append(problem("too_large", f"over {max_bytes} bytes"))
+        return None
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        problems.append(problem("invalid_json", "the value is not JSON (UTF-8)"))
+        return None
+    if not isinstance(doc, dict):
+        problems.append(problem("not_an_object", "the value must be a JSON object"))
+        return None
+    return doc
+
+
 def validate_request(value: bytes | None) -> RequestOutcome:
     """Whether one message of victims.requests is an acceptable victim-request/v1; never
     raises on bad input."""
     out = RequestOutcome(None)
-    if not value:
-        out.problems.append(problem("invalid_json", "the value is empty"))
-        return out
-    if len(value) > MAX_REQUEST_BYTES:
-        out.problems.append(problem("too_large", f"over {MAX_REQUEST_BYTES} bytes"))
-        return out
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        out.problems.append(problem("invalid_json", "the value is not JSON (UTF-8)"))
-        return out
-    if not isinstance(doc, dict):
-        out.problems.append(problem("not_an_object", "the value must be a JSON object"))
+    doc = _json_object(value, MAX_REQUEST_BYTES, out.problems)
+    if doc is None:
         return out
     p = out.problems
     if doc.get("schema") != REQUEST_SCHEMA:
@@ -328,19 +337,8 @@ def validate_response(value: bytes | None) -> ResponseOutcome:
     """notice-response/v1 from a provider: `notice_id`, `provider_id`, `status` (removed,
     not_found, refused), `reason` (required when refused), `removed_at` (optional), `at`."""
     out = ResponseOutcome(None)
-    if not value:
-        out.problems.append(problem("invalid_json", "the value is empty"))
-        return out
-    if len(value) > MAX_RESPONSE_BYTES:
-        out.problems.append(problem("too_large", f"over {MAX_RESPONSE_BYTES} bytes"))
-        return out
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        out.problems.append(problem("invalid_json", "the value is not JSON (UTF-8)"))
-        return out
-    if not isinstance(doc, dict):
-        out.problems.append(problem("not_an_object", "the value must be a JSON object"))
+    doc = _json_object(value, MAX_RESPONSE_BYTES, out.problems)
+    if doc is None:
         return out
     p = out.problems
     pid = doc.get("provider_id")
