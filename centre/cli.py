@@ -64,12 +64,7 @@ def _record_staff_step(s: settings_mod.Settings, action: str, subject: str,
         raise typer.Exit(1) from None
 
 
-def _settings() -> settings_mod.Settings:
-    try:
-        return settings_mod.load()
-    except settings_mod.SettingsError as exc:
-        err.print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from None
+from centre.cli_errors import load_settings as _settings  # noqa: E402
 
 
 @app.command()

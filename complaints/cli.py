@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 import uuid
 from typing import Annotated, Any, Callable, Optional, TypeVar
@@ -20,7 +19,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from centre import settings as settings_mod
 from centre.topology import MEMBER_STATES
 
 complaints_app = typer.Typer(
@@ -49,16 +47,9 @@ def _complaints() -> None:
     --overdue` shows those that are late."""
 
 
-def _settings() -> settings_mod.Settings:
-    try:
-        return settings_mod.load()
-    except settings_mod.SettingsError as exc:
-        err.print(f"[red]configuration error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+from centre.cli_errors import load_settings, me  # noqa: E402
 
-
-def _me() -> str:
-    return os.environ.get("USER") or "case-handler"
+_settings, _me = load_settings, me  # (centre/cli_errors.py)
 
 
 def _run(fn: Callable[[Any], T]) -> T:

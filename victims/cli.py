@@ -129,18 +129,9 @@ _err = Console(stderr=True)
 REFUSED_EXIT = 3  # an unknown request id or a wrong PIN: the same code for both
 
 
-def _settings() -> Any:
-    from centre import settings as settings_mod
+from centre.cli_errors import load_settings, me  # noqa: E402
 
-    try:
-        return settings_mod.load()
-    except settings_mod.SettingsError as exc:
-        _err.print(f"[red]configuration error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
-
-
-def _me() -> str:
-    return os.environ.get("USER") or "case-handler"
+_settings, _me = load_settings, me  # (centre/cli_errors.py)
 
 
 def _desk_run(fn: Callable[[Any], T]) -> T:
