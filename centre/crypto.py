@@ -140,7 +140,11 @@ def _derive_key(shared: bytes, epk: bytes, rpk: bytes, recipient_id: str, kid: s
 
 
 def _leaf_hash(header: bytes, ciphertext: bytes) -> bytes:
-    return hashlib.sha256(b"\x00%s\n%s" % (header, ciphertext)).digest()
+    h = hashlib.sha256(b"\x00")  # fed in parts: the ciphertext is not copied
+    h.update(header)
+    h.update(b"\n")
+    h.update(ciphertext)
+    return h.digest()
 
 
 def _node(left: bytes, right: bytes) -> bytes:

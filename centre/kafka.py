@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -76,11 +77,36 @@ class ProviderTopics:
             self._known |= new
 
 
+class Deliveries:
+    """The delivery reports of one batch's messages: how many are still unacknowledged and
+    the errors of those that failed. Callbacks may run on any thread that polls."""
+
+    __slots__ = ("pending", "errors", "_lock")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def sent(self, n: int = 1) -> None:
+        with self._lock:
+            self.pending += n
+
+    def on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+        with self._lock:
+            self.pending -= 1
+            if err is not None:
+                self.errors.append(err.str())
+
+
 class BatchProducer:
     """An idempotent producer whose `flush_or_raise` makes a batch all-or-error.
 
     Stages call `send` for every output of a batch, then `flush_or_raise` before the input
     offsets may be acknowledged: at-least-once, with the downstream deduplicating on ids.
+    A stage that overlaps a batch's broker round trip with its next batch calls `detach`
+    instead, which hands over the batch's deliveries, and later `wait_or_raise` on them
+    (from another thread, while the next batch is being sent).
     """
 
     def __init__(self, settings: Settings, **overrides: object) -> None:
@@ -98,32 +124,56 @@ class BatchProducer:
         conf.update(overrides)
         self._producer = Producer(conf)
         self._settings = settings
-        self._errors: list[str] = []
-
-    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            self._errors.append(err.str())
+        self._batch = Deliveries()
+        self._unpolled = 0
 
     def send(self, topic: str, value: bytes, key: bytes | None = None,
              headers: list[tuple[str, bytes]] | None = None, prefixed: bool = False) -> None:
         """Queue one message; `topic` is unprefixed unless `prefixed`."""
         name = topic if prefixed else self._settings.topic(topic)
+        batch = self._batch
+        batch.sent()
         while True:
             try:
                 self._producer.produce(name, value=value, key=key, headers=headers,
-                                       on_delivery=self._on_delivery)
+                                       on_delivery=batch.on_delivery)
                 break
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
-        self._producer.poll(0)
+            except BaseException:
+                batch.sent(-1)
+                raise
+        self._unpolled += 1
+        if self._unpolled >= 256:  # serve delivery reports now and then, not per message
+            self._unpolled = 0
+            self._producer.poll(0)
+
+    def detach(self) -> Deliveries:
+        """The deliveries of everything sent since the last `detach`/`flush_or_raise`; what is
+        sent from now on belongs to the next batch."""
+        batch, self._batch = self._batch, Deliveries()
+        return batch
+
+    def wait_or_raise(self, batch: Deliveries, timeout: float = 60.0) -> None:
+        """Block until every message of `batch` is acknowledged; DeliveryError otherwise."""
+        deadline = time.monotonic() + timeout
+        while batch.pending > 0:
+            if time.monotonic() > deadline:
+                raise DeliveryError(f"{batch.pending} messages not acknowledged within "
+                                    f"{timeout:.0f}s")
+            self._producer.poll(0.005)
+        if batch.errors:
+            raise DeliveryError(f"{len(batch.errors)} messages failed: "
+                                f"{sorted(set(batch.errors))[:3]}")
 
     def flush_or_raise(self, timeout: float = 60.0) -> None:
         remaining = self._producer.flush(timeout)
-        errors, self._errors = self._errors, []
+        batch = self.detach()
         if remaining:
             raise DeliveryError(f"{remaining} messages not acknowledged within {timeout:.0f}s")
-        if errors:
-            raise DeliveryError(f"{len(errors)} messages failed: {sorted(set(errors))[:3]}")
+        if batch.errors:
+            raise DeliveryError(f"{len(batch.errors)} messages failed: "
+                                f"{sorted(set(batch.errors))[:3]}")
 
     def close(self) -> None:
         self._producer.flush(10)

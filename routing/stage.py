@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from centre.crypto import Sealer, key_id
 from centre.db import Delivery, Report, ReportContent
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
-from centre.runtime import Record, StageBase
+from centre.runtime import Finish, Record, StageBase
 from centre.settings import Settings
 from centre.topology import DELIVERY_ACKS, EUROPOL, feedback_topic, le_topic, urgent_topic
 from routing.geo import make_geolocator
@@ -30,6 +31,7 @@ from routing.jurisdiction import decide_jurisdiction
 log = logging.getLogger(__name__)
 STAGE = "routing"
 _PRIORITY_ORDER = {"P1": 0, "P2": 1, "P3": 2}
+_ROUTED = ("forwarded", "manifestly_unfounded", "awaiting_key")
 
 
 def build_case(triaged: dict[str, Any], jurisdiction: dict[str, Any], reasons: list[str],
@@ -157,12 +159,24 @@ def _record(s: Any, updates: list[dict[str, Any]], updates_again: list[dict[str,
         s.execute(update(table).where(where).values(**common), rest)
 
 
+class _Inflight:
+    """A batch sent and not yet finished: its reports, and an event set when it is done."""
+
+    __slots__ = ("report_ids", "done", "failed")
+
+    def __init__(self, report_ids: set[str]) -> None:
+        self.report_ids = report_ids
+        self.done = threading.Event()
+        self.failed = False
+
+
 class RoutingStage(StageBase):
     name = STAGE
     retry_every_s = 2.0  # how often cases waiting for a recipient's key are looked at
     # Up to 4 × CENTRE_BATCH_SIZE per batch: a batch's flush and commit are most of routing's
     # cost; P1 cases are sorted first within a batch, so a bigger one does not delay them.
     batch_scale = 4
+    idle_under_load_s = 1.0  # acknowledgements and key retries between batches, under load
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -172,6 +186,10 @@ class RoutingStage(StageBase):
         self._retried_at = 0.0
         self._batch_keys: dict[str, Any] = {}
         self.acks = AckReader(settings)
+        # The last batch sent, whose finish (acknowledgements, record) may still be running
+        # while the next one is processed.
+        self._inflight = _Inflight(set())
+        self._inflight.done.set()
 
     def _case(self, t: dict[str, Any], now: dt.datetime) -> tuple[dict[str, Any], bytes]:
         j = decide_jurisdiction(t["report"], self.locate)
@@ -200,7 +218,6 @@ class RoutingStage(StageBase):
             deliveries.append({**row, "key_id": key_id(public), "state": "forwarded",
                                "forwarded_at": now})
             sent += 1
-        metrics.MESSAGES_OUT.labels(STAGE, "case").inc(sent)
         return sent
 
     def _key_for(self, rcpt: str) -> Any | None:
@@ -213,8 +230,9 @@ class RoutingStage(StageBase):
 
     def _send(self, to_seal: list[tuple[bytes, str, Any]], deliveries: list[dict[str, Any]],
               feedback: list[dict[str, Any]], events: list[audit.AuditEvent]) -> None:
-        # Cases first (P1 first, as sorted), then the providers' feedback: a provider never
-        # hears `forwarded` about a case that is not on its way.
+        """Queue the batch's cases (P1 first, as sorted), then the providers' feedback (a
+        provider never hears `forwarded` about a case that is not on its way), then the
+        audit events. The caller waits for the broker's acknowledgements."""
         going = [d for d in deliveries if d["state"] == "forwarded"]
         sealer = Sealer(self.keys.centre_signer())
         for (_p, rcpt, _k), env, d in zip(to_seal, sealer.seal_batch(to_seal), going):
@@ -225,7 +243,7 @@ class RoutingStage(StageBase):
             self.producer.send(feedback_topic(fb["provider_id"]), m.dumps(fb),
                                key=fb["provider_report_id"].encode())
         audit.emit(self.producer, events)
-        self.producer.flush_or_raise()
+        metrics.MESSAGES_OUT.labels(STAGE, "case").inc(len(going))
 
     @staticmethod
     def _feedback(t: dict[str, Any], status: str, now: dt.datetime,
@@ -240,16 +258,27 @@ class RoutingStage(StageBase):
                           report_id=t["report_id"], status=status, reasons=reasons,
                           at=now, source=source)
 
-    def process(self, records: list[Record]) -> None:
+    def process(self, records: list[Record]) -> Finish:
+        """Decide, seal and send the batch's cases; returns its finish (the broker's
+        acknowledgements, then the record), which may run while the next batch is processed."""
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
         self._batch_keys = {}
         triaged = [m.loads(r.value or b"{}") for r in records]
+        before = self._inflight
+        if any(t["report_id"] in before.report_ids for t in triaged):
+            # A report of the batch still finishing (a replay, a supplement right behind it):
+            # its record is read once written.
+            before.done.wait()
+        if before.failed:
+            raise RuntimeError("the batch before did not finish")
         with self.sessions.begin() as s:
-            # A report is done up to the supplement it was last routed with.
-            routed = {rid: sup for rid, st, sup in s.execute(
-                select(Report.report_id, Report.status, Report.routed_supplements).where(
-                    Report.report_id.in_([t["report_id"] for t in triaged])))
-                if st in ("forwarded", "manifestly_unfounded", "awaiting_key")}
+            # A report is done up to the supplement it was last routed with. (Filtered here:
+            # with the status in the query SQLite would walk the status index instead.)
+            table = Report.__table__
+            routed = {rid: sup for rid, st, sup in s.connection().execute(
+                select(table.c.report_id, table.c.status, table.c.routed_supplements).where(
+                    table.c.report_id.in_([t["report_id"] for t in triaged])))
+                if st in _ROUTED}
             supplemented = [t["report_id"] for t in triaged if t.get("supplement")]
             went: dict[str, set[str]] = {}
             if supplemented:
@@ -304,20 +333,33 @@ class RoutingStage(StageBase):
             received = m.parse_time(t["received_at"])
             latency.setdefault(t["priority"], []).append((now - received).total_seconds())
         self._send(to_seal, deliveries, feedback, events)
-        for status, n in outcomes.items():
-            metrics.OUTCOMES.labels(STAGE, status).inc(n)
-        for prio, values in latency.items():
-            hist = metrics.LATENCY.labels(prio)
-            for v in values:
-                hist.observe(v)
-        if updates or updates_again:
-            with self.sessions.begin() as s:
-                _record(s, updates, updates_again)
-                rows = [{k: v for k, v in d.items() if k != "update"}
-                        for d in deliveries if not d["update"]]
-                if rows:
-                    s.execute(Delivery.__table__.insert(), rows)
-        self.idle()
+        sent = self.producer.detach()
+        batch = self._inflight = _Inflight({t["report_id"] for t in todo})
+
+        def finish() -> None:
+            try:
+                self.producer.wait_or_raise(sent)
+                # Acknowledged by the broker: now the record says where the cases went.
+                if updates or updates_again:
+                    with self.sessions.begin() as s:
+                        _record(s, updates, updates_again)
+                        rows = [{k: v for k, v in d.items() if k != "update"}
+                                for d in deliveries if not d["update"]]
+                        if rows:
+                            s.execute(Delivery.__table__.insert(), rows)
+            except BaseException:
+                batch.failed = True
+                raise
+            finally:
+                batch.done.set()
+            for status, n in outcomes.items():
+                metrics.OUTCOMES.labels(STAGE, status).inc(n)
+            for prio, values in latency.items():
+                hist = metrics.LATENCY.labels(prio)
+                for v in values:
+                    hist.observe(v)
+
+        return finish
 
     def close(self) -> None:
         self.acks.close()
@@ -325,7 +367,7 @@ class RoutingStage(StageBase):
 
     def idle(self) -> None:
         """Record liaisons' acknowledgements; send cases that waited for a recipient's key
-        once the key is registered."""
+        once the key is registered. Runs when no batch is being processed or finishing."""
         self.acks.record(self.sessions, self.producer)
         clock = time.monotonic()
         if clock - self._retried_at < self.retry_every_s:
@@ -363,6 +405,7 @@ class RoutingStage(StageBase):
                 feedback.append(self._feedback(t, "forwarded", now))
                 first_sent.append(rid)
         self._send(to_seal, deliveries, feedback, events)
+        self.producer.flush_or_raise()
         with self.sessions.begin() as s:
             table = Delivery.__table__
             s.execute(update(table).where(
