@@ -64,6 +64,10 @@ class ClusterBatch:
         self.new_signals: list[dict[str, str]] = []
         self.links: list[dict[str, str]] = []
         self.clusters: dict[str, _State] = {}
+        # Reports linked in this batch (not yet written), per cluster; and whether any of them
+        # was linked to clusters before (a supplement's report).
+        self.linked_now: dict[str, set[str]] = {}
+        self.relinked = False
         wanted_set = set(wanted)
         for chunk in _chunks(sorted({v for _k, v in wanted}), 500):
             for kind, value, cid in session.execute(
@@ -105,8 +109,21 @@ class ClusterBatch:
         return target.cluster_id
 
     def _overlap(self, a: str, b: str) -> int:
-        """Reports already counted in both clusters (so a merge does not count them twice)."""
-        self.flush()
+        """Reports already counted in both clusters (so a merge does not count them twice).
+
+        Links made in this batch are counted here, in memory; the stored ones by the
+        database, asked only when both clusters are stored. A batch holding a supplement's
+        report (whose stored and new links could pair up) writes first and asks the
+        database for everything."""
+        if self.relinked:
+            self.flush()
+            return self._stored_overlap(a, b)
+        now = len(self.linked_now.get(a, set()) & self.linked_now.get(b, set()))
+        if self.clusters[a].new or self.clusters[b].new:
+            return now
+        return now + self._stored_overlap(a, b)
+
+    def _stored_overlap(self, a: str, b: str) -> int:
         ra, rb = aliased(ReportCluster), aliased(ReportCluster)
         return int(self.s.scalar(
             select(func.count()).select_from(ra).join(
@@ -120,6 +137,8 @@ class ClusterBatch:
         `member_of`: clusters the report already counts in (a supplement's report, triaged
         again): it stays counted once in them."""
         member_of = set(member_of)
+        if member_of:
+            self.relinked = True
         if member_of - set(self.clusters):
             self._load(member_of - set(self.clusters))
         merges: list[tuple[str, str]] = []
@@ -178,6 +197,7 @@ class ClusterBatch:
             st.dirty = True
             times = max(times, st.times_reported)
             self.links.append({"report_id": report_id, "cluster_id": cid})
+            self.linked_now.setdefault(cid, set()).add(report_id)
         joined = [(self._resolve(c), d) for c, d in near_joins.items()]
         return Membership(final, times, related[-RECENT_CASES:], merges,
                           [(c, d) for c, d in joined if c in final])

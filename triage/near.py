@@ -79,6 +79,9 @@ class IndicatorPDQ:
         self.sorted_banks = np.zeros(0, np.int16)
         self.version: int | None = None
         self.checked_at = 0.0
+        # Answers for values asked before (content is reported again and again), until the
+        # banks change; dropped whole when full.
+        self._answers: dict[str, list[tuple[str, int]]] = {}
 
     @staticmethod
     def _version(session: Session) -> int | None:
@@ -116,14 +119,24 @@ class IndicatorPDQ:
             self.sorted_banks = np.zeros(0, np.int16)
             self.index = PDQIndex(self.max_distance)
         self.version = version
+        self._answers = {}
         return True
 
+    ANSWERS_KEPT = 200_000
+
     def near(self, values: list[str]) -> dict[str, list[tuple[str, int]]]:
-        """For each value, (bank, distance) of the nearest indicator of each bank."""
+        """For each value with a match, (bank, distance) of the nearest indicator of each
+        bank. Safe to call from one other thread while no `refresh` runs."""
         if not values or not len(self.index):
             return {}
-        out: dict[str, list[tuple[str, int]]] = {}
-        for value, hits in zip(values, self.index.query(values)):
+        answers = self._answers
+        out = {v: answers[v] for v in values if v in answers}
+        ask = [v for v in values if v not in answers]
+        if not ask:
+            return {v: a for v, a in out.items() if a}
+        if len(answers) + len(ask) > self.ANSWERS_KEPT:
+            answers = self._answers = {}
+        for value, hits in zip(ask, self.index.query(ask)):
             best: dict[str, int] = {}
             if hits:
                 found = np.array([i for i, _d in hits], np.int64)
@@ -132,6 +145,6 @@ class IndicatorPDQ:
                     bank = self.bank_names[b]
                     if d < best.get(bank, 1 << 16):
                         best[bank] = d
-            if best:
-                out[value] = sorted(best.items(), key=lambda bd: (bd[1], bd[0]))
-        return out
+            found = sorted(best.items(), key=lambda bd: (bd[1], bd[0]))
+            answers[value] = out[value] = found
+        return {v: a for v, a in out.items() if a}

@@ -15,7 +15,7 @@ from centre import audit
 from centre import messages as m
 from centre import metrics
 from centre.db import Indicator, Report, ReportCluster
-from centre.runtime import Record, StageBase
+from centre.runtime import Finish, Record, StageBase
 from centre.settings import Settings
 from centre.topology import TRIAGED
 from triage.clusters import ClusterBatch, Signal
@@ -80,7 +80,7 @@ class TriageStage(StageBase):
         log.info("PDQ indexes loaded: %d cluster members, %d indicators",
                  len(self.cluster_pdq.index), len(self.indicator_pdq.index))
 
-    def process(self, records: list[Record]) -> None:
+    def process(self, records: list[Record]) -> Finish:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
         self._new_pdq: list[tuple[str, str]] = []
         envelopes: list[dict[str, Any]] = []
@@ -121,10 +121,13 @@ class TriageStage(StageBase):
             metrics.OUTCOMES.labels(STAGE, res["category"]).inc()
         metrics.MESSAGES_OUT.labels(STAGE, "triaged").inc(len(results))
         audit.emit(self.producer, [_audit(res) for res in results])
-        self.producer.flush_or_raise()
         # Committed: later batches find this batch's PDQ values near their own.
         self.cluster_pdq.add(self._new_pdq)
         self._new_pdq = []
+        sent = self.producer.detach()
+        # The results are stored: the next batch may go on while the broker acknowledges
+        # these (a crash before that sends the stored results again).
+        return lambda: self.producer.wait_or_raise(sent)
 
     def _triage(self, s: Any, envelopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         now = m.now()
@@ -134,6 +137,9 @@ class TriageStage(StageBase):
         all_signals = {sig for items in per_report for sigs in items for sig in sigs}
         all_signals |= {sig for e in envelopes for item in e["report"].get("content") or []
                         for sig in content_signals(item)}
+        pdq_values = sorted({v for k, v in all_signals if k == "pdq"})
+        self.indicator_pdq.refresh(s)
+        pdq_banks = self.indicator_pdq.near(pdq_values)
         hits: dict[Signal, set[str]] = {}
         exact = sorted({v for k, v in all_signals if k != "pdq"})
         for chunk in _chunks(exact, 500):
@@ -143,9 +149,6 @@ class TriageStage(StageBase):
             ):
                 if (kind, value) in all_signals:
                     hits.setdefault((kind, value), set()).add(bank)
-        pdq_values = sorted({v for k, v in all_signals if k == "pdq"})
-        self.indicator_pdq.refresh(s)
-        pdq_banks = self.indicator_pdq.near(pdq_values)
         clusters = ClusterBatch(s, all_signals, now, near=self.cluster_pdq.near(pdq_values))
         self._new_pdq = clusters.new_pdq
         # A supplement's report is already in clusters: they are not counted again.

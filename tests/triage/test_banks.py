@@ -298,11 +298,18 @@ def test_a_disabled_pdq_indicator_is_no_longer_matched(s: Settings, tmp_path: Pa
     engine = make_engine(s.database_url)
     with make_sessionmaker(engine)() as session:
         index.refresh(session)
-        assert index.near([pdq]) == {pdq: [("false_positive", 0)]}
+        far = h("pdq", 6)
+        assert index.near([pdq, far]) == {pdq: [("false_positive", 0)]}
+        assert index.near([far, pdq]) == {pdq: [("false_positive", 0)]}  # answers kept
         banks.disable(s, "false_positive", Selector(value=pdq), reason="r", by="op")
         session.rollback()
-        assert index.refresh(session)
+        assert index.refresh(session)  # the banks changed: kept answers are dropped
         assert index.near([pdq]) == {}
+        banks.import_file(s, "grooming", write_jsonl(tmp_path / "q.jsonl", [{"pdq": far}]),
+                          source="x", added_by="op", reason=None)
+        session.rollback()
+        assert index.refresh(session)
+        assert index.near([far, pdq]) == {far: [("grooming", 0)]}
     engine.dispose()
 
 

@@ -71,6 +71,34 @@ def test_an_item_linking_two_clusters_merges_them_without_double_counting(db_url
     engine.dispose()
 
 
+def test_a_merge_counts_shared_reports_once_in_the_batch_and_stored(db_url: str) -> None:
+    """Reports already in both clusters are counted once, whether their links were made in
+    this batch (not yet written), stored by an earlier batch, or some of each."""
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine).begin() as s:
+        r = _reports(s, 7)
+        x, y = ("sha256", "5" * 64), ("sha256", "6" * 64)
+        batch = ClusterBatch(s, [x, y], NOW)  # all in one batch: new clusters
+        batch.assign(*r[0], [[x]])
+        batch.assign(*r[1], [[x], [y]])
+        merged = batch.assign(*r[2], [[x, y]])
+        batch.flush()
+        assert len(merged.cluster_ids) == 1 and merged.times_reported == 3  # r0, r1, r2
+
+        u, v = ("sha256", "7" * 64), ("sha256", "8" * 64)
+        first = ClusterBatch(s, [u, v], NOW)
+        first.assign(*r[3], [[u]])
+        first.assign(*r[4], [[u], [v]])  # stored in both
+        first.flush()
+        batch = ClusterBatch(s, [u, v], NOW + dt.timedelta(hours=1))
+        batch.assign(*r[5], [[u], [v]])  # linked to both in this batch
+        merged = batch.assign(*r[6], [[u, v]])
+        batch.flush()
+        # u: r3, r4, r5; v: r4, r5; merged: r3, r4, r5 and r6.
+        assert len(merged.cluster_ids) == 1 and merged.times_reported == 4
+    engine.dispose()
+
+
 def _flip(hex_value: str, bits: list[int]) -> str:
     v = int(hex_value, 16)
     for b in bits:
