@@ -843,35 +843,50 @@ class AuditLog:
     def append(self, c: Any, events: Sequence[AuditEvent], *,
                now: dt.datetime | None = None) -> AppendResult:
         """Append `events` in the caller's transaction `c` (a Session or Connection), which
-        must commit for them to count. Events already in the log (same id) are skipped."""
+        must commit for them to count. Events already in the log (same id) are skipped.
+
+        What does not depend on the head (which events are new, their details encrypted
+        under a new data key) is done before the head is locked; on SQLite that lock is the
+        database's only write lock, which every stage waits for. If the head moved in the
+        meantime, which events are new is asked again under the lock."""
         now = _utc(now or _now())
-        head = self._lock_head(c)
         fresh: dict[str, AuditEvent] = {}
         for ev in events:
             fresh.setdefault(ev.event_id, ev)
+        seen_seq = self._head_seq(c)
         for known in _existing_ids(c, list(fresh)):
             del fresh[known]
+        data_key, data_key_id = AESGCM.generate_key(256), secrets.token_hex(16)
+        aead, dkid = AESGCM(data_key), data_key_id.encode()
+        sealed: dict[str, bytes] = {}
+        for i, ev in enumerate(fresh.values()):
+            nonce = _NONCE.pack(i)  # a counter: the data key serves this batch only
+            sealed[ev.event_id] = nonce + aead.encrypt(nonce, orjson.dumps(ev.details),
+                                                       ev.event_id.encode())
+
+        kek_id, wrapped = self.keyring.wrap(data_key, _data_key_aad(data_key_id))
+
+        head = self._lock_head(c)
+        if head.seq != seen_seq and fresh:
+            for known in _existing_ids(c, list(fresh)):
+                del fresh[known]
         todo = list(fresh.values())
         if not todo:
             cps = self._checkpoints_due(head, [], now)
             self._finish(c, head, head.seq, head.hash, cps, now)
             return AppendResult(0, len(events), head.seq, len(cps))
 
-        data_key, data_key_id = AESGCM.generate_key(256), secrets.token_hex(16)
-        kek_id, wrapped = self.keyring.wrap(data_key, _data_key_aad(data_key_id))
         c.execute(insert(_DK).values(key_id=data_key_id, kek_id=kek_id, wrapped=wrapped,
                                      created_at=now))
-        aead, dkid = AESGCM(data_key), data_key_id.encode()
         persons = self._person_keys(c, {e.person for e in todo if e.personal is not None}, now)
 
         rows: list[tuple[Any, ...]] = []
         hashes: list[tuple[int, bytes]] = []
         seq, prev = head.seq, head.hash
-        for i, ev in enumerate(todo):
+        for ev in todo:
             seq += 1
             eid, at = ev.event_id.encode(), at_text(ev.at)
-            nonce = _NONCE.pack(i)
-            ct = nonce + aead.encrypt(nonce, orjson.dumps(ev.details), eid)
+            ct = sealed[ev.event_id]
             personal = b""
             if ev.personal is not None:
                 assert ev.person is not None
@@ -889,6 +904,11 @@ class AuditLog:
         cps = self._checkpoints_due(head, hashes, now)
         self._finish(c, head, seq, prev, cps, now)
         return AppendResult(len(rows), len(events) - len(rows), seq, len(cps))
+
+    @staticmethod
+    def _head_seq(c: Any) -> int | None:
+        """The head's sequence number, read without locking it."""
+        return c.execute(select(_HEAD.c.seq).where(_HEAD.c.id == 1)).scalar()
 
     def _checkpoints_due(self, head: _Head, hashes: list[tuple[int, bytes]],
                          now: dt.datetime) -> list[tuple[int, bytes]]:

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -203,6 +204,31 @@ def _span_rate(out: dict[bytes, float]) -> tuple[float, float]:
     return first, (len(out) / (last - first) if last > first else float("nan"))
 
 
+def _lock_figures(logs: dict[str, Any]) -> dict[str, tuple[float, float, float, float]]:
+    """Per worker, its SQLite write-lock histogram so far (from its /metrics, whose address
+    it printed in its log): (wait sum, wait count, held sum, held count)."""
+    import re
+    import urllib.request
+
+    out = {}
+    for name, path in logs.items():
+        found = re.findall(rb"metrics for \S+ on (http://\S+)", Path(path).read_bytes())
+        if not found:
+            continue
+        try:
+            text = urllib.request.urlopen(found[-1].decode(), timeout=5).read().decode()
+        except OSError:
+            continue
+        v = {}
+        for phase in ("wait", "held"):
+            for part in ("sum", "count"):
+                hit = re.search(r'^centre_db_write_lock_seconds_%s\{phase="%s"\} (\S+)$'
+                                % (part, phase), text, re.M)
+                v[phase, part] = float(hit.group(1)) if hit else 0.0
+        out[name] = (v["wait", "sum"], v["wait", "count"], v["held", "sum"], v["held", "count"])
+    return out
+
+
 def _figures(title: str) -> Table:
     t = Table(title=title)
     t.add_column("figure")
@@ -282,10 +308,15 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
 
         n_paced = int(paced_rate * paced_seconds)
         console.print(f"phase 2: {n_paced} reports paced at {paced_rate:.0f}/s …")
+        logs = {s: w.log_path for s, w in stack.workers.items()}
+        locks_before = _lock_figures(logs)
+        paced_started = time.time()
         paced, paced_prio = _messages(run + "p", n_paced, max(p1_share, 0.05), 3)
         sent_at: dict[bytes, float] = {}
         _produce(producer, intake, paced, sent_at=sent_at, rate=paced_rate)
         paced_arrived = _collect_cases(settings, set(paced_prio), 300)
+        paced_took = time.time() - paced_started
+        locks_after = _lock_figures(logs)
         key_to_case = {k: m.case_id_for(m.report_id_for(*k.decode().split("/", 1))).encode()
                        for k, _ in paced}
         lat: dict[str, list[float]] = {"P1": [], "P2": []}
@@ -328,6 +359,15 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
     for hop, v in hops.items():
         t.add_row(f"  P1 time in {hop} (produce or previous output → its output) p50 / p99",
                   f"{_pct(v, .5) * 1000:,.0f} ms / {_pct(v, .99) * 1000:,.0f} ms")
+    for name in sorted(locks_after):
+        a, b = locks_after[name], locks_before.get(name, (0.0, 0.0, 0.0, 0.0))
+        n = a[1] - b[1]
+        if n < 1:
+            continue
+        t.add_row(f"  SQLite write lock at {paced_rate:.0f}/s, {name}: transactions / mean wait "
+                  "/ mean held / share of time held",
+                  f"{n:,.0f} / {(a[0] - b[0]) / n * 1000:,.1f} ms / "
+                  f"{(a[2] - b[2]) / n * 1000:,.1f} ms / {(a[2] - b[2]) / paced_took:.0%}")
     for name, b in sorted(rss.peak.items()):
         t.add_row(f"peak RSS {name}", f"{b / 1e6:,.0f} MB")
     for name, secs in sorted(cpu.items()):

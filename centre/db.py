@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from centre.metrics import DB_WRITE_LOCK
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -556,6 +559,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+_LOCK_WAIT = DB_WRITE_LOCK.labels("wait")
+_LOCK_HELD = DB_WRITE_LOCK.labels("held")
+
+
 class _WriterQueue(sqlite3.Connection):
     """An SQLite connection that queues for the database's single write lock in the kernel.
 
@@ -567,6 +574,7 @@ class _WriterQueue(sqlite3.Connection):
     """
 
     _lock_path: str | None = None
+    _locked_at = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -578,12 +586,16 @@ class _WriterQueue(sqlite3.Connection):
             return
         if self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        asked = time.perf_counter()
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._locked_at = time.perf_counter()
         self._locked = True
+        _LOCK_WAIT.observe(self._locked_at - asked)
 
     def _release(self) -> None:
         if self._locked and self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            _LOCK_HELD.observe(time.perf_counter() - self._locked_at)
         self._locked = False
 
     def commit(self) -> None:

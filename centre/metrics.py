@@ -32,6 +32,11 @@ LATENCY = Histogram(
 AWAITING_KEY = Gauge("centre_deliveries_awaiting_key",
                      "Case deliveries waiting for a recipient's key to be registered (alert > 0)")
 CONSUMER_LAG = Gauge("centre_consumer_lag_messages", "Messages not yet consumed", ["stage"])
+DB_WRITE_LOCK = Histogram(
+    "centre_db_write_lock_seconds",
+    "SQLite: per write transaction, time queued for the database's single write lock "
+    "(phase=wait) and time holding it (phase=held)",
+    ["phase"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 DEAD_LETTERS = Counter("centre_dead_letters_total", "Rejected messages kept in the dead-letter store",
                        ["stage"])
 

@@ -31,7 +31,7 @@ from centre.db import (
 )
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
-from centre.runtime import Record, StageBase
+from centre.runtime import Finish, Record, StageBase
 from centre.settings import Settings
 from centre.topology import ACCEPTED, INTAKE, feedback_topic
 from intake.supplements import merge_supplement
@@ -82,7 +82,7 @@ class IntakeStage(StageBase):
             require_signature=self.settings.require_signatures,
         )
 
-    def process(self, records: list[Record]) -> None:
+    def process(self, records: list[Record]) -> Finish:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
         with self.sessions.begin() as s:
             # One query per partition, each served by the primary key (partition, offset).
@@ -99,7 +99,7 @@ class IntakeStage(StageBase):
             decisions = self._decide(s, fresh)
             replays = self._replay(s, [r for r in records if (r.partition, r.offset) in known],
                                    known)
-        self._send(replays + decisions)
+        return self._send(replays + decisions)
 
     def _decide(self, s: Any, records: list[Record]) -> list[Decision]:
         now = m.now()
@@ -223,7 +223,7 @@ class IntakeStage(StageBase):
 
     # -- telling --------------------------------------------------------------------------
 
-    def _send(self, decisions: list[Decision]) -> None:
+    def _send(self, decisions: list[Decision]) -> Finish:
         # Feedback first, flushed, and only then the accepted reports: a provider must see
         # `received` before any later stage can tell it `forwarded`, and the two go through
         # different topics that the broker does not order against each other.
@@ -259,8 +259,10 @@ class IntakeStage(StageBase):
                 "report": d.report,
             }), key=d.report_id.encode())
         metrics.MESSAGES_OUT.labels(STAGE, "accepted").inc(len(accepted))
-        if accepted:
-            self.producer.flush_or_raise()
+        sent = self.producer.detach()
+        # Stored and the feedback acknowledged: the next batch may go on while the broker
+        # acknowledges the accepted reports (a crash before that sends them again).
+        return lambda: self.producer.wait_or_raise(sent)
 
 
     def _audit(self, d: Decision) -> audit.AuditEvent:

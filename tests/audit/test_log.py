@@ -57,6 +57,33 @@ def test_the_same_event_twice_is_one_entry(env: Env) -> None:
     assert env.log.verify().ok
 
 
+def test_events_appended_by_another_writer_meanwhile_are_not_appended_twice(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is new is found before the head is locked; when another writer appended in
+    between (the head moved), it is asked again under the lock."""
+    from centre import audit
+
+    other = env.fresh_log()
+    real = audit._existing_ids
+    looks: list[int] = []
+
+    def first_look_then_overtaken(c, ids):  # type: ignore[no-untyped-def]
+        found = real(c, ids)
+        looks.append(len(found))
+        if len(looks) == 1:
+            other.record(events(3, 2))  # committed by another writer after the first look
+        return found
+
+    monkeypatch.setattr(audit, "_existing_ids", first_look_then_overtaken)
+    result = env.log.record(events(5))
+    # ours, the other writer's, ours again under the lock, where the three are found
+    assert looks == [0, 0, 3]
+    assert (result.appended, result.duplicates, result.head_seq) == (2, 3, 5)
+    assert _seqs(env) == list(range(1, 6))
+    assert env.log.verify().ok
+    other.close()
+
+
 def test_checkpoints_every_n_entries_and_after_t_seconds(env: Env) -> None:
     t0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
     env.log.record(events(3), now=t0)  # the first batch: no checkpoint yet, so one now
