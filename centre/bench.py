@@ -14,12 +14,14 @@ Peak RSS of every worker process is sampled throughout.
 from __future__ import annotations
 
 import random
+import shutil
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 import psutil
@@ -227,6 +229,43 @@ def _lock_figures(logs: dict[str, Any]) -> dict[str, tuple[float, float, float, 
                 v[phase, part] = float(hit.group(1)) if hit else 0.0
         out[name] = (v["wait", "sum"], v["wait", "count"], v["held", "sum"], v["held", "count"])
     return out
+
+
+@contextmanager
+def scratch(settings: Settings, name: str, *, database_url: str | None = None,
+            keep: bool = False,
+            topic_tag: str | None = None) -> Iterator[tuple[str, Path, Settings]]:
+    """A throw-away home for one part's bench: (run id, home, its settings). Its own
+    database (a fresh SQLite file unless `database_url` names an empty one) at the newest
+    migration, its own keys, and a broker of its own when none is configured (stopped
+    after); removed after unless `keep`. With a configured broker, `topic_tag` keeps the
+    run's topics apart."""
+    from centre import db
+    from centre.broker import LocalBroker
+    from centre.keys import KeySet
+
+    run = uuid.uuid4().hex[:8]
+    home = settings.home / "bench" / f"{name}-{run}"
+    s = settings.with_(home=home, database_url=database_url or f"sqlite:///{home / 'centre.db'}")
+    if s.kafka_bootstrap is not None and topic_tag:
+        s = s.with_(topic_prefix=f"{s.topic_prefix}{topic_tag}{run}.")
+    broker = None
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if s.kafka_bootstrap is None:
+            port = s.local_kafka_port if not _port_in_use(s.local_kafka_port) else free_port()
+            s = s.with_(local_kafka_port=port)
+            broker = LocalBroker(s.kafka_dir, port=port, partitions=3)
+            console.print(f"bench {name} {run}: starting a broker under {home} …")
+            broker.start()
+        KeySet.init(s.keys_dir)
+        db.upgrade(s.database_url)
+        yield run, home, s
+    finally:
+        if broker is not None:
+            broker.stop()
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _figures(title: str) -> Table:

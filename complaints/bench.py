@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import shutil
 import time
 import uuid
 from typing import Any
@@ -38,6 +37,7 @@ from centre.db import (
     ReportContent,
 )
 from centre.kafka import base_config
+from centre.bench import scratch
 from centre.settings import Settings
 from centre.topology import RECIPIENTS, le_topic, notices_topic, provider_topics
 
@@ -129,28 +129,13 @@ def run_complaints_bench(settings: Settings, cluster_size: int = 100_000,
     """Print the figures; exit status 0 when the decision took ≤ 5 s and every retraction
     went exactly once. `database_url`: an empty database to use instead of a fresh SQLite
     file (e.g. PostgreSQL)."""
-    from centre import db, kafka
-    from centre.broker import LocalBroker, _port_in_use, free_port
-    from centre.keys import KeySet
+    from centre import kafka
     from complaints import flow
     from complaints.model import ComplaintV1
     from complaints.service import Desk
 
-    run = uuid.uuid4().hex[:8]
-    home = settings.home / "bench" / f"complaints-{run}"
-    s = settings.with_(home=home,
-                       database_url=database_url or f"sqlite:///{home / 'centre.db'}")
-    broker = None
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        if s.kafka_bootstrap is None:
-            port = s.local_kafka_port if not _port_in_use(s.local_kafka_port) else free_port()
-            s = s.with_(local_kafka_port=port)
-            broker = LocalBroker(s.kafka_dir, port=port, partitions=3)
-            console.print(f"bench complaints {run}: starting a broker under {home} …")
-            broker.start()
-        KeySet.init(s.keys_dir)
-        db.upgrade(s.database_url)
+    with scratch(settings, "complaints", database_url=database_url, keep=keep) as (
+            run, home, s):
         kafka.ensure_static_topics(s)
         now = m.now()
         with Desk(s) as desk:
@@ -211,8 +196,3 @@ def run_complaints_bench(settings: Settings, cluster_size: int = 100_000,
         if not ok:
             console.print("[red]target not met[/]")
         return 0 if ok else 1
-    finally:
-        if broker is not None:
-            broker.stop()
-        if not keep:
-            shutil.rmtree(home, ignore_errors=True)

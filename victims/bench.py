@@ -44,6 +44,7 @@ from centre.db import (
     make_engine,
     make_sessionmaker,
 )
+from centre.bench import scratch
 from centre.settings import Settings
 from victims.model import Item
 
@@ -189,28 +190,11 @@ def _count_notices(settings: Settings, providers: list[str], timeout: float = 60
 def run_past_bench(settings: Settings, *, stored: int = 1_000_000, hashes: int = 1_000,
                    keep: bool = False, database_url: str | None = None) -> tuple[bool, Table]:
     """Part 1; returns (target met and matches exactly as seeded, the figures)."""
-    from centre import db
-    from centre.broker import LocalBroker, _port_in_use, free_port
     from centre.kafka import BatchProducer, ProviderTopics
-    from centre.keys import KeySet
     from victims import flow
 
-    run = uuid.uuid4().hex[:8]
-    home = settings.home / "bench" / f"victims-{run}"
-    s = settings.with_(home=home, database_url=database_url or f"sqlite:///{home / 'centre.db'}")
-    if s.kafka_bootstrap is not None:
-        s = s.with_(topic_prefix=f"{s.topic_prefix}vb{run}.")
-    broker = None
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        if s.kafka_bootstrap is None:
-            port = s.local_kafka_port if not _port_in_use(s.local_kafka_port) else free_port()
-            s = s.with_(local_kafka_port=port)
-            broker = LocalBroker(s.kafka_dir, port=port, partitions=3)
-            console.print(f"bench victims {run}: starting a broker under {home} …")
-            broker.start()
-        KeySet.init(s.keys_dir)
-        db.upgrade(s.database_url)
+    with scratch(settings, "victims", database_url=database_url, keep=keep, topic_tag="vb") as (
+            run, home, s):
         engine = make_engine(s.database_url)
         sessions = make_sessionmaker(engine)
         now = m.now()
@@ -256,11 +240,6 @@ def run_past_bench(settings: Settings, *, stored: int = 1_000_000, hashes: int =
         ok = (t1 - t0 <= PAST_TARGET_S and found == expect["reports"]
               and searched.notices == expect["public"] == sent.sent == on_topics)
         return ok, t
-    finally:
-        if broker is not None:
-            broker.stop()
-        if not keep:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def _request_doc(rid: str, items: list[Item], now: dt.datetime) -> dict[str, Any]:
