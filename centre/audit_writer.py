@@ -54,7 +54,7 @@ class AuditWriterStage(StageBase):
     def __init__(self, settings: Settings) -> None:
         # Not StageBase.__init__: the writer sends nothing, so it opens no Kafka producer.
         self.settings = settings
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, background_checkpoint=True)
         self.sessions = make_sessionmaker(self.engine)
         self.log = AuditLog(settings, engine=self.engine)
         # Fail at start, not in the middle of the first batch, when a key is unusable; the

@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -559,6 +560,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
 _LOCK_WAIT = DB_WRITE_LOCK.labels("wait")
 _LOCK_HELD = DB_WRITE_LOCK.labels("held")
 
@@ -630,19 +635,69 @@ def _queue_for_writes(conn: Any, _cursor: Any, statement: str, *_args: Any) -> N
             dbapi.take_write_lock()
 
 
-def make_engine(url: str) -> Engine:
+class _Checkpointer:
+    """Copies an SQLite write-ahead log back into the database file from a thread of its own.
+
+    Left to SQLite, the commit that fills the log to `wal_autocheckpoint` pages copies it back
+    itself, tens of milliseconds while that worker still holds the database's one write
+    lock, which every other writer is queued behind. A worker's connections do not
+    checkpoint (`wal_autocheckpoint=0`); this thread does, PASSIVE (it never waits for or
+    blocks a writer or reader), whenever the log has grown past `min_bytes`. Several workers
+    may run one: only one checkpoints at a time, the others find it busy and skip."""
+
+    def __init__(self, path: str, every_s: float = 0.5, min_bytes: int = 8 << 20) -> None:
+        self.path, self.wal = path, f"{path}-wal"
+        self.every_s, self.min_bytes = every_s, min_bytes
+        self._rounds = 0  # looks at the log so far
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self._stop.wait(self.every_s):
+                self._rounds += 1
+                try:
+                    if os.path.getsize(self.wal) < self.min_bytes:
+                        continue
+                    if conn is None:
+                        conn = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except (OSError, sqlite3.Error):
+                    continue  # no log yet, or busy: the next round tries again
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def make_engine(url: str, *, background_checkpoint: bool = False) -> Engine:
     """An engine for the centre's database. Its errors never quote a statement's values
-    (`hide_parameters`): they would put report content or a victim's data into a log."""
+    (`hide_parameters`): they would put report content or a victim's data into a log.
+
+    `background_checkpoint` (long-running writers: the stages' workers): on an SQLite file,
+    the write-ahead log is copied back by a thread of this process (`_Checkpointer`), never
+    by a commit; `engine.dispose()` stops it."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         connect_args: dict[str, Any] = {"timeout": 30}
-        if path and path != ":memory:":
+        on_file = bool(path) and path != ":memory:"
+        if on_file:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             queue = type("WriterQueue", (_WriterQueue,), {"_lock_path": f"{path}.wlock"})
             connect_args["factory"] = queue
         engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **_JSON)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "before_cursor_execute", _queue_for_writes)
+        if on_file and background_checkpoint:
+            checkpointer = _Checkpointer(path)
+            event.listen(engine, "connect", _no_autocheckpoint)
+            event.listen(engine, "engine_disposed", lambda _e: checkpointer.stop())
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
                          hide_parameters=True, **_JSON)

@@ -70,7 +70,7 @@ class StageBase:
         from centre.kafka import BatchProducer
 
         self.settings = settings
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, background_checkpoint=True)
         self.sessions = make_sessionmaker(self.engine)
         self.producer = BatchProducer(settings)
 

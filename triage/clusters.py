@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, aliased
 
 from centre import messages as m
 from centre.db import Cluster, ClusterSignal, ReportCluster
+from triage.pdq_index import _pdqscan
 
 RECENT_CASES = 100  # related_case_ids shows the most recent ones; times_reported counts all
 
@@ -69,10 +70,11 @@ class ClusterBatch:
         self.linked_now: dict[str, set[str]] = {}
         self.relinked = False
         wanted_set = set(wanted)
+        signals_t = ClusterSignal.__table__.c  # Core statements: no ORM work per row
         for chunk in _chunks(sorted({v for _k, v in wanted}), 500):
             for kind, value, cid in session.execute(
-                select(ClusterSignal.kind, ClusterSignal.value, ClusterSignal.cluster_id).where(
-                    ClusterSignal.value.in_(chunk))
+                select(signals_t.kind, signals_t.value, signals_t.cluster_id).where(
+                    signals_t.value.in_(chunk))
             ):
                 if (kind, value) in wanted_set:
                     self.by_signal[(kind, value)] = cid
@@ -81,7 +83,8 @@ class ClusterBatch:
 
     def _load(self, ids: set[str]) -> None:
         while ids:
-            rows = self.s.scalars(select(Cluster).where(Cluster.cluster_id.in_(list(ids)))).all()
+            table = Cluster.__table__
+            rows = self.s.execute(select(table).where(table.c.cluster_id.in_(list(ids)))).all()
             ids = set()
             for c in rows:
                 self.clusters[c.cluster_id] = _State(c.cluster_id, c.created_at,
@@ -238,6 +241,7 @@ class _BatchPDQ:
     def __init__(self) -> None:
         self.codes = np.zeros((64, 4), dtype=np.uint64)
         self.clusters: list[str] = []
+        self._live = np.zeros(0, dtype=np.bool_)  # no row is removed (the scan's tombstones)
 
     def add(self, value: str, cluster_id: str) -> None:
         n = len(self.clusters)
@@ -250,6 +254,13 @@ class _BatchPDQ:
         n = len(self.clusters)
         if not n:
             return []
+        if _pdqscan is not None:  # one compiled pass (triage/_pdqscan.c)
+            if len(self._live) < n:
+                self._live = np.zeros(len(self.codes), dtype=np.bool_)
+            _q, rows, dist = _pdqscan.brute(bytes.fromhex(value), self.codes, self._live, n,
+                                             max_distance)
+            return [(self.clusters[i], d) for i, d in zip(
+                np.frombuffer(rows, np.int64).tolist(), np.frombuffer(dist, np.int64).tolist())]
         q = np.frombuffer(bytes.fromhex(value), dtype=np.uint64)
         d = np.bitwise_count(self.codes[:n] ^ q).sum(axis=1)
         return [(self.clusters[i], int(d[i])) for i in np.flatnonzero(d <= max_distance)]

@@ -31,6 +31,11 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
+try:  # the candidate scan compiled at install (triage/_pdqscan.c); numpy does it otherwise
+    from triage import _pdqscan
+except ImportError:  # pragma: no cover - a source tree that was never built
+    _pdqscan = None
+
 __all__ = ["PDQIndex", "pdq_to_bytes", "MAX_SUPPORTED_DISTANCE"]
 
 PDQ_BYTES = 32
@@ -170,6 +175,9 @@ class PDQIndex:
     """
 
     DEFAULT_DELTA_THRESHOLD = 16_384
+    # Scan candidates in C when the extension was built (an index may be told not to, so the
+    # two scans can be compared).
+    compiled = _pdqscan is not None
     CANDIDATE_BUDGET = 1 << 16  # candidates scored per step: temporaries stay in cache
     QUERY_BLOCK = 4096  # queries whose probe keys are computed together
 
@@ -403,6 +411,14 @@ class PDQIndex:
 
     def _search_main(self, q: Codes, first: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(query no., id, distance) of main-segment hits, deduplicated and live."""
+        if self.compiled:
+            qn, rows, d = (np.frombuffer(b, dtype=np.int64) for b in _pdqscan.main(
+                q, self._codes, self._order, self._starts, self._dead, self._n, self._cap,
+                self._max_distance, len(self._flips) > 1))
+            return [(qn + first, self._ids[rows], d)] if qn.size else []
+        return self._search_main_numpy(q, first)
+
+    def _search_main_numpy(self, q: Codes, first: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         nq, n, cap, maxd = q.shape[0], self._n, self._cap, self._max_distance
         starts = self._starts.reshape(-1)
         keys = (q.view(np.uint16)[:, :, None] ^ self._flips).astype(np.intp)
@@ -464,6 +480,10 @@ class PDQIndex:
     def _search_delta(self, q: Codes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(query no., id, distance) of delta-segment hits, by brute force in blocks."""
         dn, maxd = self._dn, self._max_distance
+        if self.compiled:
+            qn, rows, d = (np.frombuffer(b, dtype=np.int64) for b in _pdqscan.brute(
+                q, self._dcodes, self._ddead, dn, maxd))
+            return [(qn, self._dids[rows], d)] if qn.size else []
         d64 = self._dcodes[:dn].view(np.uint64)
         w0, w1 = d64[:, 0], d64[:, 1]
         q64 = q.view(np.uint64)

@@ -7,6 +7,7 @@ crash is not counted again: its stored result is sent once more.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -79,6 +80,24 @@ class TriageStage(StageBase):
             self.victim_bank.refresh(s, force=True)
         log.info("PDQ indexes loaded: %d cluster members, %d indicators",
                  len(self.cluster_pdq.index), len(self.indicator_pdq.index))
+        # The banks' PDQ search runs here, in C without the GIL, while the batch's database
+        # reads go on in the stage's thread.
+        self._searcher = ThreadPoolExecutor(1, thread_name_prefix="triage-pdq")
+        self._pdq_banks: Future[dict[str, list[tuple[str, int]]]] | None = None
+
+    def close(self) -> None:
+        self._searcher.shutdown(wait=True)
+        super().close()
+
+    def _search_banks(self, s: Any, envelopes: list[dict[str, Any]]) -> None:
+        """Start the banks' PDQ search for every value of the batch (refreshed banks first);
+        `_triage` takes the answers when it needs them."""
+        values = sorted({v for e in envelopes for item in e["report"].get("content") or []
+                         for k, v in content_signals(item) if k == "pdq"})
+        if self._pdq_banks is not None:
+            wait([self._pdq_banks])  # a batch of replays only never took its answers
+        self.indicator_pdq.refresh(s)
+        self._pdq_banks = self._searcher.submit(self.indicator_pdq.near, values)
 
     def process(self, records: list[Record]) -> Finish:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
@@ -93,9 +112,11 @@ class TriageStage(StageBase):
                 log.error("unreadable message at %s/%d/%d skipped", r.topic, r.partition, r.offset)
         results: list[dict[str, Any]] = []
         with self.sessions.begin() as s:
+            self._search_banks(s, envelopes)
             ids = list({e["report_id"] for e in envelopes})
-            done = dict(s.execute(select(Report.report_id, Report.triage).where(
-                Report.report_id.in_(ids))).all())
+            reports = Report.__table__.c  # Core statements: no ORM work per row
+            done = dict(s.execute(select(reports.report_id, reports.triage).where(
+                reports.report_id.in_(ids))).all())
             todo: list[dict[str, Any]] = []
             for e in envelopes:
                 prior = done.get(e["report_id"])
@@ -138,14 +159,13 @@ class TriageStage(StageBase):
         all_signals |= {sig for e in envelopes for item in e["report"].get("content") or []
                         for sig in content_signals(item)}
         pdq_values = sorted({v for k, v in all_signals if k == "pdq"})
-        self.indicator_pdq.refresh(s)
-        pdq_banks = self.indicator_pdq.near(pdq_values)
         hits: dict[Signal, set[str]] = {}
         exact = sorted({v for k, v in all_signals if k != "pdq"})
+        indicators = Indicator.__table__.c
         for chunk in _chunks(exact, 500):
             for bank, kind, value in s.execute(
-                select(Indicator.bank, Indicator.kind, Indicator.value).where(
-                    Indicator.enabled.is_(True), Indicator.value.in_(chunk))
+                select(indicators.bank, indicators.kind, indicators.value).where(
+                    indicators.enabled.is_(True), indicators.value.in_(chunk))
             ):
                 if (kind, value) in all_signals:
                     hits.setdefault((kind, value), set()).add(bank)
@@ -158,6 +178,8 @@ class TriageStage(StageBase):
             for rid, cid in s.execute(select(ReportCluster.report_id, ReportCluster.cluster_id)
                                       .where(ReportCluster.report_id.in_(supplemented))):
                 member_of.setdefault(rid, set()).add(cid)
+        assert self._pdq_banks is not None, "_search_banks starts every batch's search"
+        pdq_banks = self._pdq_banks.result()
         results, updates = [], []
         for e, items in zip(envelopes, per_report):
             report = e["report"]

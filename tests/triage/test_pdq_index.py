@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from triage import pdq_index
 from triage.pdq_index import PDQIndex, pdq_to_bytes
 
 POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)  # not bitwise_count
@@ -48,6 +49,16 @@ def random_codes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def hexes(codes: np.ndarray) -> list[str]:
     return [bytes(c).hex() for c in codes]
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on both candidate scans: the C one (triage/_pdqscan.c, built when the
+    package is installed; its absence fails here) and the numpy one it replaces."""
+    if request.param == "compiled":
+        assert pdq_index._pdqscan is not None, "triage._pdqscan was not built: pip install -e ."
+    monkeypatch.setattr(PDQIndex, "compiled", request.param == "compiled")
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,69 @@
+"""Workers' SQLite engines leave checkpoints to a thread of their own, never to a commit."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import text
+
+from centre.db import _Checkpointer, make_engine
+from tests.integration.helpers import wait_for
+
+
+def _holder(path: Path) -> sqlite3.Connection:
+    """A connection kept open, as the other workers' are: the last connection to close
+    would checkpoint and remove the log."""
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, b BLOB)")
+    c.commit()
+    c.execute("SELECT count(*) FROM t").fetchall()  # attached to the log's index
+    return c
+
+
+def _fill(path: Path, rows: int) -> None:
+    engine = make_engine(f"sqlite:///{path}", background_checkpoint=True)
+    try:
+        with engine.begin() as c:
+            assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+            c.execute(text("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, b BLOB)"))
+        for _ in range(rows // 100):
+            with engine.begin() as c:
+                c.execute(text("INSERT INTO t (b) VALUES (randomblob(4000))"),
+                          [{}] * 100)
+    finally:
+        engine.dispose()  # stops the engine's own checkpointer (8 MB: not reached here)
+
+
+def test_commits_do_not_checkpoint_and_the_thread_does(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    holder = _holder(db)
+    _fill(db, 1500)  # ~6 MB of log, more than SQLite's own 1,000-page threshold
+    wal = Path(f"{db}-wal")
+    assert wal.stat().st_size > 5_000_000
+    assert db.stat().st_size < 100_000, "a commit copied the log back itself"
+
+    cp = _Checkpointer(str(db), every_s=0.05, min_bytes=1 << 20)
+    try:
+        wait_for("the log copied into the database file",
+                 lambda: db.stat().st_size > 5_000_000, timeout=30)
+    finally:
+        cp.stop()
+        holder.close()
+    assert not cp._thread.is_alive()
+
+
+def test_small_log_is_left_alone(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    holder = _holder(db)
+    _fill(db, 100)
+    size = db.stat().st_size
+    cp = _Checkpointer(str(db), every_s=0.01, min_bytes=64 << 20)
+    try:
+        # Many rounds pass; none of them checkpoints a log below the threshold.
+        wait_for("rounds of the checkpointer", lambda: cp._rounds >= 20, timeout=30)
+    finally:
+        cp.stop()
+    assert db.stat().st_size == size
+    holder.close()
