@@ -739,6 +739,43 @@ _ENTRY_COLUMNS: Final = ("seq", "event_id", "at", "actor", "action", "subject", 
 _COLUMN_LIST: Final = ", ".join(f'"{n}"' for n in _ENTRY_COLUMNS)
 
 
+@dataclass(slots=True)
+class _Chain:
+    """Entry rows chained after a head: the rows to insert, (seq, hash) of each, the last."""
+
+    rows: list[tuple[Any, ...]]
+    hashes: list[tuple[int, bytes]]
+    seq: int
+    prev: bytes
+
+
+def _chain(todo: Sequence[AuditEvent], seq: int, prev: bytes, sealed: dict[str, bytes],
+           data_key_id: str, persons: dict[str, tuple[str, AESGCM]]) -> _Chain:
+    """The entries of `todo` following the head (`seq`, `prev`): sealed details, personal
+    data under its person's key, each entry's hash over the one before."""
+    rows: list[tuple[Any, ...]] = []
+    hashes: list[tuple[int, bytes]] = []
+    dkid = data_key_id.encode()
+    for ev in todo:
+        seq += 1
+        eid, at = ev.event_id.encode(), at_text(ev.at)
+        ct = sealed[ev.event_id]
+        personal = b""
+        if ev.personal is not None:
+            assert ev.person is not None
+            skid, skey = persons[ev.person]
+            pn = os.urandom(12)
+            personal = skid.encode() + pn + skey.encrypt(pn, orjson.dumps(ev.personal), eid)
+        actor, action, subject = ev.actor.encode(), ev.action.encode(), ev.subject.encode()
+        h = entry_hash(prev, seq, eid, at.encode(), actor, action, subject,
+                       _text(ev.person), dkid, ct, personal)
+        rows.append((seq, ev.event_id, at, ev.actor, ev.action, ev.subject, ev.person,
+                     data_key_id, ct, personal or None, prev, h))
+        hashes.append((seq, h))
+        prev = h
+    return _Chain(rows, hashes, seq, prev)
+
+
 def _insert_entries(c: Any, rows: list[tuple[Any, ...]]) -> None:
     """INSERT the entries straight through the driver, in the caller's transaction:
     SQLAlchemy's per-value processing costs more than everything else an append does, and
@@ -845,19 +882,22 @@ class AuditLog:
         """Append `events` in the caller's transaction `c` (a Session or Connection), which
         must commit for them to count. Events already in the log (same id) are skipped.
 
-        What does not depend on the head (which events are new, their details encrypted
-        under a new data key) is done before the head is locked; on SQLite that lock is the
-        database's only write lock, which every stage waits for. If the head moved in the
-        meantime, which events are new is asked again under the lock."""
+        What does not depend on the head being locked is done before it is: which events
+        are new, their details encrypted under a new data key, and the hash chain as it would
+        follow the head as read then. On SQLite that lock is the database's only write lock,
+        which every stage waits for. If the head moved in the meantime, which events are new
+        is asked again under the lock and the chain is computed again from the locked head.
+        Events with personal data are chained under the lock (their person keys are read and
+        made there)."""
         now = _utc(now or _now())
         fresh: dict[str, AuditEvent] = {}
         for ev in events:
             fresh.setdefault(ev.event_id, ev)
-        seen_seq = self._head_seq(c)
+        seen = self._head_peek(c)
         for known in _existing_ids(c, list(fresh)):
             del fresh[known]
         data_key, data_key_id = AESGCM.generate_key(256), secrets.token_hex(16)
-        aead, dkid = AESGCM(data_key), data_key_id.encode()
+        aead = AESGCM(data_key)
         sealed: dict[str, bytes] = {}
         for i, ev in enumerate(fresh.values()):
             nonce = _NONCE.pack(i)  # a counter: the data key serves this batch only
@@ -865,11 +905,16 @@ class AuditLog:
                                                        ev.event_id.encode())
 
         kek_id, wrapped = self.keyring.wrap(data_key, _data_key_aad(data_key_id))
+        ready: _Chain | None = None
+        if seen is not None and fresh and all(e.personal is None for e in fresh.values()):
+            ready = _chain(list(fresh.values()), seen[0], seen[1], sealed, data_key_id, {})
 
         head = self._lock_head(c)
-        if head.seq != seen_seq and fresh:
-            for known in _existing_ids(c, list(fresh)):
-                del fresh[known]
+        if seen is None or (head.seq, head.hash) != seen:
+            ready = None
+            if fresh:
+                for known in _existing_ids(c, list(fresh)):
+                    del fresh[known]
         todo = list(fresh.values())
         if not todo:
             cps = self._checkpoints_due(head, [], now)
@@ -878,37 +923,21 @@ class AuditLog:
 
         c.execute(insert(_DK).values(key_id=data_key_id, kek_id=kek_id, wrapped=wrapped,
                                      created_at=now))
-        persons = self._person_keys(c, {e.person for e in todo if e.personal is not None}, now)
-
-        rows: list[tuple[Any, ...]] = []
-        hashes: list[tuple[int, bytes]] = []
-        seq, prev = head.seq, head.hash
-        for ev in todo:
-            seq += 1
-            eid, at = ev.event_id.encode(), at_text(ev.at)
-            ct = sealed[ev.event_id]
-            personal = b""
-            if ev.personal is not None:
-                assert ev.person is not None
-                skid, skey = persons[ev.person]
-                pn = os.urandom(12)
-                personal = skid.encode() + pn + skey.encrypt(pn, orjson.dumps(ev.personal), eid)
-            actor, action, subject = ev.actor.encode(), ev.action.encode(), ev.subject.encode()
-            h = entry_hash(prev, seq, eid, at.encode(), actor, action, subject,
-                           _text(ev.person), dkid, ct, personal)
-            rows.append((seq, ev.event_id, at, ev.actor, ev.action, ev.subject, ev.person,
-                         data_key_id, ct, personal or None, prev, h))
-            hashes.append((seq, h))
-            prev = h
-        _insert_entries(c, rows)
-        cps = self._checkpoints_due(head, hashes, now)
-        self._finish(c, head, seq, prev, cps, now)
-        return AppendResult(len(rows), len(events) - len(rows), seq, len(cps))
+        if ready is None:
+            persons = self._person_keys(c, {e.person for e in todo if e.personal is not None},
+                                        now)
+            ready = _chain(todo, head.seq, head.hash, sealed, data_key_id, persons)
+        _insert_entries(c, ready.rows)
+        cps = self._checkpoints_due(head, ready.hashes, now)
+        self._finish(c, head, ready.seq, ready.prev, cps, now)
+        return AppendResult(len(ready.rows), len(events) - len(ready.rows), ready.seq,
+                            len(cps))
 
     @staticmethod
-    def _head_seq(c: Any) -> int | None:
-        """The head's sequence number, read without locking it."""
-        return c.execute(select(_HEAD.c.seq).where(_HEAD.c.id == 1)).scalar()
+    def _head_peek(c: Any) -> tuple[int, bytes] | None:
+        """The head's sequence number and hash, read without locking it."""
+        row = c.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)).first()
+        return None if row is None else (row.seq, bytes(row.hash))
 
     def _checkpoints_due(self, head: _Head, hashes: list[tuple[int, bytes]],
                          now: dt.datetime) -> list[tuple[int, bytes]]:
