@@ -82,6 +82,16 @@ static inline int distance256(const uint64_t *a, const uint64_t *b) {
            __builtin_popcountll(a[2] ^ b[2]) + __builtin_popcountll(a[3] ^ b[3]);
 }
 
+/* 0 when the queries are whole 32-byte hashes; -1 with ValueError otherwise. */
+static int check_queries(Py_buffer *q) {
+    if (q->len % 32) {
+        PyErr_Format(PyExc_ValueError, "queries: %zd bytes, not a whole number of 32-byte hashes",
+                     q->len);
+        return -1;
+    }
+    return 0;
+}
+
 static int check(Py_buffer *b, Py_ssize_t need, const char *what) {
     if (b->len < need) {
         PyErr_Format(PyExc_ValueError, "%s: %zd bytes, need at least %zd", what, b->len, need);
@@ -100,10 +110,15 @@ static PyObject *scan_main(PyObject *self, PyObject *args) {
     PyObject *out = NULL;
     hits_t h = {0};
     int failed = 0;
+    int corrupt = 0; /* a table entry outside [0, n]: the index is damaged, never read past */
     Py_ssize_t nq = q.len / 32;
-    if (check(&codes, n * 32, "codes") || check(&order, (TABLES - 1) * cap * 4 + n * 4, "order") ||
-        check(&starts, (Py_ssize_t)TABLES * (KEYS + 1) * 4, "starts") ||
-        check(&dead, n, "dead") || n > cap)
+    if (n < 0 || cap < n) {
+        PyErr_SetString(PyExc_ValueError, "need 0 <= n <= cap");
+        goto done;
+    }
+    if (check_queries(&q) || check(&codes, n * 32, "codes") ||
+        check(&order, (TABLES - 1) * cap * 4 + n * 4, "order") ||
+        check(&starts, (Py_ssize_t)TABLES * (KEYS + 1) * 4, "starts") || check(&dead, n, "dead"))
         goto done;
     {
         const uint8_t *qb = q.buf, *cb = codes.buf, *db = dead.buf;
@@ -128,7 +143,13 @@ static PyObject *scan_main(PyObject *self, PyObject *args) {
                 const int32_t *ot = ob + (Py_ssize_t)t * cap;
                 for (int p = 0; p < nprobe; p++) {
                     unsigned key = qc[t] ^ (p ? (1u << (p - 1)) : 0u);
-                    Py_ssize_t len = st[key + 1] - st[key];
+                    const int32_t lo = st[key], hi = st[key + 1];
+                    if (lo < 0 || hi < lo || hi > n) {
+                        corrupt = failed = 1;
+                        break;
+                    }
+                    Py_ssize_t len = hi - lo;
+                    if (len == 0) continue;
                     if (nc + len > lcap) {
                         Py_ssize_t c2 = (nc + len) * 2;
                         int32_t *a = realloc(cand, c2 * sizeof(int32_t));
@@ -141,7 +162,7 @@ static PyObject *scan_main(PyObject *self, PyObject *args) {
                         ctab = b;
                         lcap = c2;
                     }
-                    memcpy(cand + nc, ot + st[key], len * sizeof(int32_t));
+                    memcpy(cand + nc, ot + lo, len * sizeof(int32_t));
                     memset(ctab + nc, t, len);
                     nc += len;
                 }
@@ -150,11 +171,16 @@ static PyObject *scan_main(PyObject *self, PyObject *args) {
             for (Py_ssize_t j = 0; j < nc && !failed; j++) {
                 if (j + PREFETCH < nc) __builtin_prefetch(cb + (Py_ssize_t)cand[j + PREFETCH] * 32);
                 int32_t r = cand[j];
+                if ((uint32_t)r >= (uint32_t)n) { /* a row past the stored ones: damaged */
+                    corrupt = failed = 1;
+                    break;
+                }
                 uint64_t cw[4];
                 memcpy(cw, cb + (Py_ssize_t)r * 32, 32);
                 int d = distance256(qw, cw);
                 if (d > maxd || db[r]) continue;
-                const uint16_t *rc = (const uint16_t *)cw;
+                uint16_t rc[TABLES];
+                memcpy(rc, cw, 32);
                 int earlier = 0;
                 for (int u = 0; u < ctab[j]; u++) {
                     if (__builtin_popcount((unsigned)(qc[u] ^ rc[u])) <= radius) {
@@ -169,12 +195,14 @@ static PyObject *scan_main(PyObject *self, PyObject *args) {
         free(ctab);
         Py_END_ALLOW_THREADS
     }
-    out = hits_done(&h, failed);
-done:
-    if (!out) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "n exceeds cap");
+    if (corrupt) {
         hits_free(&h);
+        PyErr_SetString(PyExc_ValueError, "index tables point outside the stored rows");
+    } else {
+        out = hits_done(&h, failed);
     }
+done:
+    if (!out) hits_free(&h);
     PyBuffer_Release(&q);
     PyBuffer_Release(&codes);
     PyBuffer_Release(&order);
@@ -192,7 +220,11 @@ static PyObject *scan_brute(PyObject *self, PyObject *args) {
     hits_t h = {0};
     int failed = 0;
     Py_ssize_t nq = q.len / 32;
-    if (check(&codes, n * 32, "codes") || check(&dead, n, "dead")) goto done;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "need n >= 0");
+        goto done;
+    }
+    if (check_queries(&q) || check(&codes, n * 32, "codes") || check(&dead, n, "dead")) goto done;
     {
         const uint8_t *qb = q.buf, *cb = codes.buf, *db = dead.buf;
         Py_BEGIN_ALLOW_THREADS

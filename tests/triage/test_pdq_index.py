@@ -370,3 +370,28 @@ def test_growth_keeps_tables_consistent() -> None:
                         for _ in range(400)])
     assert index.query(queries) == brute(codes, ids, queries)
     assert len(index) == 6000 and index.nbytes >= index._n * 100
+
+
+def test_compiled_scan_refuses_bad_input_instead_of_reading_past_it(scan: str) -> None:
+    """The C scan runs without the GIL on arrays it is handed: a partial hash, a count
+    beyond the arrays or table entries pointing past the stored rows raise ValueError."""
+    if scan != "compiled":
+        return  # the numpy scan indexes its arrays and raises on its own
+    from triage import _pdqscan
+
+    rng = np.random.default_rng(3)
+    idx = PDQIndex.build(np.arange(100), random_codes(rng, 100))
+    q = random_codes(rng, 2)
+    args = (idx._codes, idx._order, idx._starts, idx._dead)
+    assert _pdqscan.main(q, *args, idx._n, idx._cap, 31, True)  # well-formed: an answer
+    with pytest.raises(ValueError, match="whole number of 32-byte"):
+        _pdqscan.main(q.tobytes()[:40], *args, idx._n, idx._cap, 31, True)
+    with pytest.raises(ValueError, match="n <= cap"):
+        _pdqscan.main(q, *args, idx._n, -5, 31, True)
+    bad_starts = idx._starts.copy()
+    bad_starts[:, 1:] = 1_000  # ranges beyond the 100 stored rows
+    with pytest.raises(ValueError, match="outside the stored rows"):
+        _pdqscan.main(q, idx._codes, idx._order, bad_starts, idx._dead, idx._n, idx._cap,
+                      31, True)
+    with pytest.raises(ValueError, match="whole number of 32-byte"):
+        _pdqscan.brute(b"ab", idx._codes, idx._dead, idx._n, 31)
