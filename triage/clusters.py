@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, aliased
 
 from centre import messages as m
 from centre.db import Cluster, ClusterSignal, ReportCluster
-from triage.pdq_index import _pdqscan
+from triage.pdq_index import _pdqscan, scan_hits
 
 RECENT_CASES = 100  # related_case_ids shows the most recent ones; times_reported counts all
 
@@ -257,10 +257,9 @@ class _BatchPDQ:
         if _pdqscan is not None:  # one compiled pass (triage/_pdqscan.c)
             if len(self._live) < n:
                 self._live = np.zeros(len(self.codes), dtype=np.bool_)
-            _q, rows, dist = _pdqscan.brute(bytes.fromhex(value), self.codes, self._live, n,
-                                             max_distance)
-            return [(self.clusters[i], d) for i, d in zip(
-                np.frombuffer(rows, np.int64).tolist(), np.frombuffer(dist, np.int64).tolist())]
+            _q, rows, dist = scan_hits(_pdqscan.brute(bytes.fromhex(value), self.codes,
+                                                      self._live, n, max_distance))
+            return [(self.clusters[i], d) for i, d in zip(rows.tolist(), dist.tolist())]
         q = np.frombuffer(bytes.fromhex(value), dtype=np.uint64)
         d = np.bitwise_count(self.codes[:n] ^ q).sum(axis=1)
         return [(self.clusters[i], int(d[i])) for i in np.flatnonzero(d <= max_distance)]

@@ -100,6 +100,13 @@ def pdq_to_bytes(hexes: Sequence[str]) -> Codes:
     return out
 
 
+def scan_hits(raw: tuple[bytes, bytes, bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query no., row, distance) int64 arrays from a compiled scan's answer."""
+    qn, rows, dist = raw
+    return (np.frombuffer(qn, np.int64), np.frombuffer(rows, np.int64),
+            np.frombuffer(dist, np.int64))
+
+
 def _as_codes(hashes: Sequence[str] | np.ndarray) -> tuple[Codes, bool]:
     """(codes as a C-contiguous (n, 32) uint8 array, whether it is a fresh array we own)."""
     if isinstance(hashes, np.ndarray):
@@ -412,7 +419,7 @@ class PDQIndex:
     def _search_main(self, q: Codes, first: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(query no., id, distance) of main-segment hits, deduplicated and live."""
         if self.compiled:
-            qn, rows, d = (np.frombuffer(b, dtype=np.int64) for b in _pdqscan.main(
+            qn, rows, d = scan_hits(_pdqscan.main(
                 q, self._codes, self._order, self._starts, self._dead, self._n, self._cap,
                 self._max_distance, len(self._flips) > 1))
             return [(qn + first, self._ids[rows], d)] if qn.size else []
@@ -481,8 +488,7 @@ class PDQIndex:
         """(query no., id, distance) of delta-segment hits, by brute force in blocks."""
         dn, maxd = self._dn, self._max_distance
         if self.compiled:
-            qn, rows, d = (np.frombuffer(b, dtype=np.int64) for b in _pdqscan.brute(
-                q, self._dcodes, self._ddead, dn, maxd))
+            qn, rows, d = scan_hits(_pdqscan.brute(q, self._dcodes, self._ddead, dn, maxd))
             return [(qn, self._dids[rows], d)] if qn.size else []
         d64 = self._dcodes[:dn].view(np.uint64)
         w0, w1 = d64[:, 0], d64[:, 1]
