@@ -77,6 +77,7 @@ from centre.db import (
     make_sessionmaker,
 )
 from centre.keys import PASSPHRASE_ENV, KeySet, _ensure_dir, _write_file
+from centre.messages import uuid5_text
 from centre.settings import Settings
 from centre.topology import AUDIT_EVENTS
 
@@ -148,7 +149,7 @@ def event_id_for(actor: str, action: str, subject: str, discriminator: str = "")
     """The deterministic id of an event: the same decision on the same input, taken again after
     a crash, has the same id and is appended once. `discriminator` tells apart events that
     share actor, action and subject (a supplement number, a content id, a Kafka offset)."""
-    return str(uuid.uuid5(NS_AUDIT, f"{actor}|{action}|{subject}|{discriminator}"))
+    return uuid5_text(NS_AUDIT, f"{actor}|{action}|{subject}|{discriminator}")
 
 
 def at_text(t: dt.datetime) -> str:
