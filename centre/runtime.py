@@ -64,6 +64,7 @@ class StageBase:
     """What every stage holds: its settings, the database, and the producer of its outputs."""
 
     name = ""
+    producer_options: dict[str, object] = {}  # librdkafka settings of its producer
 
     def __init__(self, settings: Settings) -> None:
         from centre.db import make_engine, make_sessionmaker
@@ -72,7 +73,7 @@ class StageBase:
         self.settings = settings
         self.engine = make_engine(settings.database_url, background_checkpoint=True)
         self.sessions = make_sessionmaker(self.engine)
-        self.producer = BatchProducer(settings)
+        self.producer = BatchProducer(settings, **self.producer_options)
 
     def close(self) -> None:
         self.producer.close()

@@ -9,20 +9,27 @@ the batch's transaction.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
-from sqlalchemy import and_, bindparam, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy.orm import Session
 
 from centre import messages as m
-from centre.db import Cluster, ClusterSignal, ReportCluster
+from centre.db import Cluster, ClusterSignal, ReportCluster, write_rows
 from triage.pdq_index import _pdqscan, scan_hits
 
 RECENT_CASES = 100  # related_case_ids shows the most recent ones; times_reported counts all
 
 Signal = tuple[str, str]
+
+_RA, _RB = ReportCluster.__table__.alias("ra"), ReportCluster.__table__.alias("rb")
+# Reports linked to both clusters :a and :b.
+_OVERLAP = select(func.count()).select_from(_RA).where(
+    _RA.c.cluster_id == bindparam("a"),
+    exists().where(_RB.c.report_id == _RA.c.report_id, _RB.c.cluster_id == bindparam("b")))
 
 
 @dataclass(slots=True)
@@ -45,16 +52,52 @@ class Membership:
     near: list[tuple[str, int]] = field(default_factory=list)  # (cluster, PDQ distance) joined
 
 
+@dataclass(slots=True)
+class ClusterWrites:
+    """A batch's changes to the clusters, as rows; `write_clusters` writes them."""
+
+    new: list[dict[str, Any]] = field(default_factory=list)  # clusters rows to insert
+    changed: list[dict[str, Any]] = field(default_factory=list)  # clusters rows to update
+    signals: list[dict[str, str]] = field(default_factory=list)  # cluster_signals rows
+    links: list[dict[str, str]] = field(default_factory=list)  # report_clusters rows
+    # cluster id -> (created_at, times_reported, recent_cases, merged_into), new and changed
+    states: dict[str, tuple[dt.datetime, int, list[str], str | None]] = field(
+        default_factory=dict)
+
+
+def write_clusters(s: Any, w: ClusterWrites) -> None:
+    """The rows of `w`, in the caller's transaction (clusters before what refers to them)."""
+    write_rows(s, Cluster.__table__, w.new)
+    write_rows(s, Cluster.__table__, w.changed, key="cluster_id")
+    write_rows(s, ClusterSignal.__table__, w.signals)
+    write_rows(s, ReportCluster.__table__, w.links)
+
+
+class Unwritten:
+    """A batch's cluster changes while another thread writes them: the next batch takes
+    them from here, not from the database, which may not have them yet (`written` is set
+    once it has). Triage is the clusters' only writer, so these are their newest state."""
+
+    def __init__(self, w: ClusterWrites) -> None:
+        self.states = w.states
+        self.by_signal = {(r["kind"], r["value"]): r["cluster_id"] for r in w.signals}
+        self.linked = {r["cluster_id"] for r in w.links}
+        self.written = threading.Event()
+
+
 class ClusterBatch:
-    """The clusters of one batch; call `assign` per report in order, then `flush`."""
+    """The clusters of one batch; call `assign` per report in order, then `flush` (or
+    `take_writes`, to write them elsewhere)."""
 
     def __init__(self, session: Session, signals: Iterable[Signal], now: dt.datetime,
                  near: dict[str, list[tuple[str, int]]] | None = None,
-                 max_pdq_distance: int = 31) -> None:
+                 max_pdq_distance: int = 31, unwritten: Unwritten | None = None) -> None:
         """`near`: for PDQ values of this batch, the clusters of stored PDQ values within
         `max_pdq_distance` (from the PDQ index); PDQ values new in this batch are compared
-        with each other here."""
+        with each other here. `unwritten`: the previous batch's changes, if they may not be
+        committed yet (this batch then only reads `session`)."""
         self.s = session
+        self.unwritten = unwritten
         self.now = now
         self.near = near or {}
         self.max_pdq = max_pdq_distance
@@ -78,20 +121,31 @@ class ClusterBatch:
             ):
                 if (kind, value) in wanted_set:
                     self.by_signal[(kind, value)] = cid
+        if unwritten is not None:
+            for sig in wanted_set & unwritten.by_signal.keys():
+                self.by_signal[sig] = unwritten.by_signal[sig]
         self._load(set(self.by_signal.values())
                    | {c for cs in self.near.values() for c, _d in cs})
 
     def _load(self, ids: set[str]) -> None:
+        table = Cluster.__table__
         while ids:
-            table = Cluster.__table__
-            rows = self.s.execute(select(table).where(table.c.cluster_id.in_(list(ids)))).all()
+            rows: list[tuple[str, dt.datetime, int, list[str], str | None]] = []
+            if self.unwritten is not None:
+                mine = ids & self.unwritten.states.keys()
+                rows += [(cid, *self.unwritten.states[cid]) for cid in mine]
+                ids -= mine
+            if ids:
+                rows += self.s.execute(select(
+                    table.c.cluster_id, table.c.created_at, table.c.times_reported,
+                    table.c.recent_cases, table.c.merged_into).where(
+                        table.c.cluster_id.in_(list(ids)))).all()
             ids = set()
-            for c in rows:
-                self.clusters[c.cluster_id] = _State(c.cluster_id, c.created_at,
-                                                     c.times_reported,
-                                                     list(c.recent_cases or []), c.merged_into)
-                if c.merged_into and c.merged_into not in self.clusters:
-                    ids.add(c.merged_into)
+            for cid, created_at, times, recent, merged_into in rows:
+                self.clusters[cid] = _State(cid, created_at, times, list(recent or []),
+                                            merged_into)
+                if merged_into and merged_into not in self.clusters:
+                    ids.add(merged_into)
 
     def _resolve(self, cid: str) -> str:
         while (nxt := self.clusters[cid].merged_into) is not None:
@@ -119,19 +173,21 @@ class ClusterBatch:
         report (whose stored and new links could pair up) writes first and asks the
         database for everything."""
         if self.relinked:
+            assert self.unwritten is None, "a supplement's batch reads and writes at once"
             self.flush()
             return self._stored_overlap(a, b)
         now = len(self.linked_now.get(a, set()) & self.linked_now.get(b, set()))
         if self.clusters[a].new or self.clusters[b].new:
             return now
+        if self.unwritten is not None and {a, b} & self.unwritten.linked:
+            self.unwritten.written.wait()  # their links of the batch before, once stored
         return now + self._stored_overlap(a, b)
 
     def _stored_overlap(self, a: str, b: str) -> int:
-        ra, rb = aliased(ReportCluster), aliased(ReportCluster)
-        return int(self.s.scalar(
-            select(func.count()).select_from(ra).join(
-                rb, and_(ra.report_id == rb.report_id, rb.cluster_id == b))
-            .where(ra.cluster_id == a)) or 0)
+        # From the cluster with fewer reports, each looked up in the other by primary key.
+        if self.clusters[a].times_reported > self.clusters[b].times_reported:
+            a, b = b, a
+        return int(self.s.execute(_OVERLAP, {"a": a, "b": b}).scalar() or 0)
 
     def assign(self, report_id: str, case_id: str, items: list[list[Signal]],
                member_of: Iterable[str] = ()) -> Membership:
@@ -205,33 +261,26 @@ class ClusterBatch:
         return Membership(final, times, related[-RECENT_CASES:], merges,
                           [(c, d) for c, d in joined if c in final])
 
-    def _write_links(self) -> None:
-        self.s.execute(ReportCluster.__table__.insert(), self.links)
-        self.links = []
+    def take_writes(self) -> ClusterWrites:
+        """The changes since the last call, as rows; the batch goes on from them."""
+        w = ClusterWrites(signals=self.new_signals, links=self.links)
+        for st in self.clusters.values():
+            if not (st.new or st.dirty):
+                continue
+            row = {"cluster_id": st.cluster_id, "times_reported": st.times_reported,
+                   "recent_cases": st.recent_cases, "merged_into": st.merged_into}
+            if st.new:
+                w.new.append({**row, "created_at": st.created_at})
+            else:
+                w.changed.append(row)
+            w.states[st.cluster_id] = (st.created_at, st.times_reported, st.recent_cases,
+                                       st.merged_into)
+            st.new = st.dirty = False
+        self.new_signals, self.links = [], []
+        return w
 
     def flush(self) -> None:
-        new = [st for st in self.clusters.values() if st.new]
-        if new:
-            self.s.execute(Cluster.__table__.insert(), [
-                {"cluster_id": st.cluster_id, "created_at": st.created_at,
-                 "times_reported": st.times_reported, "recent_cases": st.recent_cases,
-                 "merged_into": st.merged_into} for st in new])
-        changed = [st for st in self.clusters.values() if st.dirty and not st.new]
-        if changed:
-            table = Cluster.__table__
-            self.s.execute(
-                update(table).where(table.c.cluster_id == bindparam("cid")).values(
-                    times_reported=bindparam("times"), recent_cases=bindparam("recent"),
-                    merged_into=bindparam("merged")),
-                [{"cid": st.cluster_id, "times": st.times_reported, "recent": st.recent_cases,
-                  "merged": st.merged_into} for st in changed])
-        for st in self.clusters.values():
-            st.new = st.dirty = False
-        if self.new_signals:
-            self.s.execute(ClusterSignal.__table__.insert(), self.new_signals)
-            self.new_signals = []
-        if self.links:
-            self._write_links()
+        write_clusters(self.s, self.take_writes())
 
 
 class _BatchPDQ:

@@ -2,13 +2,14 @@
 
 Two of them: the PDQ values of cluster members (content seen before, any provider) and the
 enabled PDQ indicators of the banks. Exact kinds (sha256, md5) are looked up in the
-database by value; PDQ needs a Hamming-distance search, which `PDQIndex` serves.
+database by value, the banks' only when `ExactKeys` says they may be there; PDQ needs a
+Hamming-distance search, which `PDQIndex` serves.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -65,6 +66,26 @@ class ClusterPDQ:
         self.index.add(range(start, start + len(pairs)), [v for v, _c in pairs])
 
 
+class ExactKeys:
+    """A set of (kind, value) signals kept as sorted 64-bit hashes of this process (8 bytes
+    each, a small part of what the strings would take): `maybe` never leaves out a member;
+    it lets a non-member through about once in 2^64 / n, and the database then answers."""
+
+    def __init__(self, signals: Iterable[tuple[str, str]] = ()) -> None:
+        self.keys = np.unique(np.fromiter((hash(sig) for sig in signals), np.int64))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def maybe(self, signals: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The signals that may be members."""
+        if not len(self.keys) or not signals:
+            return []
+        asked = np.fromiter((hash(sig) for sig in signals), np.int64, len(signals))
+        at = np.minimum(np.searchsorted(self.keys, asked), len(self.keys) - 1)
+        return [sig for sig, hit in zip(signals, (self.keys[at] == asked).tolist()) if hit]
+
+
 class IndicatorPDQ:
     """Enabled PDQ indicators of every bank, reloaded when the banks change: `bank_state`'s
     version, which database triggers raise on any change to `indicators`, is read before
@@ -77,6 +98,7 @@ class IndicatorPDQ:
         self.bank_names: list[str] = []
         self.sorted_ids = np.zeros(0, np.int64)  # indicator ids, sorted, and their banks
         self.sorted_banks = np.zeros(0, np.int16)
+        self.exact = ExactKeys()  # the enabled indicators of the other kinds (sha256, md5)
         self.version: int | None = None
         self.checked_at = 0.0
         # Answers for values asked before (content is reported again and again), until the
@@ -118,6 +140,10 @@ class IndicatorPDQ:
             self.sorted_ids = np.zeros(0, np.int64)
             self.sorted_banks = np.zeros(0, np.int16)
             self.index = PDQIndex(self.max_distance)
+        self.exact = ExactKeys(tuple(r) for r in session.execute(
+            select(Indicator.kind, Indicator.value).where(
+                Indicator.kind != "pdq", Indicator.enabled.is_(True))
+            .execution_options(yield_per=100_000)))
         self.version = version
         self._answers = {}
         return True

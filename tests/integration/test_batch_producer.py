@@ -72,3 +72,23 @@ def test_a_refused_message_fails_its_own_batch_only(broker: LocalBroker, tmp_pat
     p.wait_or_raise(good, timeout=30)
     assert good.errors == []
     p.close()
+
+
+def test_told_of_errors_only_a_flush_still_fails_on_a_refused_message(
+        broker: LocalBroker, tmp_path: Path) -> None:
+    s = _settings(broker, tmp_path)
+    ensure_topics(s, [TopicSpec("out", 1, "test"),
+                      TopicSpec("small", 1, "test", {"max.message.bytes": "1000"})])
+    p = BatchProducer(s, **{"message.timeout.ms": 20000, "delivery.report.only.error": True})
+    for i in range(500):
+        p.send("out", b"ok-%d" % i)
+    p.flush_or_raise(30)  # all acknowledged, none reported one by one
+    p.send("small", b"x" * 10)
+    p.send("small", b"x" * 5000)
+    with pytest.raises(DeliveryError, match="messages failed.*too large"):
+        p.flush_or_raise(30)
+    p.send("small", b"y" * 10)
+    with pytest.raises(TypeError, match="flush_or_raise"):
+        p.wait_or_raise(p.detach(), timeout=5)
+    p.flush_or_raise(30)
+    p.close()

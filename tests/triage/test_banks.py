@@ -313,6 +313,51 @@ def test_a_disabled_pdq_indicator_is_no_longer_matched(s: Settings, tmp_path: Pa
     engine.dispose()
 
 
+def test_exact_keys_of_the_banks_follow_imports_and_disabling(s: Settings,
+                                                              tmp_path: Path) -> None:
+    from triage import near
+
+    sha, md5 = h("sha256", 1), h("md5", 2)
+    banks.import_file(s, "known_material", write_jsonl(tmp_path / "e.jsonl",
+                                                       [{"sha256": sha}, {"md5": md5}]),
+                      source="x", added_by="op", reason=None)
+    index = near.IndicatorPDQ(recheck_s=0)
+    engine = make_engine(s.database_url)
+    other = ("sha256", h("sha256", 3))
+    with make_sessionmaker(engine)() as session:
+        index.refresh(session)
+        assert len(index.exact) == 2
+        assert index.exact.maybe([other, ("sha256", sha), ("md5", md5)]) == [
+            ("sha256", sha), ("md5", md5)]
+        assert index.exact.maybe([("md5", sha)]) == []  # the kind is part of the key
+        banks.disable(s, "known_material", Selector(value=sha), reason="r", by="op")
+        session.rollback()
+        assert index.refresh(session)
+        assert index.exact.maybe([("sha256", sha), ("md5", md5)]) == [("md5", md5)]
+        banks.import_file(s, "grooming", write_jsonl(tmp_path / "f.jsonl",
+                                                     [{"sha256": other[1]}]),
+                          source="x", added_by="op", reason=None)
+        session.rollback()
+        assert index.refresh(session)
+        assert index.exact.maybe([other]) == [other]
+    engine.dispose()
+
+
+def test_exact_keys_never_leave_out_a_member() -> None:
+    import random
+
+    from triage.near import ExactKeys
+
+    rng = random.Random(4)
+    members = [("sha256", "%064x" % rng.getrandbits(256)) for _ in range(20000)]
+    others = [("sha256", "%064x" % rng.getrandbits(256)) for _ in range(20000)]
+    keys = ExactKeys(members + members[:50])  # repeats are kept once
+    assert len(keys) == 20000
+    assert keys.maybe(members) == members
+    assert keys.maybe(others) == []  # a 64-bit collision here: about 2e-11
+    assert ExactKeys().maybe(members) == []
+
+
 def test_remove_deletes_the_selected_entries(s: Settings, tmp_path: Path) -> None:
     _fill(s, tmp_path)
     assert banks.remove(s, "known_material", Selector(source="NCMEC"), reason="withdrawn",
