@@ -40,15 +40,24 @@ STAGE = "triage"
 _KIND_ORDER = {"sha256": 0, "md5": 1, "pdq": 2}
 
 
+def item_signals(envelopes: list[dict[str, Any]]) -> dict[int, list[Signal]]:
+    """Every content item's signals, worked out once per batch (by the item's id())."""
+    return {id(item): list(content_signals(item))
+            for e in envelopes for item in e["report"].get("content") or []}
+
+
 def bank_matches(report: dict[str, Any], hits: dict[Signal, set[str]],
-                 pdq_near: dict[str, list[tuple[str, int]]] | None = None) -> list[Match]:
+                 pdq_near: dict[str, list[tuple[str, int]]] | None = None,
+                 signals: dict[int, list[Signal]] | None = None) -> list[Match]:
     """One match per content item and bank: the strongest signal (an exact hash before a PDQ
-    match, a nearer PDQ before a farther one), with its distance."""
+    match, a nearer PDQ before a farther one), with its distance. `signals`: the items'
+    signals from `item_signals`, else worked out here."""
     out: list[Match] = []
     pdq_near = pdq_near or {}
     for item in report.get("content") or []:
         best: dict[str, tuple[int, int, str]] = {}  # bank -> (distance, kind order, kind)
-        for kind, value in content_signals(item):
+        for kind, value in (signals[id(item)] if signals is not None
+                            else content_signals(item)):
             found = [(b, 0) for b in hits.get((kind, value), ())]
             if kind == "pdq":
                 found += pdq_near.get(value, [])
@@ -125,11 +134,10 @@ class TriageStage(StageBase):
         self._searcher.shutdown(wait=True)
         super().close()
 
-    def _search_banks(self, s: Any, envelopes: list[dict[str, Any]]) -> None:
+    def _search_banks(self, s: Any, signals: dict[int, list[Signal]]) -> None:
         """Start the banks' PDQ search for every value of the batch (refreshed banks first);
         `_triage` takes the answers when it needs them."""
-        values = sorted({v for e in envelopes for item in e["report"].get("content") or []
-                         for k, v in content_signals(item) if k == "pdq"})
+        values = sorted({v for sigs in signals.values() for k, v in sigs if k == "pdq"})
         if self._pdq_banks is not None:
             wait([self._pdq_banks])  # a batch of replays only never took its answers
         self.indicator_pdq.refresh(s)
@@ -158,7 +166,8 @@ class TriageStage(StageBase):
         results: list[dict[str, Any]] = []
         runs: list[_Triaged] = []
         with self.sessions.begin() if at_once else self.sessions() as s:
-            self._search_banks(s, envelopes)
+            signals = item_signals(envelopes)
+            self._search_banks(s, signals)
             ids = list({e["report_id"] for e in envelopes})
             reports = Report.__table__.c  # Core statements: no ORM work per row
             done = dict(s.execute(select(reports.report_id, reports.triage).where(
@@ -177,7 +186,7 @@ class TriageStage(StageBase):
                 elif seq and any(x["report_id"] == e["report_id"] for x in todo):
                     # A supplement to a report triaged in this same batch: the batch's
                     # clusters are not written yet, so it waits for its own batch.
-                    runs.append(self._triage(s, todo, None))
+                    runs.append(self._triage(s, signals, todo, None))
                     self._write(s, runs[-1])
                     results += runs[-1].results
                     todo = [e]
@@ -186,7 +195,7 @@ class TriageStage(StageBase):
                     todo.append(e)
                     done[e["report_id"]] = {"supplement": seq}  # later copies are replays
             if todo:
-                runs.append(self._triage(s, todo, None if at_once else
+                runs.append(self._triage(s, signals, todo, None if at_once else
                                          pending and pending.clusters))
                 if at_once:
                     self._write(s, runs[-1])
@@ -222,17 +231,16 @@ class TriageStage(StageBase):
         audit.emit(self.producer, [_audit(res) for res in results])
         self.producer.flush_or_raise()
 
-    def _triage(self, s: Any, envelopes: list[dict[str, Any]],
-                unwritten: Unwritten | None) -> _Triaged:
+    def _triage(self, s: Any, signals: dict[int, list[Signal]],
+                envelopes: list[dict[str, Any]], unwritten: Unwritten | None) -> _Triaged:
         """Decide `envelopes`, reading `s` (and `unwritten`, the batch before, if it may not
         be stored yet); the PDQ values placed join the index at once."""
         now = m.now()
         per_report: list[list[list[Signal]]] = [
-            [list(content_signals(item)) for item in media_items(e["report"])] for e in envelopes
+            [signals[id(item)] for item in media_items(e["report"])] for e in envelopes
         ]
-        all_signals = {sig for items in per_report for sigs in items for sig in sigs}
-        all_signals |= {sig for e in envelopes for item in e["report"].get("content") or []
-                        for sig in content_signals(item)}
+        all_signals = {sig for e in envelopes for item in e["report"].get("content") or []
+                       for sig in signals[id(item)]}  # media items' among them
         pdq_values = sorted({v for k, v in all_signals if k == "pdq"})
         hits: dict[Signal, set[str]] = {}
         # Exact kinds are asked of the database only when the banks may hold them.
@@ -260,7 +268,7 @@ class TriageStage(StageBase):
         results, updates = [], []
         for e, items in zip(envelopes, per_report):
             report = e["report"]
-            matches = bank_matches(report, hits, pdq_banks)
+            matches = bank_matches(report, hits, pdq_banks, signals)
             cls = classify(report, matches, self.settings.extended_p1)
             member = clusters.assign(e["report_id"], e["case_id"], items,
                                      member_of.get(e["report_id"], set()))
