@@ -557,6 +557,8 @@ def _sqlite_value(column: Any) -> Any:
     """How one column's Python values go to SQLite, as SQLAlchemy would write them; None
     when the driver takes them as they are."""
     kind = column.type
+    if isinstance(kind, TypeDecorator):  # UTCDateTime: its impl's processing, unchanged
+        kind = kind.impl
     if isinstance(kind, JSON):
         null = None if kind.none_as_null else "null"
         return lambda v: null if v is None else orjson.dumps(v).decode()
@@ -612,6 +614,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     # Lookups by random ids touch pages all over the file: keep them in memory, not re-read.
     cur.execute("PRAGMA cache_size=-65536")
+    # Read through a mapping of up to 4 GB (address space, not memory): a worker's pages of
+    # the file are not copied into its cache, which each commit of another connection
+    # empties (triage reads on one connection while its second thread writes on another).
     cur.execute("PRAGMA mmap_size=4294967296")
     # A report's pages are written three times within a second (intake, triage, routing):
     # checkpointing every 40 MB of log instead of 4 MB copies each page back once, not thrice.

@@ -1,0 +1,71 @@
+"""`write_rows` stores what SQLAlchemy would have stored (on SQLite it bypasses SQLAlchemy's
+value processing): JSON, times with and without a zone, booleans, NULLs; inserts and
+updates by key. On a real database (SQLite, and PostgreSQL when available)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, text
+
+from centre.db import Cluster, Provider, Report, make_engine, write_rows
+
+AWARE = dt.datetime(2026, 11, 20, 9, 30, 5, 120000, tzinfo=dt.timezone.utc)
+ROUND = dt.datetime(2026, 11, 20, 9, 30, 5)  # no microseconds: still six digits of them
+
+
+def _raw(conn, table: str, key: str, value: str) -> tuple:  # type: ignore[no-untyped-def]
+    row = conn.execute(text(f'SELECT * FROM "{table}" WHERE "{key}" = :v'), {"v": value}).one()
+    return tuple(row)[1:]  # without the key
+
+
+def test_inserts_and_updates_store_what_sqlalchemy_stores(db_url: str) -> None:
+    engine = make_engine(db_url)
+    clusters = Cluster.__table__
+    rows = [{"cluster_id": cid, "created_at": at, "times_reported": n,
+             "recent_cases": cases, "merged_into": into}
+            for cid, at, n, cases, into in (
+                ("a", AWARE, 1, ["c1", "c2"], None), ("b", ROUND, 3, [], "a"))]
+    with engine.begin() as c:
+        write_rows(c, clusters, rows)
+        c.execute(clusters.insert(), [{**r, "cluster_id": r["cluster_id"] + "2"} for r in rows])
+    with engine.connect() as c:
+        for cid in ("a", "b"):
+            assert _raw(c, "clusters", "cluster_id", cid) == _raw(
+                c, "clusters", "cluster_id", cid + "2")
+        assert c.execute(select(clusters.c.recent_cases).where(
+            clusters.c.cluster_id == "a")).scalar() == ["c1", "c2"]
+
+    reports = Report.__table__
+    with engine.begin() as c:
+        c.execute(Provider.__table__.insert(), [{"provider_id": "p", "first_seen_at": AWARE,
+                                                 "reports_received": 0}])
+        for rid in ("r1", "r2"):
+            c.execute(reports.insert(), [{
+                "report_id": rid, "case_id": "case-" + rid, "provider_id": "p",
+                "provider_report_id": rid, "received_at": AWARE, "submitted_at": "x",
+                "signature": "absent", "status": "received", "reasons": [],
+                "supplements": 0}])
+    change = {"status": "triaged", "category": "new_material", "manifestly_unfounded": False,
+              "triage": {"priority": "P2", "duplicates": {"times_reported": 1}, "none": None},
+              "reasons": ["a", "ü"], "triaged_at": AWARE, "information_requested": None}
+    with engine.begin() as c:
+        write_rows(c, reports, [{"report_id": "r1", **change}], key="report_id")
+        c.execute(reports.update().where(reports.c.report_id == "r2").values(change))
+    with engine.connect() as c:
+        one, two = _raw(c, "reports", "report_id", "r1"), _raw(c, "reports", "report_id", "r2")
+        assert one[3:] == two[3:]  # all but the case and the provider's ids
+        back = c.execute(select(reports.c.triage, reports.c.manifestly_unfounded,
+                                reports.c.information_requested).where(
+            reports.c.report_id == "r1")).one()
+        assert back == (change["triage"], False, None)
+    engine.dispose()
+
+
+def test_nothing_to_write_is_no_statement(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with engine.begin() as c:
+        write_rows(c, Cluster.__table__, [])
+        write_rows(c, Cluster.__table__, [], key="cluster_id")
+        assert c.execute(select(Cluster.__table__.c.cluster_id)).all() == []
+    engine.dispose()
