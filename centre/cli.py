@@ -476,7 +476,7 @@ def bench(
     reports: int = typer.Option(20000, help="synthetic reports to push through"),
     p1_share: float = typer.Option(0.05, help="share of urgent (P1) reports"),
     paced_rate: float = typer.Option(1000.0, help="reports/s of the latency phase"),
-    paced_seconds: float = typer.Option(10.0, help="length of the latency phase"),
+    paced_seconds: float = typer.Option(30.0, help="length of the latency phase"),
     keep: bool = typer.Option(False, help="keep the bench's stack directory (logs, data)"),
     postgres: str = typer.Option("", help="a PostgreSQL URL: the stack runs on a scratch "
                                  "database made on that server (dropped after)"),

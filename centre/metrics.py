@@ -10,6 +10,7 @@ import logging
 import sys
 import threading
 import time
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -49,9 +50,23 @@ def serve(port: int, stage: str) -> int:
     return bound
 
 
+def group_lag(consumer: Any, topic: str, timeout: float = 5.0) -> int:
+    """Messages of `topic` not yet committed by `consumer`'s group (end offsets minus the
+    group's committed offsets, from the broker's view)."""
+    from confluent_kafka import TopicPartition
+
+    md = consumer.list_topics(topic, timeout=timeout)
+    parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+    lag = 0
+    for tp in consumer.committed(parts, timeout=timeout):
+        _lo, hi = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+        lag += max(0, hi - max(tp.offset, 0))
+    return lag
+
+
 def start_lag_probe(settings: Settings, stage: str, every: float = 5.0) -> None:
-    """Consumer lag from the broker's view: end offsets minus the group's committed offsets."""
-    from confluent_kafka import Consumer, TopicPartition
+    """Consumer lag from the broker's view, every `every` seconds (`group_lag`)."""
+    from confluent_kafka import Consumer
 
     from centre.topology import STAGES
 
@@ -63,14 +78,7 @@ def start_lag_probe(settings: Settings, stage: str, every: float = 5.0) -> None:
                              "enable.auto.commit": False, "logger": log})
         while True:
             try:
-                md = consumer.list_topics(topic, timeout=5)
-                parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
-                committed = consumer.committed(parts, timeout=5)
-                lag = 0
-                for tp in committed:
-                    _lo, hi = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                    lag += max(0, hi - max(tp.offset, 0))
-                CONSUMER_LAG.labels(stage).set(lag)
+                CONSUMER_LAG.labels(stage).set(group_lag(consumer, topic))
             except Exception as exc:  # the probe must never take the worker down
                 log.debug("lag probe: %s", exc)
             time.sleep(every)

@@ -65,6 +65,7 @@ class StageBase:
 
     name = ""
     producer_options: dict[str, object] = {}  # librdkafka settings of its producer
+    consumer_options: dict[str, object] = {}  # librdkafka settings of its source's consumer
 
     def __init__(self, settings: Settings) -> None:
         from centre.db import make_engine, make_sessionmaker
@@ -78,6 +79,12 @@ class StageBase:
     def close(self) -> None:
         self.producer.close()
         self.engine.dispose()
+
+
+# The consumer of a stage whose source sees a few messages a minute (complaints, victims'
+# requests): the broker answers its fetch as soon as one message is there, and holds an empty
+# one for 500 ms: two requests a second while quiet instead of the hot stages' twenty.
+QUIET_SOURCE: dict[str, object] = {"fetch.min.bytes": 1, "fetch.wait.max.ms": 500}
 
 
 def stage_batch_size(settings: Settings, stage: object) -> int:
@@ -241,6 +248,7 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
         "fetch.min.bytes": 65536,
         "queued.min.messages": stage_batch_size(settings, stage) * 4,
         "logger": log,
+        **getattr(stage, "consumer_options", {}),
     })
     consumer.subscribe([topic])
     batch_size = stage_batch_size(settings, stage)

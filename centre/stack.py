@@ -129,6 +129,31 @@ class Stack:
     def group(self, stage: str) -> str:
         return f"{self.settings.topic_prefix}centre-{stage}"
 
+    def wait_caught_up(self, timeout: float) -> None:
+        """Until every worker has committed all of its source topic (a backlog is worked
+        off), or TimeoutError."""
+        from confluent_kafka import Consumer
+
+        from centre.metrics import group_lag
+        from centre.topology import STAGES
+
+        consumers = {st: Consumer({"bootstrap.servers": self.settings.bootstrap,
+                                   "group.id": self.group(st), "enable.auto.commit": False})
+                     for st in self.workers}
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                lags = {st: group_lag(c, self.settings.topic(STAGES[st].source))
+                        for st, c in consumers.items()}
+                if not any(lags.values()):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"workers still behind after {timeout:.0f}s: {lags}")
+                time.sleep(0.2)
+        finally:
+            for c in consumers.values():
+                c.close()
+
     def _watch(self) -> None:
         """Restart a worker that died (a crash, or a failing batch): it resumes where it was."""
         while not self._stopping.wait(1.0):

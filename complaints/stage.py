@@ -30,7 +30,7 @@ from centre import metrics
 from centre.db import DeadLetter
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
-from centre.runtime import Record, StageBase
+from centre.runtime import QUIET_SOURCE, Record, StageBase
 from centre.settings import Settings
 from centre.topology import COMPLAINTS_INTAKE, notices_topic
 from complaints import flow
@@ -56,6 +56,7 @@ def invalid_notice(provider_id: str, complaint_ref: str | None, reasons: list[di
 
 class ComplaintIntakeStage(StageBase):
     name = STAGE
+    consumer_options = QUIET_SOURCE
     retry_every_s = 2.0  # how often queued effects are looked at when the topic is quiet
     stale_after_s = 15.0  # a pending message older than this was left by a failed command
 

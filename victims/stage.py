@@ -33,7 +33,7 @@ from centre import metrics
 from centre.db import DeadLetter, Provider
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
-from centre.runtime import Record, StageBase, _headers
+from centre.runtime import QUIET_SOURCE, Record, StageBase, _headers
 from centre.settings import Settings
 from centre.topology import NOTICE_RESPONSES, notices_topic
 from victims import flow
@@ -79,6 +79,7 @@ class ResponseReader:
 
 class VictimStage(StageBase):
     name = STAGE
+    consumer_options = QUIET_SOURCE
     tick_every_s = 1.0  # how often matches, rescans and due notices are looked at when quiet
     keep_alive_every_s = 3600.0
 

@@ -8,14 +8,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
 from centre import samples
 from centre.db import DeadLetter, Delivery, Report, make_engine, make_sessionmaker
+from centre.kafka import base_config
 from centre.keys import KeySet
+from centre.metrics import group_lag
 from centre.stack import Stack
+from centre.topology import STAGES
 from tests.integration.helpers import (
     FeedbackReader,
     cli,
@@ -68,6 +72,15 @@ def test_submitted_report_reaches_its_country_and_europol(stack: Stack, tmp_path
         docs = pull_cases(s, rcpt, lambda d: bool(ids_of(d, {rep["provider_report_id"]})))
         assert [d["case_id"] for d in docs if d["provider_report_id"] == rep["provider_report_id"]] \
             == [case["case_id"]]
+
+    # Every worker commits what it took: once caught up, no stage has a message left.
+    stack.wait_caught_up(120)
+    for stage in stack.workers:
+        c = Consumer({**base_config(s), "group.id": stack.group(stage)})
+        try:
+            assert group_lag(c, s.topic(STAGES[stage].source)) == 0, stage
+        finally:
+            c.close()
 
 
 def test_no_member_state_goes_to_europol_alone(stack: Stack) -> None:
