@@ -355,7 +355,7 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         console.print(f"phase 2: {n_paced} reports paced at {paced_rate:.0f}/s …")
         logs = {s: w.log_path for s, w in stack.workers.items()}
         locks_before = _lock_figures(logs)
-        cpu_paced = rss.cpu_seconds()
+        cpu_at_pace = rss.cpu_seconds()
         paced_started = time.time()
         paced, paced_prio = _messages(run + "p", n_paced, max(p1_share, 0.05), 3)
         sent_at: dict[bytes, float] = {}
@@ -363,8 +363,8 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         paced_arrived = _collect_cases(settings, set(paced_prio), 300)
         paced_took = time.time() - paced_started
         locks_after = _lock_figures(logs)
-        cpu_paced = {k: (v - cpu_paced[k]) / paced_took
-                     for k, v in rss.cpu_seconds().items() if k in cpu_paced}
+        cpu_paced = {k: (v - cpu_at_pace[k]) / paced_took
+                     for k, v in rss.cpu_seconds().items() if k in cpu_at_pace}
         key_to_case = {k: m.case_id_for(m.report_id_for(*k.decode().split("/", 1))).encode()
                        for k, _ in paced}
         lat: dict[str, list[float]] = {"P1": [], "P2": []}

@@ -134,11 +134,12 @@ class Stack:
         off), or TimeoutError."""
         from confluent_kafka import Consumer
 
+        from centre.kafka import base_config
         from centre.metrics import group_lag
         from centre.topology import STAGES
 
-        consumers = {st: Consumer({"bootstrap.servers": self.settings.bootstrap,
-                                   "group.id": self.group(st), "enable.auto.commit": False})
+        consumers = {st: Consumer({**base_config(self.settings), "group.id": self.group(st),
+                                   "enable.auto.commit": False})
                      for st in self.workers}
         deadline = time.monotonic() + timeout
         try:
