@@ -3,9 +3,9 @@
 The result is stored on the report in the batch's transaction; a report read again after a
 crash is not counted again: its stored result is sent once more.
 
-A batch is decided in the stage's thread, reading the database only; its rows are written,
-committed and then sent by the batch's `finish`, on the worker's second thread, while the
-next batch is decided. That next batch takes what the batch before changed (clusters, their
+A batch is decided in the stage's thread, reading the database only, and its results are
+sent at once; its `finish`, on the worker's second thread while the next batch is decided,
+waits for the broker's acknowledgements and then writes and commits its rows. That next batch takes what the batch before changed (clusters, their
 signals, results) from memory until it is committed (`triage.clusters.Unwritten`).
 """
 
