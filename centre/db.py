@@ -644,48 +644,20 @@ class _WriterQueue(sqlite3.Connection):
     """
 
     _lock_path: str | None = None
-    _priority = False  # queues ahead of the other writers (see `take_write_lock`)
     _locked_at = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lock_fd: int | None = None
-        self._ahead_fd: int | None = None
         self._locked = False
 
     def take_write_lock(self) -> None:
-        """Before the transaction's first write (the driver opens it at that statement, so
-        no snapshot is held while queueing). A priority writer (the stage on a report's way
-        that stores before it forwards) holds a shared lock on `<db>.wlock.ahead` while it
-        waits; another writer that gets the write lock meanwhile gives it up and queues
-        again behind it. A holder is never made to wait, and the priority writer waits for
-        it alone, not for every writer queued."""
         if self._locked or self._lock_path is None:
             return
         if self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._ahead_fd = os.open(f"{self._lock_path}.ahead", os.O_RDWR | os.O_CREAT, 0o600)
-        lock, ahead = self._lock_fd, self._ahead_fd
-        assert ahead is not None
         asked = time.perf_counter()
-        if self._priority:
-            fcntl.flock(ahead, fcntl.LOCK_SH)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            finally:
-                fcntl.flock(ahead, fcntl.LOCK_UN)
-        else:
-            while True:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                try:
-                    fcntl.flock(ahead, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:  # a priority writer is waiting: let it go first
-                    fcntl.flock(lock, fcntl.LOCK_UN)
-                    fcntl.flock(ahead, fcntl.LOCK_EX)  # until it has the write lock
-                    fcntl.flock(ahead, fcntl.LOCK_UN)
-                    continue
-                fcntl.flock(ahead, fcntl.LOCK_UN)
-                break
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self._locked_at = time.perf_counter()
         self._locked = True
         _LOCK_WAIT.observe(self._locked_at - asked)
@@ -713,10 +685,9 @@ class _WriterQueue(sqlite3.Connection):
             super().close()
         finally:
             self._release()
-            for fd in (self._lock_fd, self._ahead_fd):
-                if fd is not None:
-                    os.close(fd)
-            self._lock_fd = self._ahead_fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
@@ -770,8 +741,7 @@ class _Checkpointer:
         self._thread.join(timeout=5)
 
 
-def make_engine(url: str, *, background_checkpoint: bool = False,
-                write_priority: bool = False) -> Engine:
+def make_engine(url: str, *, background_checkpoint: bool = False) -> Engine:
     """An engine for the centre's database. Its errors never quote a statement's values
     (`hide_parameters`): they would put report content or a victim's data into a log.
 
@@ -784,8 +754,7 @@ def make_engine(url: str, *, background_checkpoint: bool = False,
         on_file = bool(path) and path != ":memory:"
         if on_file:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            queue = type("WriterQueue", (_WriterQueue,), {"_lock_path": f"{path}.wlock",
-                                                          "_priority": write_priority})
+            queue = type("WriterQueue", (_WriterQueue,), {"_lock_path": f"{path}.wlock"})
             connect_args["factory"] = queue
         engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **_JSON)
         event.listen(engine, "connect", _sqlite_pragmas)

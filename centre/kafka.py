@@ -109,8 +109,8 @@ class BatchProducer:
     (from another thread, while the next batch is being sent).
 
     With the override `"delivery.report.only.error": True` the broker's acknowledgements
-    cost no Python call per message (a stage that sends thousands a second feels them);
-    `wait_or_raise` then waits for every message sent so far, not for its batch's only.
+    cost no Python call per message (a stage that sends thousands a second feels them), but
+    only `flush_or_raise` can then tell that a batch is done.
     """
 
     def __init__(self, settings: Settings, **overrides: object) -> None:
@@ -160,16 +160,10 @@ class BatchProducer:
         return batch
 
     def wait_or_raise(self, batch: Deliveries, timeout: float = 60.0) -> None:
-        """Block until every message of `batch` is acknowledged; DeliveryError otherwise.
-        Told of errors only, the producer cannot tell one batch's acknowledgements from
-        another's: it waits for everything sent so far (a later batch's messages too)."""
+        """Block until every message of `batch` is acknowledged; DeliveryError otherwise."""
         if self._errors_only:
-            if self._producer.flush(timeout):
-                raise DeliveryError(f"messages not acknowledged within {timeout:.0f}s")
-            if batch.errors:
-                raise DeliveryError(f"{len(batch.errors)} messages failed: "
-                                    f"{sorted(set(batch.errors))[:3]}")
-            return
+            raise TypeError("a producer told of errors only cannot wait for one batch: "
+                            "flush_or_raise")
         deadline = time.monotonic() + timeout
         while batch.pending > 0:
             if time.monotonic() > deadline:

@@ -66,17 +66,13 @@ class StageBase:
     name = ""
     producer_options: dict[str, object] = {}  # librdkafka settings of its producer
     consumer_options: dict[str, object] = {}  # librdkafka settings of its source's consumer
-    # On SQLite: its transactions queue ahead of other writers' for the one write lock (a
-    # stage that stores a report before passing it on, with the report waiting meanwhile).
-    write_priority = False
 
     def __init__(self, settings: Settings) -> None:
         from centre.db import make_engine, make_sessionmaker
         from centre.kafka import BatchProducer
 
         self.settings = settings
-        self.engine = make_engine(settings.database_url, background_checkpoint=True,
-                                  write_priority=self.write_priority)
+        self.engine = make_engine(settings.database_url, background_checkpoint=True)
         self.sessions = make_sessionmaker(self.engine)
         self.producer = BatchProducer(settings, **self.producer_options)
 

@@ -59,9 +59,6 @@ class Decision:
 
 class IntakeStage(StageBase):
     name = STAGE
-    # The only stage that stores a report before it passes it on (triage and routing send
-    # first and record once the broker has their outputs): its writes go first.
-    write_priority = True
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -3,9 +3,9 @@
 The result is stored on the report in the batch's transaction; a report read again after a
 crash is not counted again: its stored result is sent once more.
 
-A batch is decided in the stage's thread, reading the database only, and its results are
-sent at once; its `finish`, on the worker's second thread while the next batch is decided,
-waits for the broker's acknowledgements and then writes and commits its rows. That next batch takes what the batch before changed (clusters, their
+A batch is decided in the stage's thread, reading the database only; its rows are written,
+committed and then sent by the batch's `finish`, on the worker's second thread, while the
+next batch is decided. That next batch takes what the batch before changed (clusters, their
 signals, results) from memory until it is committed (`triage.clusters.Unwritten`).
 """
 
@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 
 from centre import audit
 from centre import messages as m
@@ -109,8 +109,8 @@ class TriageStage(StageBase):
     # indicators, this session: up to 1,000 per batch 4,602–4,834 reports/s, up to 2,000
     # 5,368–5,490); under a steady load a batch is what queued meanwhile, far fewer.
     batch_scale = 4
-    # The broker's acknowledgements need no Python call each (they cost the worker's second
-    # thread a fifth of its time): `finish` waits for everything sent so far.
+    # Only `finish` sends, one batch at a time, and flushes: the broker's acknowledgements
+    # need no Python call each (they cost the worker's second thread a fifth of its time).
     producer_options = {"delivery.report.only.error": True}
 
     def __init__(self, settings: Settings) -> None:
@@ -201,45 +201,36 @@ class TriageStage(StageBase):
                 if at_once:
                     self._write(s, runs[-1])
                 results += runs[-1].results
-        # The results leave now, before they are stored (as routing's cases do): a report
-        # never waits for the database's write lock here. The batch is done once the broker
-        # has them and they are written; a crash before that reads the batch again, and
-        # routing skips what it has already routed.
-        self._send(results)
-        sent = self.producer.detach()
         if at_once or not runs:
-            return lambda: self.producer.wait_or_raise(sent)  # written (or nothing to write)
+            return lambda: self._send(results)  # written (or nothing to write)
         run = runs[0]
         handed = self._pending = _Pending(
             {u["report_id"]: u["triage"] for u in run.updates}, Unwritten(run.clusters),
             pending)
 
         def finish() -> None:
-            self.producer.wait_or_raise(sent)
             with self.sessions.begin() as w:
                 self._write(w, run)
             handed.clusters.written.set()
+            self._send(results)
 
         return finish
 
     def _write(self, s: Any, run: _Triaged) -> None:
         write_clusters(s, run.clusters)
         write_rows(s, Report.__table__, run.updates, key="report_id")
-        # Routing may have recorded the case already (the results went out before this
-        # write): the status moves on from `received` only, never back from `forwarded`.
-        table = Report.__table__
-        s.execute(update(table).where(table.c.report_id == bindparam("rid"),
-                                      table.c.status == "received").values(status="triaged"),
-                  [{"rid": u["report_id"]} for u in run.updates])
         live_matches(s, self.victim_bank, run.envelopes, run.now)  # victims' banks
 
     def _send(self, results: list[dict[str, Any]]) -> None:
-        """Queue a batch's results and audit events (the caller waits for the broker)."""
+        """A batch's results and audit events, once stored; done when the broker has them
+        (a crash before that sends the stored results again). Batches' finishes run one
+        after another, so a flush waits for this batch's messages only."""
         for res in results:
             self.producer.send(TRIAGED, m.dumps(res), key=res["report_id"].encode())
             metrics.OUTCOMES.labels(STAGE, res["category"]).inc()
         metrics.MESSAGES_OUT.labels(STAGE, "triaged").inc(len(results))
         audit.emit(self.producer, [_audit(res) for res in results])
+        self.producer.flush_or_raise()
 
     def _triage(self, s: Any, signals: dict[int, list[Signal]],
                 envelopes: list[dict[str, Any]], unwritten: Unwritten | None) -> _Triaged:
@@ -305,7 +296,7 @@ class TriageStage(StageBase):
             }
             results.append(result)
             stored = {k: v for k, v in result.items() if k != "report"}
-            updates.append({"report_id": e["report_id"],
+            updates.append({"report_id": e["report_id"], "status": "triaged",
                             "category": cls.category, "severity": cls.severity,
                             "priority": cls.priority,
                             "manifestly_unfounded": cls.manifestly_unfounded,

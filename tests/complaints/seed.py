@@ -89,12 +89,10 @@ def add_hold(engine: Engine, case_id: str, report_id: str, provider: str,
 
 @dataclass
 class FakeProducer:
-    """Collects what would be sent (acknowledged at `flush_or_raise` or `wait_or_raise`);
-    `fail` makes them fail like an unreachable broker."""
+    """Collects what would be sent; `fail` makes the flush fail like an unreachable broker."""
 
     sent: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
     fail: bool = False
-    handed: list[list[tuple[str, bytes, bytes | None]]] = field(default_factory=list)
     _queued: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
 
     def send(self, topic: str, value: bytes, key: bytes | None = None, **_: Any) -> None:
@@ -105,17 +103,6 @@ class FakeProducer:
         if self.fail:
             raise RuntimeError("broker unreachable")
         self.sent += queued
-
-    def detach(self) -> list[tuple[str, bytes, bytes | None]]:
-        queued, self._queued = self._queued, []
-        self.handed.append(queued)  # to the broker, not yet acknowledged
-        return queued
-
-    def wait_or_raise(self, batch: list[tuple[str, bytes, bytes | None]],
-                      timeout: float = 60.0) -> None:
-        if self.fail:
-            raise RuntimeError("broker unreachable")
-        self.sent += batch
 
     def close(self) -> None:
         pass

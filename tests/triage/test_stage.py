@@ -116,30 +116,6 @@ def test_a_batch_decided_before_the_one_before_is_stored_sees_it(
         assert stored["duplicates"]["times_reported"] == 2
 
 
-def test_results_leave_before_the_write_and_the_write_keeps_routings_status(
-        stage: TriageStage, db_url: str) -> None:
-    """The batch's results are handed to the broker when it is decided, before it is
-    written; routing may then record the case first, and triage's write must not take its
-    status back to `triaged`."""
-    intake = Intake(db_url)
-    first = [intake("a1", media_seed="p1"), intake("b1", media_seed="p2")]
-    finish = stage.process(first)
-    topic = stage.settings.topic(TRIAGED)
-    handed = stage.producer.handed[-1]  # type: ignore[attr-defined]
-    assert sorted(orjson.loads(v)["provider_report_id"] for t, v, _k in handed
-                  if t == topic) == ["a1", "b1"]
-    assert triaged(stage) == {}  # not acknowledged yet
-    rid = m.report_id_for("acme", "a1")
-    with make_sessionmaker(intake.engine).begin() as s:  # routing records a1 first
-        s.get(Report, rid).status = "forwarded"
-    finish()
-    assert set(triaged(stage)) == {"a1", "b1"}
-    with make_sessionmaker(intake.engine)() as s:
-        rows = {r.provider_report_id: r for r in s.scalars(select(Report))}
-        assert rows["a1"].status == "forwarded" and rows["b1"].status == "triaged"
-        assert rows["a1"].category is not None and rows["a1"].triage is not None
-
-
 def _with_items(rec: Record, items: list[dict[str, Any]]) -> Record:
     env = orjson.loads(rec.value or b"")
     env["report"]["content"] = [{**env["report"]["content"][0], **it, "content_id": f"f{n}"}
