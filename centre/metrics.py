@@ -68,10 +68,10 @@ def start_lag_probe(settings: Settings, stage: str, every: float = 5.0) -> None:
     """Consumer lag from the broker's view, every `every` seconds (`group_lag`)."""
     from confluent_kafka import Consumer
 
-    from centre.topology import STAGES
+    from centre.topology import STAGES, group_id
 
     topic = settings.topic(STAGES[stage].source)
-    group = f"{settings.topic_prefix}centre-{stage}"
+    group = group_id(settings, stage)
 
     def probe() -> None:
         consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group,

@@ -31,7 +31,7 @@ import faust
 
 from centre import metrics
 from centre.settings import Settings
-from centre.topology import STAGES
+from centre.topology import STAGES, group_id
 
 log = logging.getLogger(__name__)
 
@@ -315,10 +315,6 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
         settle()
         finisher.shutdown(wait=True)
         consumer.close()  # commits nothing more; leaves the group so partitions move at once
-
-
-def group_id(settings: Settings, stage_name: str) -> str:
-    return f"{settings.topic_prefix}centre-{stage_name}"
 
 
 def _settle_heap() -> None:

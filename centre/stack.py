@@ -24,7 +24,7 @@ from centre import db, kafka
 from centre.broker import LocalBroker
 from centre.keys import KeySet
 from centre.settings import Settings
-from centre.topology import STAGES
+from centre.topology import STAGES, group_id
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Stack:
         raise TimeoutError(f"workers not ready within {timeout:.0f}s; see {self.settings.home}/logs")
 
     def group(self, stage: str) -> str:
-        return f"{self.settings.topic_prefix}centre-{stage}"
+        return group_id(self.settings, stage)
 
     def wait_caught_up(self, timeout: float) -> None:
         """Until every worker has committed all of its source topic (a backlog is worked

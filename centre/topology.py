@@ -141,3 +141,8 @@ STAGES: dict[str, StageSpec] = {
     "victims": StageSpec("victims", VICTIMS_REQUESTS, ("provider.<p>.notices",),
                          "victims.stage:VictimStage"),
 }
+
+
+def group_id(settings: Settings, stage_name: str) -> str:
+    """The consumer group of a stage's workers (more processes of a stage share it)."""
+    return f"{settings.topic_prefix}centre-{stage_name}"
