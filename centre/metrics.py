@@ -64,18 +64,26 @@ def group_lag(consumer: Any, topic: str, timeout: float = 5.0) -> int:
     return lag
 
 
-def start_lag_probe(settings: Settings, stage: str, every: float = 5.0) -> None:
-    """Consumer lag from the broker's view, every `every` seconds (`group_lag`)."""
+def lag_reader(settings: Settings, stage: str) -> Any:
+    """A consumer in `stage`'s group that only reads its committed offsets (for `group_lag`;
+    it never subscribes, so it never joins the group or moves its partitions)."""
     from confluent_kafka import Consumer
 
-    from centre.topology import STAGES, group_id
+    from centre.kafka import base_config
+    from centre.topology import group_id
+
+    return Consumer({**base_config(settings), "group.id": group_id(settings, stage),
+                     "enable.auto.commit": False})
+
+
+def start_lag_probe(settings: Settings, stage: str, every: float = 5.0) -> None:
+    """Consumer lag from the broker's view, every `every` seconds (`group_lag`)."""
+    from centre.topology import STAGES
 
     topic = settings.topic(STAGES[stage].source)
-    group = group_id(settings, stage)
 
     def probe() -> None:
-        consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group,
-                             "enable.auto.commit": False, "logger": log})
+        consumer = lag_reader(settings, stage)
         while True:
             try:
                 CONSUMER_LAG.labels(stage).set(group_lag(consumer, topic))

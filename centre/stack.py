@@ -132,15 +132,9 @@ class Stack:
     def wait_caught_up(self, timeout: float) -> None:
         """Until every worker has committed all of its source topic (a backlog is worked
         off), or TimeoutError."""
-        from confluent_kafka import Consumer
+        from centre.metrics import group_lag, lag_reader
 
-        from centre.kafka import base_config
-        from centre.metrics import group_lag
-        from centre.topology import STAGES
-
-        consumers = {st: Consumer({**base_config(self.settings), "group.id": self.group(st),
-                                   "enable.auto.commit": False})
-                     for st in self.workers}
+        consumers = {st: lag_reader(self.settings, st) for st in self.workers}
         deadline = time.monotonic() + timeout
         try:
             while True:
