@@ -52,13 +52,28 @@ def serve(port: int, stage: str) -> int:
 
 def group_lag(consumer: Any, topic: str, timeout: float = 5.0) -> int:
     """Messages of `topic` not yet committed by `consumer`'s group (end offsets minus the
-    group's committed offsets, from the broker's view)."""
-    from confluent_kafka import TopicPartition
+    group's committed offsets, from the broker's view). On a broker that has just started,
+    the group's coordinator may not be ready yet (not coordinator, loading): asked again until
+    `timeout`."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    not_ready = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                 KafkaError.COORDINATOR_NOT_AVAILABLE}
 
     md = consumer.list_topics(topic, timeout=timeout)
     parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            committed = consumer.committed(parts, timeout=timeout)
+            break
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in not_ready) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     lag = 0
-    for tp in consumer.committed(parts, timeout=timeout):
+    for tp in committed:
         _lo, hi = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
         lag += max(0, hi - max(tp.offset, 0))
     return lag
