@@ -77,7 +77,7 @@ from centre.db import (
     make_sessionmaker,
 )
 from centre.keys import PASSPHRASE_ENV, KeySet, _ensure_dir, _write_file
-from centre.messages import uuid5_text
+from centre.messages import time_ordered_text, uuid5_text
 from centre.settings import Settings
 from centre.topology import AUDIT_EVENTS
 
@@ -145,11 +145,19 @@ def _reason(code: str, message: str, path: str) -> dict[str, str]:
 # -- events ------------------------------------------------------------------------------------
 
 
-def event_id_for(actor: str, action: str, subject: str, discriminator: str = "") -> str:
+def event_id_for(actor: str, action: str, subject: str, discriminator: str = "",
+                 ordered_by: dt.datetime | None = None) -> str:
     """The deterministic id of an event: the same decision on the same input, taken again after
     a crash, has the same id and is appended once. `discriminator` tells apart events that
-    share actor, action and subject (a supplement number, a content id, a Kafka offset)."""
-    return uuid5_text(NS_AUDIT, f"{actor}|{action}|{subject}|{discriminator}")
+    share actor, action and subject (a supplement number, a content id, a Kafka offset).
+
+    `ordered_by`: a time that is the same whenever the event is made again (a report's
+    receipt), which then leads the id (`messages.time_ordered_text`): the trail's unique
+    index on event ids takes a busy stage's events at its end, not each at a random page."""
+    name = f"{actor}|{action}|{subject}|{discriminator}"
+    if ordered_by is not None:
+        return time_ordered_text(ordered_by, NS_AUDIT, name)
+    return uuid5_text(NS_AUDIT, name)
 
 
 def at_text(t: dt.datetime) -> str:
@@ -270,12 +278,13 @@ class AuditEvent:
     person: str | None = None
     personal: Mapping[str, Any] | None = None
     at: dt.datetime = field(default_factory=_now)
+    ordered_by: dt.datetime | None = None  # see `event_id_for`; not sent
     event_id: str = ""
 
     def __post_init__(self) -> None:
         if not self.event_id:
             object.__setattr__(self, "event_id", event_id_for(
-                self.actor, self.action, self.subject, self.discriminator))
+                self.actor, self.action, self.subject, self.discriminator, self.ordered_by))
         if not self._plainly_well_formed():
             problems = _check(self._wire(check=True))
             if problems:
@@ -340,7 +349,7 @@ class AuditEvent:
                             ("subject", ev["subject"]), ("discriminator", ""),
                             ("details", ev.get("details") or {}), ("person", ev.get("person")),
                             ("personal", ev.get("personal")), ("at", _utc(at)),
-                            ("event_id", ev["event_id"]))
+                            ("ordered_by", None), ("event_id", ev["event_id"]))
         for name, value in fields:
             object.__setattr__(obj, name, value)
         return obj
@@ -713,6 +722,13 @@ _E = cast(Table, AuditEntry.__table__)
 _CP = cast(Table, AuditCheckpoint.__table__)
 _HEAD = cast(Table, AuditHead.__table__)
 _DK = cast(Table, AuditDataKey.__table__)
+# The statements an append runs while it holds the head (on SQLite, the database's one write
+# lock), built once: building them cost more than running them.
+_TAKE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq)
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.checkpoint_seq,
+                    _HEAD.c.checkpoint_at).where(_HEAD.c.id == 1)
+_NEWEST = select(func.max(_E.c.seq))
+_SET_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 _SK = cast(Table, AuditSubjectKey.__table__)
 _CHUNK = 5000
 
@@ -862,17 +878,17 @@ class AuditLog:
     # -- appending -------------------------------------------------------------------------
 
     def _lock_head(self, c: Any) -> _Head:
-        r = c.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq))
+        c = c.connection() if isinstance(c, Session) else c  # Core: no ORM work here
+        r = c.execute(_TAKE_HEAD)
         if r.rowcount == 0:
             if c.execute(select(_E.c.seq).limit(1)).first() is not None:
                 raise AuditError("the audit head row is missing while entries exist: the log "
                                  "was tampered with (run `centre audit verify`)")
             c.execute(insert(_HEAD).values(id=1, seq=0, hash=ZERO_HASH, checkpoint_seq=0))
-        row = c.execute(select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.checkpoint_seq,
-                               _HEAD.c.checkpoint_at).where(_HEAD.c.id == 1)).one()
+        row = c.execute(_READ_HEAD).one()
         # Appends commit entries and head together, so nothing may lie beyond the head. (max:
         # always an index probe; `seq > head LIMIT 1` can be planned as a full scan.)
-        newest = c.execute(select(func.max(_E.c.seq))).scalar()
+        newest = c.execute(_NEWEST).scalar()
         if newest is not None and newest > row.seq:
             raise AuditError(f"entries exist beyond the signed head {row.seq}: the log was "
                              "tampered with (run `centre audit verify`); not appending")
@@ -975,7 +991,7 @@ class AuditLog:
                                   "signature": sig}
         if cps:
             values.update(checkpoint_seq=cps[-1][0], checkpoint_at=now)
-        c.execute(update(_HEAD).where(_HEAD.c.id == 1).values(**values))
+        c.execute(_SET_HEAD.values(**values))
 
     def checkpoint_if_due(self, now: dt.datetime | None = None) -> bool:
         """A time-based checkpoint when entries wait longer than T seconds for one (the

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from sqlalchemy import (
@@ -570,25 +570,37 @@ def _sqlite_value(column: Any) -> Any:
 def write_rows(s: Any, table: Any, rows: list[dict[str, Any]], *,
                key: str | None = None) -> None:
     """INSERT `rows` into `table` or, with `key`, UPDATE each row found by that column, in
-    the caller's transaction (a Session or a Connection). Every row has the same keys.
+    the caller's transaction (a Session or a Connection). Every row has the same keys."""
+    prepare_rows(s, table, rows, key=key)()
+
+
+def prepare_rows(s: Any, table: Any, rows: list[dict[str, Any]], *,
+                 key: str | None = None) -> Callable[[], None]:
+    """`write_rows`, in two steps: every value is converted now, and the statement runs
+    when the returned callable is called. A transaction that prepares all its statements
+    before it runs the first holds SQLite's one write lock (taken at its first write,
+    queued for by every stage) for the database's work only.
 
     On SQLite they go straight to the driver, each column's values converted once here
     (JSON as orjson text, times as SQLAlchemy's text form): SQLAlchemy's processing of every
     value costs a hot path (triage's writes) more than SQLite's own work. Elsewhere they
-    take SQLAlchemy's path."""
+    take SQLAlchemy's path. Python-side column defaults are not applied: give every value
+    (server defaults apply)."""
     if not rows:
-        return
+        return lambda: None
     columns = list(rows[0])
     conn = s.connection() if isinstance(s, Session) else s
     if conn.dialect.name != "sqlite":
         if key is None:
-            conn.execute(table.insert(), rows)
+            stmt, params = table.insert(), rows
         else:
-            sets = [c for c in columns if c != key]
-            conn.execute(table.update().where(table.c[key] == bindparam(f"b_{key}"))
-                         .values({c: bindparam(f"b_{c}") for c in sets}),
-                         [{f"b_{c}": r[c] for c in columns} for r in rows])
-        return
+            stmt = table.update().where(table.c[key] == bindparam(f"b_{key}")).values(
+                {c: bindparam(f"b_{c}") for c in columns if c != key})
+            params = [{f"b_{c}": r[c] for c in columns} for r in rows]
+
+        def run_core() -> None:
+            conn.execute(stmt, params)
+        return run_core
     if key is None:
         order = columns
         sql = 'INSERT INTO "%s" (%s) VALUES (%s)' % (
@@ -599,11 +611,14 @@ def write_rows(s: Any, table: Any, rows: list[dict[str, Any]], *,
             table.name, ", ".join(f'"{c}" = ?' for c in order[:-1]), key)
     convert = [_sqlite_value(table.c[c]) for c in order]
     if not any(convert):
-        params = [tuple(r[c] for c in order) for r in rows]
+        values = [tuple(r[c] for c in order) for r in rows]
     else:
         pairs = list(zip(order, convert))
-        params = [tuple(r[c] if f is None else f(r[c]) for c, f in pairs) for r in rows]
-    conn.exec_driver_sql(sql, params)
+        values = [tuple(r[c] if f is None else f(r[c]) for c, f in pairs) for r in rows]
+
+    def run() -> None:
+        conn.exec_driver_sql(sql, values)
+    return run
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

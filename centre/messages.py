@@ -19,6 +19,9 @@ NS_CASE = uuid.uuid5(_NS, "case")
 NS_CLUSTER = uuid.uuid5(_NS, "cluster")
 NS_FEEDBACK = uuid.uuid5(_NS, "feedback")
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MS = dt.timedelta(milliseconds=1)
+
 FEEDBACK_STATUSES = (
     "rejected", "received", "duplicate_submission", "manifestly_unfounded", "forwarded",
     "information_requested",
@@ -30,6 +33,20 @@ def uuid5_text(namespace: uuid.UUID, name: str) -> str:
     arithmetic cost triage and the audit trail more than the SHA-1 itself)."""
     h = hashlib.sha1(namespace.bytes + name.encode()).digest()
     x = (h[:6] + bytes(((h[6] & 0x0F) | 0x50, h[7], (h[8] & 0x3F) | 0x80)) + h[9:16]).hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def time_ordered_text(at: dt.datetime, namespace: uuid.UUID, name: str) -> str:
+    """A UUID (version 8, custom) whose first 48 bits are `at` in milliseconds since the
+    epoch and whose other 74 are SHA-1 of `name` in `namespace`: as deterministic as
+    `uuid5_text` for the same time, and ids made about the same time sort together, so an
+    index on them grows at its end instead of at a random page for every row."""
+    if at.tzinfo is None:  # SQLite hands back naive datetimes for UTC columns
+        at = at.replace(tzinfo=dt.timezone.utc)
+    ms = ((at - _EPOCH) // _MS) & 0xFFFFFFFFFFFF  # exact: `iso` keeps the same milliseconds
+    h = hashlib.sha1(namespace.bytes + name.encode()).digest()
+    x = (ms.to_bytes(6, "big") + bytes(((h[0] & 0x0F) | 0x80, h[1], (h[2] & 0x3F) | 0x80))
+         + h[3:10]).hex()
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 

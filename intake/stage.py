@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,6 +28,7 @@ from centre.db import (
     Report,
     ReportContent,
     ReportSupplement,
+    prepare_rows,
 )
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
@@ -89,11 +90,12 @@ class IntakeStage(StageBase):
             by_partition: dict[int, list[int]] = {}
             for r in records:
                 by_partition.setdefault(r.partition, []).append(r.offset)
+            stored = IntakeDecision.__table__.c  # Core rows: no ORM work per decision
             known = {
                 (d.partition, d.offset): d
                 for part, offsets in by_partition.items()
-                for d in s.scalars(select(IntakeDecision).where(
-                    IntakeDecision.partition == part, IntakeDecision.offset.in_(offsets)))
+                for d in s.execute(select(IntakeDecision.__table__).where(
+                    stored.partition == part, stored.offset.in_(offsets)))
             }
             fresh = [r for r in records if (r.partition, r.offset) not in known]
             decisions = self._decide(s, fresh)
@@ -153,27 +155,27 @@ class IntakeStage(StageBase):
             decisions.append(Decision(rec, "received", pid, prid, rid, [], now, out.report,
                                       received_at, out.signature))
 
+        # Every row converted before the first write, which takes the write lock (SQLite).
+        supplements = [d for d in decisions if d.outcome == "supplement"]
+        writes = [
+            prepare_rows(s, Report.__table__, new_reports),
+            prepare_rows(s, ReportContent.__table__, [
+                {"report_id": d.report_id, "body": d.report} for d in decisions
+                if d.outcome == "received"]),
+            prepare_rows(s, DeadLetter.__table__, dead),
+        ]
+        if not supplements:  # a supplement's decision takes its reasons when applied
+            writes.append(_prepare_decisions(s, decisions))
         if providers:
-            self._upsert_providers(s, providers, now)
-        if new_reports:
-            s.execute(Report.__table__.insert(), new_reports)
-            s.execute(ReportContent.__table__.insert(),
-                      [{"report_id": d.report_id, "body": d.report} for d in decisions
-                       if d.outcome == "received"])
+            self._upsert_providers(s, providers, now)  # before the reports that refer to them
+        for write in writes:
+            write()
         if dead:
-            s.execute(DeadLetter.__table__.insert(), dead)
             metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
-        for d in decisions:
-            if d.outcome == "supplement":
-                self._supplement(s, d)
-        if decisions:
-            s.execute(IntakeDecision.__table__.insert(), [
-                dict(partition=d.record.partition, offset=d.record.offset,
-                     provider_id=d.provider_id, provider_report_id=d.provider_report_id,
-                     outcome=d.outcome, report_id=d.report_id, reasons=d.reasons,
-                     decided_at=d.at)
-                for d in decisions
-            ])
+        for d in supplements:
+            self._supplement(s, d)
+        if supplements:
+            _prepare_decisions(s, decisions)()
         return decisions
 
     def _supplement(self, s: Any, d: Decision) -> None:
@@ -204,7 +206,7 @@ class IntakeStage(StageBase):
         s.execute(ins.on_conflict_do_nothing(index_elements=["provider_id"]), rows)
 
     def _replay(self, s: Any, records: list[Record],
-                known: dict[tuple[int, int], IntakeDecision]) -> list[Decision]:
+                known: dict[tuple[int, int], Any]) -> list[Decision]:
         """Rebuild the decisions of messages decided before a crash, to send their outputs again."""
         out: list[Decision] = []
         for rec in records:
@@ -273,6 +275,8 @@ class IntakeStage(StageBase):
             actor=STAGE, action=f"report.{d.outcome}",
             subject=f"report:{d.report_id}" if d.report_id else f"message:{where}",
             discriminator=where, at=d.at,
+            # The report's own events lead with its receipt (a duplicate's is not its own).
+            ordered_by=d.received_at if d.outcome in ("received", "supplement") else None,
             details={"message": where, "provider_id": d.provider_id if _safe(d.provider_id)
                      else None, "provider_report_id": d.provider_report_id,
                      "signature": d.signature, "supplement": d.supplement or None,
@@ -280,6 +284,15 @@ class IntakeStage(StageBase):
                                  for r in d.reasons],
                      "feedback": ("received" if d.outcome == "supplement" else d.outcome)
                      if _safe(d.provider_id) else None})
+
+
+def _prepare_decisions(s: Any, decisions: list[Decision]) -> Callable[[], None]:
+    """The decisions as `intake_decisions` rows, to store with their effects."""
+    return prepare_rows(s, IntakeDecision.__table__, [
+        dict(partition=d.record.partition, offset=d.record.offset,
+             provider_id=d.provider_id, provider_report_id=d.provider_report_id,
+             outcome=d.outcome, report_id=d.report_id, reasons=d.reasons, decided_at=d.at)
+        for d in decisions])
 
 
 def _safe(provider_id: str | None) -> bool:

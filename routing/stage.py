@@ -18,7 +18,7 @@ from centre import audit
 from centre import messages as m
 from centre import metrics
 from centre.crypto import Sealer, key_id
-from centre.db import Delivery, Report, ReportContent
+from centre.db import Delivery, Report, ReportContent, prepare_rows
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
 from centre.runtime import Finish, Record, StageBase
@@ -118,11 +118,12 @@ def _audit(t: dict[str, Any], status: str, jd: dict[str, Any] | None,
     """Routing's decisions on one report for the audit trail: what was asked of the provider,
     where the case went (recipient, key id) or why not, and the feedback sent."""
     subject, seq = f"report:{t['report_id']}", t.get("supplement") or 0
+    received = m.parse_time(t["received_at"])  # the same when the report is routed again
     events = []
     if missing:
         events.append(audit.AuditEvent(
             actor=STAGE, action="report.information_requested", subject=subject,
-            discriminator=f"supplement/{seq}", at=now,
+            discriminator=f"supplement/{seq}", at=now, ordered_by=received,
             details={"missing": [{"code": r["code"], "path": r["path"]} for r in missing],
                      "feedback": "information_requested"}))
     action = {"forwarded": "case.forwarded", "awaiting_key": "case.awaiting_key",
@@ -132,31 +133,35 @@ def _audit(t: dict[str, Any], status: str, jd: dict[str, Any] | None,
     where = "retry/" + ",".join(sorted(d["recipient"] for d in deliveries)) if retry else ""
     events.append(audit.AuditEvent(
         actor=STAGE, action=action, subject=subject,
-        discriminator=f"supplement/{seq}{where}", at=now,
+        discriminator=f"supplement/{seq}{where}", at=now, ordered_by=received,
         details={"case_id": t["case_id"], "priority": t.get("priority"), "jurisdiction": jd,
                  "deliveries": went, "supplement": seq or None,
                  "feedback": status if feedback and status != "awaiting_key" else None}))
     return events
 
 
-def _record(s: Any, updates: list[dict[str, Any]], updates_again: list[dict[str, Any]]) -> None:
+def _record(s: Any, updates: list[dict[str, Any]], updates_again: list[dict[str, Any]],
+            deliveries: list[dict[str, Any]]) -> None:
     """The routing decisions on the report record, one statement each kind (executemany):
-    a first routing sets forwarded_at; a supplement's keeps it and what was asked before."""
+    a first routing sets forwarded_at; a supplement's keeps it and what was asked before.
+    Then the new deliveries. Every row is converted before the first write takes the lock."""
+    def rows(us: list[dict[str, Any]], *extra: tuple[str, str]) -> list[dict[str, Any]]:
+        return [{"status": u["status"], "jurisdiction": u["jd"], "routed_supplements": u["sup"],
+                 **{column: u[k] for column, k in extra}, "report_id": u["rid"]} for u in us]
+
     table = Report.__table__
-    where = table.c.report_id == bindparam("rid")
-    common = {"status": bindparam("status"), "jurisdiction": bindparam("jd"),
-              "routed_supplements": bindparam("sup")}
-    if updates:
-        s.execute(update(table).where(where).values(
-            **common, forwarded_at=bindparam("at"), information_requested=bindparam("asked")),
-            updates)
-    asked = [u for u in updates_again if u["asked"]]
-    if asked:
-        s.execute(update(table).where(where).values(
-            **common, information_requested=bindparam("asked")), asked)
-    rest = [u for u in updates_again if not u["asked"]]
-    if rest:
-        s.execute(update(table).where(where).values(**common), rest)
+    writes = [
+        prepare_rows(s, table, rows(updates, ("forwarded_at", "at"),
+                                    ("information_requested", "asked")), key="report_id"),
+        prepare_rows(s, table, rows([u for u in updates_again if u["asked"]],
+                                    ("information_requested", "asked")), key="report_id"),
+        prepare_rows(s, table, rows([u for u in updates_again if not u["asked"]]),
+                     key="report_id"),
+        prepare_rows(s, Delivery.__table__, [{k: v for k, v in d.items() if k != "update"}
+                                             for d in deliveries if not d["update"]]),
+    ]
+    for write in writes:
+        write()
 
 
 class _Inflight:
@@ -342,11 +347,7 @@ class RoutingStage(StageBase):
                 # Acknowledged by the broker: now the record says where the cases went.
                 if updates or updates_again:
                     with self.sessions.begin() as s:
-                        _record(s, updates, updates_again)
-                        rows = [{k: v for k, v in d.items() if k != "update"}
-                                for d in deliveries if not d["update"]]
-                        if rows:
-                            s.execute(Delivery.__table__.insert(), rows)
+                        _record(s, updates, updates_again, deliveries)
             except BaseException:
                 batch.failed = True
                 raise

@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from centre import messages as m
-from centre.db import Cluster, ClusterSignal, ReportCluster, write_rows
+from centre.db import Cluster, ClusterSignal, ReportCluster, prepare_rows
 from triage.pdq_index import _pdqscan, scan_hits
 
 RECENT_CASES = 100  # related_case_ids shows the most recent ones; times_reported counts all
@@ -67,10 +67,16 @@ class ClusterWrites:
 
 def write_clusters(s: Any, w: ClusterWrites) -> None:
     """The rows of `w`, in the caller's transaction (clusters before what refers to them)."""
-    write_rows(s, Cluster.__table__, w.new)
-    write_rows(s, Cluster.__table__, w.changed, key="cluster_id")
-    write_rows(s, ClusterSignal.__table__, w.signals)
-    write_rows(s, ReportCluster.__table__, w.links)
+    for run in prepare_clusters(s, w):
+        run()
+
+
+def prepare_clusters(s: Any, w: ClusterWrites) -> list[Callable[[], None]]:
+    """`write_clusters` as prepared statements (`centre.db.prepare_rows`), to run in order."""
+    return [prepare_rows(s, Cluster.__table__, w.new),
+            prepare_rows(s, Cluster.__table__, w.changed, key="cluster_id"),
+            prepare_rows(s, ClusterSignal.__table__, w.signals),
+            prepare_rows(s, ReportCluster.__table__, w.links)]
 
 
 class Unwritten:

@@ -22,11 +22,11 @@ from sqlalchemy import select
 from centre import audit
 from centre import messages as m
 from centre import metrics
-from centre.db import Indicator, Report, ReportCluster, write_rows
+from centre.db import Indicator, Report, ReportCluster, prepare_rows
 from centre.runtime import Finish, Record, StageBase
 from centre.settings import Settings
 from centre.topology import TRIAGED
-from triage.clusters import ClusterBatch, ClusterWrites, Signal, Unwritten, write_clusters
+from triage.clusters import ClusterBatch, ClusterWrites, Signal, Unwritten, prepare_clusters
 from triage.rules import Match, classify, media_items
 from triage.near import ClusterPDQ, IndicatorPDQ
 from triage.signals import PDQ, content_signals
@@ -217,9 +217,13 @@ class TriageStage(StageBase):
         return finish
 
     def _write(self, s: Any, run: _Triaged) -> None:
-        write_clusters(s, run.clusters)
-        write_rows(s, Report.__table__, run.updates, key="report_id")
+        """The batch's rows, converted before the first write takes the write lock; the
+        victims' banks are read before it too (a match is written at once)."""
+        writes = prepare_clusters(s, run.clusters) + [
+            prepare_rows(s, Report.__table__, run.updates, key="report_id")]
         live_matches(s, self.victim_bank, run.envelopes, run.now)  # victims' banks
+        for write in writes:
+            write()
 
     def _send(self, results: list[dict[str, Any]]) -> None:
         """A batch's results and audit events, once stored; done when the broker has them
@@ -314,6 +318,7 @@ def _audit(res: dict[str, Any]) -> audit.AuditEvent:
     return audit.AuditEvent(
         actor=STAGE, action="report.triaged", subject=f"report:{res['report_id']}",
         discriminator=f"supplement/{seq}", at=m.parse_time(res["triaged_at"]),
+        ordered_by=m.parse_time(res["received_at"]),
         details={k: res.get(k) for k in (
             "case_id", "category", "severity", "priority", "manifestly_unfounded",
             "duplicates", "indicator_matches", "reasons", "supplement")})

@@ -44,6 +44,24 @@ def test_event_id_is_deterministic_and_depends_on_every_part() -> None:
     assert len(ids) == 5
 
 
+def test_an_event_ordered_by_a_time_gets_an_id_that_leads_with_it() -> None:
+    """A stage's events about a report lead with the report's receipt: made again after a
+    crash, the same id; another time, another id; no time, the plain derived id."""
+    import datetime as dt
+
+    t = dt.datetime(2026, 11, 24, 1, 2, 3, 456789, tzinfo=dt.timezone.utc)
+    parts = ("triage", "report.triaged", "report:r1", "supplement/0")
+    a = AuditEvent(actor=parts[0], action=parts[1], subject=parts[2], discriminator=parts[3],
+                   ordered_by=t)
+    assert a.event_id == event_id_for(*parts, ordered_by=t)
+    assert a.event_id != event_id_for(*parts)
+    assert a.event_id != event_id_for(*parts, ordered_by=t + dt.timedelta(milliseconds=1))
+    assert a.event_id[:13] == f"{1_795_482_123_456:012x}"[:8] + "-" + \
+        f"{1_795_482_123_456:012x}"[8:]
+    back = AuditEvent.from_json(a.to_json())  # the id travels; the time it came from does not
+    assert back.event_id == a.event_id and back.ordered_by is None
+
+
 def test_wire_form_round_trips() -> None:
     at = dt.datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     ev = AuditEvent(actor="victims", action="victim.request_received", subject="victim:q-1",

@@ -69,3 +69,42 @@ def test_nothing_to_write_is_no_statement(db_url: str) -> None:
         write_rows(c, Cluster.__table__, [], key="cluster_id")
         assert c.execute(select(Cluster.__table__.c.cluster_id)).all() == []
     engine.dispose()
+
+
+def test_prepared_rows_are_converted_before_the_write_lock_is_taken(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`prepare_rows` converts every value at once and takes no lock; the statement, when
+    run, takes the database's write-lock queue (`<db>.wlock`) until the commit. Values
+    changed after preparing are not what is stored: the conversion happened before."""
+    import fcntl
+    import os
+
+    from centre.db import prepare_rows, upgrade
+
+    path = tmp_path / "c.db"
+    upgrade(f"sqlite:///{path}")
+    engine = make_engine(f"sqlite:///{path}")
+    probe = os.open(f"{path}.wlock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def lock_is_free() -> bool:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        return True
+
+    row = {"cluster_id": "a", "created_at": AWARE, "times_reported": 1,
+           "recent_cases": ["c1"], "merged_into": None}
+    try:
+        with engine.begin() as c:
+            write = prepare_rows(c, Cluster.__table__, [row])
+            row["recent_cases"].append("c2")  # after the conversion: not stored
+            assert lock_is_free()
+            write()
+            assert not lock_is_free()
+        assert lock_is_free()
+        with engine.connect() as c:
+            assert c.execute(select(Cluster.__table__.c.recent_cases)).scalar() == ["c1"]
+    finally:
+        os.close(probe)
+        engine.dispose()
