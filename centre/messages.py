@@ -58,8 +58,13 @@ def case_id_for(report_id: str) -> str:
     return uuid5_text(NS_CASE, report_id)
 
 
-def cluster_id_for(kind: str, value: str) -> str:
-    """A new cluster is named by the first signal that founded it: replays name it the same."""
+def cluster_id_for(kind: str, value: str, founded_at: dt.datetime | None = None) -> str:
+    """A new cluster is named by the first signal that founded it. Triage gives the time it
+    founded it too (`time_ordered_text`): a cluster is stored with its founding batch, never
+    sent before, so a batch decided again after a crash may name it anew, and the indexes
+    on cluster ids take new clusters at their end."""
+    if founded_at is not None:
+        return time_ordered_text(founded_at, NS_CLUSTER, f"{kind}:{value}")
     return uuid5_text(NS_CLUSTER, f"{kind}:{value}")
 
 

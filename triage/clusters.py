@@ -231,7 +231,7 @@ class ClusterBatch:
                     near_joins[r] = d
             found = sorted({self._resolve(c) for c in hits})
             if not found:
-                cid = m.cluster_id_for(*signals[0])
+                cid = m.cluster_id_for(*signals[0], founded_at=self.now)
                 self.clusters[cid] = _State(cid, self.now, 0, [], new=True)
             elif len(found) == 1:
                 cid = found[0]
