@@ -89,26 +89,37 @@ def _producer(settings: Settings) -> Producer:
 
 def _produce(p: Producer, topic: str, msgs: list[tuple[bytes, bytes]],
              sent_at: dict[bytes, float] | None = None, rate: float | None = None) -> float:
-    """Returns the time of the first produce."""
-    def on_delivery(err: Any, msg: Any) -> None:
-        if err is None and sent_at is not None:
-            sent_at[msg.key()] = msg.timestamp()[1] / 1000.0
-
+    """Returns the time of the first produce. `sent_at`: each key's message timestamp, in
+    seconds, which the bench sets itself (`_ids` derives the pipeline's ids from it)."""
     first = time.time()
     for i, (k, v) in enumerate(msgs):
         while rate and first + i / rate > time.time():
             # Paced: send what is due in 5 ms ticks, so that pacing costs the machine (which
             # the pipeline shares) little CPU.
             p.poll(0.005)
+        stamp = int(time.time() * 1000)
         while True:
             try:
-                p.produce(topic, v, k, on_delivery=on_delivery)
+                p.produce(topic, v, k, timestamp=stamp)
                 break
             except BufferError:
                 p.poll(0.01)
+        if sent_at is not None:
+            sent_at[k] = stamp / 1000.0
         p.poll(0)
     p.flush(120)
     return first
+
+
+def _ids(sent_at: dict[bytes, float]) -> dict[bytes, tuple[bytes, bytes]]:
+    """Message key → (report id, case id), as intake derives them from the key and the
+    message's timestamp."""
+    out = {}
+    for k, ts in sent_at.items():
+        received = m.from_ms(round(ts * 1000))
+        rid = m.report_id_for(*k.decode().split("/", 1), received)
+        out[k] = (rid.encode(), m.case_id_for(rid, received).encode())
+    return out
 
 
 def _collect_cases(settings: Settings, expected: set[bytes], timeout: float,
@@ -137,15 +148,19 @@ def _collect_cases(settings: Settings, expected: set[bytes], timeout: float,
 
 
 def _messages(run: str, n: int, p1_share: float, seed: int) -> tuple[list[tuple[bytes, bytes]], dict[bytes, str]]:
+    """Synthetic reports as (key, value), and each key's priority."""
     rng = random.Random(seed)
     msgs, prio = [], {}
     for i in range(n):
         r = samples.synthetic(i, run, rng, p1_share)
         key = f"{r['provider_id']}/{r['provider_report_id']}".encode()
         msgs.append((key, orjson.dumps(r)))
-        case = m.case_id_for(m.report_id_for(r["provider_id"], r["provider_report_id"]))
-        prio[case.encode()] = "P1" if r["incident"]["urgent"] else "P2"
+        prio[key] = "P1" if r["incident"]["urgent"] else "P2"
     return msgs, prio
+
+
+def _cases(sent_at: dict[bytes, float]) -> set[bytes]:
+    return {case for _rid, case in _ids(sent_at).values()}
 
 
 def _raw_passthrough(settings: Settings, n: int, source: str = INTAKE) -> float:
@@ -334,16 +349,18 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
 
         # Warm-up: provider topics created, caches filled, the broker JIT-compiled (a
         # freshly started JVM spends a core compiling for its first seconds) before timing.
-        warm, warm_prio = _messages(run + "w", 10000, p1_share, 1)
-        _produce(producer, intake, warm)
-        _collect_cases(settings, set(warm_prio), 120)
+        warm, _ = _messages(run + "w", 10000, p1_share, 1)
+        warm_at: dict[bytes, float] = {}
+        _produce(producer, intake, warm, sent_at=warm_at)
+        _collect_cases(settings, _cases(warm_at), 120)
 
-        msgs, prio = _messages(run, reports, p1_share, 2)
+        msgs, _ = _messages(run, reports, p1_share, 2)
         console.print(f"phase 1: {reports} reports as fast as they can be produced …")
         cpu_before = rss.cpu_seconds()
-        first = _produce(producer, intake, msgs)
+        phase1_at: dict[bytes, float] = {}
+        first = _produce(producer, intake, msgs, sent_at=phase1_at)
         produced_in = time.time() - first
-        arrived = _collect_cases(settings, set(prio), 600)
+        arrived = _collect_cases(settings, _cases(phase1_at), 600)
         cpu_after = rss.cpu_seconds()
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
         e2e = len(arrived) / (max(arrived.values()) - first) if arrived else 0.0
@@ -360,23 +377,22 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         paced, paced_prio = _messages(run + "p", n_paced, max(p1_share, 0.05), 3)
         sent_at: dict[bytes, float] = {}
         _produce(producer, intake, paced, sent_at=sent_at, rate=paced_rate)
-        paced_arrived = _collect_cases(settings, set(paced_prio), 300)
+        ids = _ids(sent_at)
+        paced_arrived = _collect_cases(settings, {case for _r, case in ids.values()}, 300)
         paced_took = time.time() - paced_started
         locks_after = _lock_figures(logs)
         cpu_paced = {k: (v - cpu_at_pace[k]) / paced_took
                      for k, v in rss.cpu_seconds().items() if k in cpu_at_pace}
-        key_to_case = {k: m.case_id_for(m.report_id_for(*k.decode().split("/", 1))).encode()
-                       for k, _ in paced}
         lat: dict[str, list[float]] = {"P1": [], "P2": []}
         for k, t0 in sent_at.items():
-            case = key_to_case[k]
+            case = ids[k][1]
             if case in paced_arrived:
-                lat[paced_prio[case]].append(paced_arrived[case] - t0)
+                lat[paced_prio[k]].append(paced_arrived[case] - t0)
         # Where a P1 report's time goes: broker append times of the same report on each
         # stage's output topic (intake → reports.accepted, triage → reports.triaged,
         # routing → le.europol).
-        p1 = {k: key_to_case[k] for k in sent_at if paced_prio.get(key_to_case[k]) == "P1"}
-        rid = {k: m.report_id_for(*k.decode().split("/", 1)).encode() for k in p1}
+        p1 = {k: ids[k][1] for k in sent_at if paced_prio[k] == "P1"}
+        rid = {k: ids[k][0] for k in p1}
         at_acc = _collect_cases(settings, set(rid.values()), 60, settings.topic(ACCEPTED))
         at_tri = _collect_cases(settings, set(rid.values()), 60, settings.topic(TRIAGED))
         hops: dict[str, list[float]] = {"intake": [], "triage": [], "routing": []}
@@ -531,14 +547,17 @@ def run_routing_bench(settings: Settings, *, reports: int, backlog: int) -> int:
     run, home, settings = _fresh(settings)
     console.print(f"bench routing {run}: intake and triage first, under {home} …")
     with Stack(settings, stages=("intake", "triage")):
-        msgs, prio = _messages(run, reports, 0.05, 11)
-        rids = {m.report_id_for(*k.decode().split("/", 1)).encode() for k, _ in msgs}
-        _produce(_producer(settings), settings.topic(INTAKE), msgs)
-        triaged = _collect_cases(settings, rids, 900, settings.topic(TRIAGED))
+        msgs, _ = _messages(run, reports, 0.05, 11)
+        sent_at: dict[bytes, float] = {}
+        _produce(_producer(settings), settings.topic(INTAKE), msgs, sent_at=sent_at)
+        ids = _ids(sent_at)
+        triaged = _collect_cases(settings, {rid for rid, _c in ids.values()}, 900,
+                                 settings.topic(TRIAGED))
         console.print(f"{len(triaged):,} reports triaged; starting routing …")
         w, started, rss = _start_worker("routing", settings, home)
         try:
-            out = _collect_cases(settings, set(prio), 900, alive=w.alive)
+            out = _collect_cases(settings, {case for _r, case in ids.values()}, 900,
+                                 alive=w.alive)
             cpu = rss.cpu_seconds().get("worker routing", float("nan"))
             if not out:
                 console.print(f"[red]nothing routed; see {w.log_path}[/]")
@@ -569,16 +588,17 @@ def run_routing_bench(settings: Settings, *, reports: int, backlog: int) -> int:
                      "added_by": "bench", "added_at": now, "reason": None, "enabled": True}
                     for v in sha])
             engine.dispose()
-            p3_cases = {m.case_id_for(m.report_id_for(*k.decode().split("/", 1))).encode()
-                        for k, _ in p3}
-            _produce(_producer(settings), settings.topic(INTAKE), p3)
-            queued = _collect_cases(settings, p3_cases, 900, settings.topic(le_topic("de")))
+            p3_at: dict[bytes, float] = {}
+            _produce(_producer(settings), settings.topic(INTAKE), p3, sent_at=p3_at)
+            queued = _collect_cases(settings, _cases(p3_at), 900,
+                                    settings.topic(le_topic("de")))
             urgent_doc = samples.report("bench-0", f"{run}-p1", media_seed=f"{run}-p1",
                                         urgent=True, ip_country="de")
             key = f"bench-0/{run}-p1".encode()
-            p1_case = m.case_id_for(m.report_id_for("bench-0", f"{run}-p1"))
+            p1_at: dict[bytes, float] = {}
             t_sent = _produce(_producer(settings), settings.topic(INTAKE),
-                              [(key, orjson.dumps(urgent_doc))])
+                              [(key, orjson.dumps(urgent_doc))], sent_at=p1_at)
+            p1_case = _ids(p1_at)[key][1].decode()
             lane = _collect_cases(settings, {p1_case.encode()}, 120,
                                   settings.topic(urgent_topic("de")))
             t_pull = time.time()

@@ -50,12 +50,28 @@ def time_ordered_text(at: dt.datetime, namespace: uuid.UUID, name: str) -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
-def report_id_for(provider_id: str, provider_report_id: str) -> str:
-    return uuid5_text(NS_REPORT, f"{provider_id}/{provider_report_id}")
+def report_id_for(provider_id: str, provider_report_id: str,
+                  received_at: dt.datetime | None = None) -> str:
+    """A report's id. Intake gives the time the report was received (its message's
+    timestamp on the intake topic, the same when the message is read again), which leads
+    the id: the indexes on report ids (reports, their contents, cluster links, deliveries,
+    the trail's subjects) take new reports at their end, not each at a random page."""
+    name = f"{provider_id}/{provider_report_id}"
+    if received_at is not None:
+        return time_ordered_text(received_at, NS_REPORT, name)
+    return uuid5_text(NS_REPORT, name)
 
 
-def case_id_for(report_id: str) -> str:
+def case_id_for(report_id: str, received_at: dt.datetime | None = None) -> str:
+    """A case's id, from its report's id (and, as that, led by the report's receipt)."""
+    if received_at is not None:
+        return time_ordered_text(received_at, NS_CASE, report_id)
     return uuid5_text(NS_CASE, report_id)
+
+
+def from_ms(ms: int) -> dt.datetime:
+    """A Kafka timestamp (milliseconds since the epoch) as an exact UTC time."""
+    return _EPOCH + ms * _MS
 
 
 def cluster_id_for(kind: str, value: str, founded_at: dt.datetime | None = None) -> str:

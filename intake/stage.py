@@ -56,6 +56,7 @@ class Decision:
     received_at: dt.datetime | None = None
     signature: str = "absent"
     supplement: int = 0  # for a supplement: its number (1, 2, …) on the report
+    case_id: str | None = None  # of a received report or a supplement: the stored one
 
 
 class IntakeStage(StageBase):
@@ -142,18 +143,19 @@ class IntakeStage(StageBase):
                 decisions.append(Decision(rec, outcome, pid, prid, prior, [], now,
                                           out.report if outcome == "supplement" else None))
                 continue
-            rid = m.report_id_for(pid, prid)
+            # Received when the broker took the message (its timestamp, in milliseconds).
+            received_at = m.from_ms(round(rec.timestamp * 1000)) if rec.timestamp else now
+            rid = m.report_id_for(pid, prid, received_at)
             existing[(pid, prid)] = rid  # a second copy later in this same batch is a duplicate
-            received_at = dt.datetime.fromtimestamp(rec.timestamp, dt.timezone.utc) \
-                if rec.timestamp else now
+            case_id = m.case_id_for(rid, received_at)
             new_reports.append(dict(
-                report_id=rid, case_id=m.case_id_for(rid), provider_id=pid,
+                report_id=rid, case_id=case_id, provider_id=pid,
                 provider_report_id=prid, received_at=received_at,
                 submitted_at=str(out.report.get("submitted_at")), signature=out.signature,
                 status="received", reasons=[], supplements=0,
             ))
             decisions.append(Decision(rec, "received", pid, prid, rid, [], now, out.report,
-                                      received_at, out.signature))
+                                      received_at, out.signature, case_id=case_id))
 
         # Every row converted before the first write, which takes the write lock (SQLite).
         supplements = [d for d in decisions if d.outcome == "supplement"]
@@ -196,6 +198,7 @@ class IntakeStage(StageBase):
             f"{len(added)} field(s) added; the case is updated where it went",
             "$.supplement")]
         d.report, d.received_at, d.signature = merged, rep.received_at, rep.signature
+        d.case_id = rep.case_id
         d.supplement = rep.supplements
         s.flush()
 
@@ -217,6 +220,7 @@ class IntakeStage(StageBase):
                 rep = s.get(Report, d.report_id)
                 dec.report = s.get(ReportContent, d.report_id).body
                 dec.received_at, dec.signature = rep.received_at, rep.signature
+                dec.case_id = rep.case_id
                 # A supplement read again: the report as completed so far goes on again
                 # (triage and routing skip a supplement number they have already handled).
                 dec.supplement = rep.supplements if d.outcome == "supplement" else 0
@@ -253,7 +257,7 @@ class IntakeStage(StageBase):
             self.producer.send(ACCEPTED, m.dumps({
                 "supplement": d.supplement,
                 "report_id": d.report_id,
-                "case_id": m.case_id_for(d.report_id),
+                "case_id": d.case_id,
                 "provider_id": d.provider_id,
                 "provider_report_id": d.provider_report_id,
                 "received_at": m.iso(d.received_at),

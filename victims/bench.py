@@ -280,6 +280,7 @@ def _triage_once(settings: Settings, reports: list[dict[str, Any]], bank: list[I
     from centre.bench import (
         _collect_cases,
         _fresh,
+        _ids,
         _produce,
         _producer,
         _span_rate,
@@ -303,12 +304,11 @@ def _triage_once(settings: Settings, reports: list[dict[str, Any]], bank: list[I
                     flow.file_request(ses, _request_doc(str(uuid.uuid4()), part, now), part,
                                       source="bench", now=now)
                     drop(ses)
-            msgs, keys = [], set()
-            for r in reports:
-                msgs.append((f"{r['provider_id']}/{r['provider_report_id']}".encode(),
-                             orjson.dumps(r)))
-                keys.add(m.report_id_for(r["provider_id"], r["provider_report_id"]).encode())
-            _produce(_producer(s), s.topic(INTAKE), msgs)
+            msgs = [(f"{r['provider_id']}/{r['provider_report_id']}".encode(), orjson.dumps(r))
+                    for r in reports]
+            sent_at: dict[bytes, float] = {}
+            _produce(_producer(s), s.topic(INTAKE), msgs, sent_at=sent_at)
+            keys = {rid for rid, _case in _ids(sent_at).values()}
             accepted = _collect_cases(s, keys, 600, s.topic(ACCEPTED))
             w, _started, rss = _start_worker("triage", s, home)
             try:

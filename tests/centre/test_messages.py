@@ -43,3 +43,15 @@ def test_time_ordered_ids_lead_with_their_millisecond_and_are_deterministic() ->
     rng = random.Random(5)
     ids = [m.time_ordered_text(t, ns, str(rng.random())) for t in times]
     assert ids == sorted(ids)
+
+
+def test_report_and_case_ids_lead_with_the_receipt_when_intake_gives_it() -> None:
+    received = m.from_ms(1_795_000_000_123)
+    assert m.iso(received) == "2026-11-18T11:06:40.123Z"
+    rid = m.report_id_for("acme", "r-1", received)
+    assert rid == m.report_id_for("acme", "r-1", m.parse_time(m.iso(received)))
+    assert rid != m.report_id_for("acme", "r-1") != m.report_id_for("acme", "r-2", received)
+    case = m.case_id_for(rid, received)
+    assert case != rid and case != m.case_id_for(rid)
+    assert rid[:13] == case[:13] == f"{1_795_000_000_123:012x}"[:8] + "-" + \
+        f"{1_795_000_000_123:012x}"[8:]
