@@ -67,3 +67,32 @@ def test_small_log_is_left_alone(tmp_path: Path) -> None:
         cp.stop()
     assert db.stat().st_size == size
     holder.close()
+
+
+def test_a_long_log_is_started_again_from_its_beginning(tmp_path: Path) -> None:
+    """PASSIVE checkpoints alone leave a log that writers keep appending to; past
+    `restart_frames` the thread checkpoints RESTART, and the next commit writes from the
+    log's start: the file stops growing while the writes go on."""
+    db = tmp_path / "r.db"
+    holder = _holder(db)
+    # A worker's engine: its commits never checkpoint (its own thread restarts past 20,000
+    # frames, more than this test writes).
+    engine = make_engine(f"sqlite:///{db}", background_checkpoint=True)
+    wal = Path(f"{db}-wal")
+    cp = _Checkpointer(str(db), every_s=0.02, min_bytes=1 << 20, restart_frames=500)
+    sizes = []
+    try:
+        for _ in range(60):  # ~24 MB written in all, 400 KB a commit
+            with engine.begin() as c:
+                c.execute(text("INSERT INTO t (b) VALUES (randomblob(4000))"), [{}] * 100)
+            sizes.append(wal.stat().st_size)
+        wait_for("a RESTART checkpoint", lambda: cp.restarts >= 1, timeout=30)
+        with engine.begin() as c:  # written from the log's start, after the restart
+            c.execute(text("INSERT INTO t (b) VALUES (randomblob(4000))"), [{}] * 100)
+    finally:
+        cp.stop()
+        engine.dispose()
+    frames = holder.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    holder.close()
+    assert max(sizes) < 20_000_000, "the log grew with every write: never started again"
+    assert frames < 2000
