@@ -96,3 +96,36 @@ def test_a_long_log_is_started_again_from_its_beginning(tmp_path: Path) -> None:
     holder.close()
     assert max(sizes) < 20_000_000, "the log grew with every write: never started again"
     assert frames < 2000
+
+
+def test_a_reader_of_an_old_snapshot_makes_it_back_off(tmp_path: Path) -> None:
+    """While a reader keeps an old snapshot, a RESTART cannot finish; the thread gives up
+    after its short wait and tries again only after `restart_backoff_s`, so writers are not
+    held up at every round."""
+    db = tmp_path / "b.db"
+    holder = _holder(db)
+    engine = make_engine(f"sqlite:///{db}", background_checkpoint=True)
+    reader = sqlite3.connect(db, isolation_level=None)
+    cp = None
+    try:
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO t (b) VALUES (randomblob(4000))"), [{}] * 100)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchall()  # holds this snapshot
+        for _ in range(30):  # ~12 MB after the reader's snapshot
+            with engine.begin() as c:
+                c.execute(text("INSERT INTO t (b) VALUES (randomblob(4000))"), [{}] * 100)
+        cp = _Checkpointer(str(db), every_s=0.02, min_bytes=1 << 20, restart_frames=500,
+                           restart_backoff_s=60)
+        wait_for("a RESTART tried", lambda: cp is not None and cp.restart_attempts >= 1,
+                 timeout=30)
+        rounds = cp._rounds
+        wait_for("more rounds", lambda: cp is not None and cp._rounds >= rounds + 20,
+                 timeout=30)
+        assert cp.restarts == 0 and cp.restart_attempts == 1
+    finally:
+        if cp is not None:
+            cp.stop()
+        reader.close()
+        engine.dispose()
+        holder.close()
