@@ -77,7 +77,7 @@ from centre.db import (
     make_sessionmaker,
 )
 from centre.keys import PASSPHRASE_ENV, KeySet, _ensure_dir, _write_file
-from centre.messages import time_ordered_text, uuid5_text
+from centre.messages import derived_id
 from centre.settings import Settings
 from centre.topology import AUDIT_EVENTS
 
@@ -154,10 +154,7 @@ def event_id_for(actor: str, action: str, subject: str, discriminator: str = "",
     `ordered_by`: a time that is the same whenever the event is made again (a report's
     receipt), which then leads the id (`messages.time_ordered_text`): the trail's unique
     index on event ids takes a busy stage's events at its end, not each at a random page."""
-    name = f"{actor}|{action}|{subject}|{discriminator}"
-    if ordered_by is not None:
-        return time_ordered_text(ordered_by, NS_AUDIT, name)
-    return uuid5_text(NS_AUDIT, name)
+    return derived_id(NS_AUDIT, f"{actor}|{action}|{subject}|{discriminator}", ordered_by)
 
 
 def at_text(t: dt.datetime) -> str:

@@ -159,8 +159,9 @@ def _messages(run: str, n: int, p1_share: float, seed: int) -> tuple[list[tuple[
     return msgs, prio
 
 
-def _cases(sent_at: dict[bytes, float]) -> set[bytes]:
-    return {case for _rid, case in _ids(sent_at).values()}
+def _cases(ids: dict[bytes, tuple[bytes, bytes]]) -> set[bytes]:
+    """The case ids of `_ids`."""
+    return {case for _rid, case in ids.values()}
 
 
 def _raw_passthrough(settings: Settings, n: int, source: str = INTAKE) -> float:
@@ -352,7 +353,7 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         warm, _ = _messages(run + "w", 10000, p1_share, 1)
         warm_at: dict[bytes, float] = {}
         _produce(producer, intake, warm, sent_at=warm_at)
-        _collect_cases(settings, _cases(warm_at), 120)
+        _collect_cases(settings, _cases(_ids(warm_at)), 120)
 
         msgs, _ = _messages(run, reports, p1_share, 2)
         console.print(f"phase 1: {reports} reports as fast as they can be produced …")
@@ -360,7 +361,7 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         phase1_at: dict[bytes, float] = {}
         first = _produce(producer, intake, msgs, sent_at=phase1_at)
         produced_in = time.time() - first
-        arrived = _collect_cases(settings, _cases(phase1_at), 600)
+        arrived = _collect_cases(settings, _cases(_ids(phase1_at)), 600)
         cpu_after = rss.cpu_seconds()
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
         e2e = len(arrived) / (max(arrived.values()) - first) if arrived else 0.0
@@ -378,7 +379,7 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         sent_at: dict[bytes, float] = {}
         _produce(producer, intake, paced, sent_at=sent_at, rate=paced_rate)
         ids = _ids(sent_at)
-        paced_arrived = _collect_cases(settings, {case for _r, case in ids.values()}, 300)
+        paced_arrived = _collect_cases(settings, _cases(ids), 300)
         paced_took = time.time() - paced_started
         locks_after = _lock_figures(logs)
         cpu_paced = {k: (v - cpu_at_pace[k]) / paced_took
@@ -556,8 +557,7 @@ def run_routing_bench(settings: Settings, *, reports: int, backlog: int) -> int:
         console.print(f"{len(triaged):,} reports triaged; starting routing …")
         w, started, rss = _start_worker("routing", settings, home)
         try:
-            out = _collect_cases(settings, {case for _r, case in ids.values()}, 900,
-                                 alive=w.alive)
+            out = _collect_cases(settings, _cases(ids), 900, alive=w.alive)
             cpu = rss.cpu_seconds().get("worker routing", float("nan"))
             if not out:
                 console.print(f"[red]nothing routed; see {w.log_path}[/]")
@@ -590,7 +590,7 @@ def run_routing_bench(settings: Settings, *, reports: int, backlog: int) -> int:
             engine.dispose()
             p3_at: dict[bytes, float] = {}
             _produce(_producer(settings), settings.topic(INTAKE), p3, sent_at=p3_at)
-            queued = _collect_cases(settings, _cases(p3_at), 900,
+            queued = _collect_cases(settings, _cases(_ids(p3_at)), 900,
                                     settings.topic(le_topic("de")))
             urgent_doc = samples.report("bench-0", f"{run}-p1", media_seed=f"{run}-p1",
                                         urgent=True, ip_country="de")

@@ -50,23 +50,26 @@ def time_ordered_text(at: dt.datetime, namespace: uuid.UUID, name: str) -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
+def derived_id(namespace: uuid.UUID, name: str, at: dt.datetime | None = None) -> str:
+    """The id of `name` in `namespace`: led by `at` when given (`time_ordered_text`),
+    else the plain uuid5 (`uuid5_text`)."""
+    if at is not None:
+        return time_ordered_text(at, namespace, name)
+    return uuid5_text(namespace, name)
+
+
 def report_id_for(provider_id: str, provider_report_id: str,
                   received_at: dt.datetime | None = None) -> str:
     """A report's id. Intake gives the time the report was received (its message's
     timestamp on the intake topic, the same when the message is read again), which leads
     the id: the indexes on report ids (reports, their contents, cluster links, deliveries,
     the trail's subjects) take new reports at their end, not each at a random page."""
-    name = f"{provider_id}/{provider_report_id}"
-    if received_at is not None:
-        return time_ordered_text(received_at, NS_REPORT, name)
-    return uuid5_text(NS_REPORT, name)
+    return derived_id(NS_REPORT, f"{provider_id}/{provider_report_id}", received_at)
 
 
 def case_id_for(report_id: str, received_at: dt.datetime | None = None) -> str:
     """A case's id, from its report's id (and, as that, led by the report's receipt)."""
-    if received_at is not None:
-        return time_ordered_text(received_at, NS_CASE, report_id)
-    return uuid5_text(NS_CASE, report_id)
+    return derived_id(NS_CASE, report_id, received_at)
 
 
 def from_ms(ms: int) -> dt.datetime:
@@ -79,9 +82,7 @@ def cluster_id_for(kind: str, value: str, founded_at: dt.datetime | None = None)
     founded it too (`time_ordered_text`): a cluster is stored with its founding batch, never
     sent before, so a batch decided again after a crash may name it anew, and the indexes
     on cluster ids take new clusters at their end."""
-    if founded_at is not None:
-        return time_ordered_text(founded_at, NS_CLUSTER, f"{kind}:{value}")
-    return uuid5_text(NS_CLUSTER, f"{kind}:{value}")
+    return derived_id(NS_CLUSTER, f"{kind}:{value}", founded_at)
 
 
 def now() -> dt.datetime:
