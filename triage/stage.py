@@ -176,25 +176,27 @@ class TriageStage(StageBase):
             if pending is not None:
                 done.update((i, pending.results[i]) for i in ids if i in pending.results)
             todo: list[dict[str, Any]] = []
+            # The supplement number each report of this batch was taken at: a second copy
+            # of a report (intake sends it again after a crash) is a replay of the first.
+            taken: dict[str, int] = {}
             for e in envelopes:
-                prior = done.get(e["report_id"])
-                seq = e.get("supplement") or 0
+                rid, seq = e["report_id"], e.get("supplement") or 0
+                if taken.get(rid, -1) >= seq:
+                    continue  # a copy within this batch: the first copy's result goes out
+                prior = done.get(rid)
                 if prior and (prior.get("supplement") or 0) >= seq:
                     # Read again after a crash: the stored result, not counted a second time.
                     results.append({**prior, "report": e["report"]})
-                elif prior is not None and not prior and seq == 0:
-                    continue  # a second copy within this batch
-                elif seq and any(x["report_id"] == e["report_id"] for x in todo):
+                elif seq and any(x["report_id"] == rid for x in todo):
                     # A supplement to a report triaged in this same batch: the batch's
                     # clusters are not written yet, so it waits for its own batch.
                     runs.append(self._triage(s, signals, todo, None))
                     self._write(s, runs[-1])
                     results += runs[-1].results
                     todo = [e]
-                    done[e["report_id"]] = {"supplement": seq}
                 else:
                     todo.append(e)
-                    done[e["report_id"]] = {"supplement": seq}  # later copies are replays
+                taken[rid] = seq
             if todo:
                 runs.append(self._triage(s, signals, todo, None if at_once else
                                          pending and pending.clusters))

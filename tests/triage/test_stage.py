@@ -161,3 +161,21 @@ def test_a_merge_of_clusters_the_batch_before_linked_waits_for_its_links(
     assert out["xy"]["duplicates"]["times_reported"] == 4
     assert len(out["xy"]["duplicates"]["cluster_ids"]) == 1
     assert any(r.startswith("cluster_merged:") for r in out["xy"]["reasons"])
+
+
+def test_two_copies_of_one_report_in_a_batch_are_triaged_once(
+        stage: TriageStage, db_url: str) -> None:
+    """Intake sends a report again after a crash, and both copies may land in one batch:
+    the second is the first's replay, not a stored result (it crashed triage with a
+    KeyError on `report_id` and stopped the stage)."""
+    intake = Intake(db_url)
+    a = intake("a1", media_seed="pic")
+    again = Record(a.topic, a.partition, a.offset + 100, a.key, a.value, {}, 0.0)
+    stage.process([a, intake("b1", media_seed="other"), again])()
+    sent = [orjson.loads(v) for v, _k in stage.producer.on(  # type: ignore[attr-defined]
+        stage.settings.topic(TRIAGED))]
+    assert sorted(r["provider_report_id"] for r in sent) == ["a1", "b1"]
+    assert all(r["report_id"] and r["case_id"] for r in sent)
+    with make_sessionmaker(intake.engine)() as s:
+        cid = sent[0]["duplicates"]["cluster_ids"][0]
+        assert s.get(Cluster, cid).times_reported == 1  # type: ignore[union-attr]
