@@ -31,6 +31,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from intake import limits as L
+
 _M = TypeVar("_M")
 
 SCHEMA_ID = "https://centre.europa.eu/schemas/report-v1.json"
@@ -81,6 +83,14 @@ NonBlank = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
 ProviderId = Annotated[str, StringConstraints(pattern=PROVIDER_ID)]
 ProviderReportId = Annotated[str, StringConstraints(pattern=NOT_BLANK,
                                                     max_length=MAX_PROVIDER_REPORT_ID)]
+# The bounds of intake.limits on the known fields, so that the JSON Schema states them too.
+Id = Annotated[str, StringConstraints(max_length=L.MAX_ID)]
+Url = Annotated[str, StringConstraints(max_length=L.MAX_URL)]
+Text = Annotated[str, StringConstraints(max_length=L.MAX_TEXT)]
+Email = Annotated[str, StringConstraints(max_length=L.MAX_EMAIL)]
+Phone = Annotated[str, StringConstraints(max_length=L.MAX_PHONE)]
+_T = TypeVar("_T")
+Bounded = Annotated[list[_T], Field(max_length=L.MAX_ANNOTATIONS)]
 
 Kind = Literal["known_material", "new_material", "solicitation"]
 IncidentAnnotation = Literal["sextortion", "minor_to_minor", "sadistic_exploitation",
@@ -102,7 +112,7 @@ AccountAction = Literal["none", "suspended", "terminated"]
 class Service(BaseModel):
     model_config = _OPEN
     type: ServiceType | None = None
-    url: str | None = None
+    url: Url | None = None
 
 
 class Incident(BaseModel):
@@ -114,12 +124,12 @@ class Incident(BaseModel):
     kind: Kind
     occurred_at: Timestamp
     urgent: bool = False
-    urgent_reason: str | None = Field(
+    urgent_reason: Text | None = Field(
         None, description="Required and not empty when urgent is true.")
-    annotations: list[IncidentAnnotation] | None = None
+    annotations: Bounded[IncidentAnnotation] | None = None
     detection: Detection | None = None
     service: Service | None = None
-    description: str | None = None
+    description: Text | None = None
 
 
 class ContentItem(BaseModel):
@@ -129,24 +139,25 @@ class ContentItem(BaseModel):
         "then": {"anyOf": [{"required": [h], "properties": {h: {"type": "string"}}}
                            for h in HASH_FIELDS]},
     })
-    content_id: NonBlank = Field(description="Unique within the report.")
+    content_id: Annotated[NonBlank, StringConstraints(max_length=L.MAX_ID)] = Field(
+        description="Unique within the report.")
     media_type: MediaType
     sha256: Hex64 | None = None
     md5: Hex32 | None = None
     pdq: Hex64 | None = None
     pdq_quality: Annotated[int, Field(ge=0, le=100)] | None = None
-    url: str | None = None
-    text: str | None = None
+    url: Url | None = None
+    text: Text | None = None
     publicly_available: bool | None = None
     removed: bool | None = None
-    annotations: list[ContentAnnotation] | None = None
+    annotations: Bounded[ContentAnnotation] | None = None
     industry_classification: IndustryClassification | None = None
 
 
 class IpEvent(BaseModel):
     model_config = _OPEN
     # Any string: routing records a malformed address as a reason instead of losing the report.
-    ip: str | None = None
+    ip: Id | None = None
     port: Annotated[int, Field(ge=0, le=65535)] | None = None
     at: Timestamp | None = None
     event: IpEventKind | None = None
@@ -154,17 +165,17 @@ class IpEvent(BaseModel):
 
 class Location(BaseModel):
     model_config = _OPEN
-    ip_events: list[IpEvent] | None = None
+    ip_events: Annotated[list[IpEvent], Field(max_length=L.MAX_IP_EVENTS)] | None = None
     country_hint: Country | None = None
 
 
 class User(BaseModel):
     model_config = _OPEN
     role: Role | None = None
-    account_id: str | None = None
-    username: str | None = None
-    email: str | None = None
-    phone: str | None = None
+    account_id: Id | None = None
+    username: Id | None = None
+    email: Email | None = None
+    phone: Phone | None = None
     country: Country | None = None
     age_band: AgeBand | None = None
     account_action: AccountAction | None = None
@@ -172,14 +183,14 @@ class User(BaseModel):
 
 class ReportedElsewhere(BaseModel):
     model_config = _OPEN
-    authority: str | None = None
+    authority: Id | None = None
     country: Country | None = None
-    reference: str | None = None
+    reference: Id | None = None
 
 
 class Batch(BaseModel):
     model_config = _OPEN
-    reason: str | None = None
+    reason: Id | None = None
     user_count: Annotated[int, Field(ge=0)] | None = None
 
 
@@ -267,10 +278,11 @@ class ReportV1(BaseModel):
     provider_report_id: ProviderReportId
     submitted_at: Timestamp
     incident: Incident
-    content: list[ContentItem] | None = None
+    content: Annotated[list[ContentItem], Field(max_length=L.MAX_CONTENT_ITEMS)] | None = None
     location: Location | None = None
-    users: list[User] | None = None
-    reported_elsewhere: list[ReportedElsewhere] | None = None
+    users: Annotated[list[User], Field(max_length=L.MAX_USERS)] | None = None
+    reported_elsewhere: Annotated[list[ReportedElsewhere],
+                                  Field(max_length=L.MAX_REPORTED_ELSEWHERE)] | None = None
     batch: Batch | None = None
     supplement: bool = False
 
@@ -293,6 +305,10 @@ def report_json_schema() -> dict[str, Any]:
         "report/v1: a company's report to the EU centre (CONTRACT.md). Unknown fields are "
         "allowed and passed on. Hashes are hexadecimal in either case; country codes are ISO "
         "3166-1 alpha-2 in either case. content_id must be unique within a report. The value "
-        "is at most 1 MiB of UTF-8. Generated from intake/model.py by "
+        f"is at most 1 MiB of UTF-8, nests objects and arrays at most {L.MAX_DEPTH} deep, "
+        f"holds at most {L.MAX_VALUES} object members and array elements in all, and every "
+        f"string (unknown fields' too) is at most {L.MAX_STRING} characters, every member "
+        f"name at most {L.MAX_NAME}; the Kafka key is at most {L.MAX_KEY_BYTES} bytes. "
+        "Generated from intake/model.py by "
         "`python -m intake.schema_gen`.")
     return schema

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
+from intake import limits
 from intake.model import (
     COUNTRY,
     HASH_FIELDS,
@@ -101,6 +102,14 @@ def _usable_report_id(v: Any) -> str | None:
     return None
 
 
+def _shown_report_id(v: Any) -> str | None:
+    """The id feedback names the report by: the usable id, or a longer one cut short (with an
+    ellipsis) so that the company can still tell which report it was."""
+    if isinstance(v, str) and v and not v.isspace():
+        return limits.shown_id(v, MAX_PROVIDER_REPORT_ID)
+    return None
+
+
 def _jsonpath(loc: tuple[str | int, ...]) -> str:
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
@@ -129,6 +138,8 @@ def _phrase(err: Any) -> tuple[str, str]:
         return "invalid_value", f"must be one of {ctx.get('expected', 'the listed values')}"
     if kind == "string_too_long":
         return "invalid_value", f"must be at most {ctx.get('max_length')} characters long"
+    if kind == "too_long":
+        return "too_many_items", f"must hold at most {ctx.get('max_length')} items"
     if kind == "greater_than_equal":
         return "invalid_value", f"must be at least {ctx.get('ge')}"
     if kind == "less_than_equal":
@@ -222,6 +233,10 @@ def _unparseable(value: bytes) -> Problem:
     raise AssertionError("value parses after all")  # pragma: no cover
 
 
+def _too_deep_to_parse(exc: orjson.JSONDecodeError) -> bool:
+    return "recursion" in exc.msg.lower()
+
+
 def validate_report(value: bytes | None, key: bytes | None = None, *,
                     signature_b64: str | None = None,
                     provider_key: Ed25519PublicKey | None = None,
@@ -235,7 +250,10 @@ def validate_report(value: bytes | None, key: bytes | None = None, *,
     Outcome are the body's when usable, else the key's, so a rejection still reaches the
     company."""
     key_pid, key_prid = parse_key(key)
-    out = Outcome(None, [], _usable_provider_id(key_pid), _usable_report_id(key_prid))
+    out = Outcome(None, [], _usable_provider_id(key_pid), _shown_report_id(key_prid))
+    key_limit = limits.key_problem(key)
+    if key_limit is not None:
+        out.problems.append(Problem(key_limit.code, key_limit.message, key_limit.path))
     if not value:
         out.signature = "unchecked" if signature_b64 else "absent"
         out.problems.append(Problem("invalid_json", "The value is empty; it must be one JSON "
@@ -251,23 +269,32 @@ def validate_report(value: bytes | None, key: bytes | None = None, *,
                                                   require_signature)
     try:
         # orjson also rejects what the rest of the pipeline could not write back out
-        # (lone surrogates, NaN, nesting deeper than 1024), and is the fastest parser here.
+        # (lone surrogates, NaN, nesting deeper than it parses), and is the fastest parser here.
         doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        out.problems += [_unparseable(value), *sig_problems]
+    except orjson.JSONDecodeError as exc:
+        first = (Problem("too_deep", f"The value nests objects and arrays deeper than "
+                         f"{limits.MAX_DEPTH} levels.", "$")
+                 if _too_deep_to_parse(exc) else _unparseable(value))
+        out.problems += [first, *sig_problems]
         return out
     if not isinstance(doc, dict):
         out.problems += [Problem("not_an_object", "The value must be a JSON object, not an "
                                  "array, string, number, boolean or null.", "$"), *sig_problems]
         return out
     out.provider_id = _usable_provider_id(doc.get("provider_id")) or out.provider_id
-    out.provider_report_id = _usable_report_id(doc.get("provider_report_id")) \
+    out.provider_report_id = _shown_report_id(doc.get("provider_report_id")) \
         or out.provider_report_id
     report: ReportV1 | None = None
-    try:
-        report = ReportV1.model_validate(doc)
-    except ValidationError as exc:
-        out.problems += schema_problems(exc)
+    # Past a limit, the document is not validated field by field: the limits are what to fix
+    # first, and the schema's walk of it would be as long as the document is large.
+    over = limits.structure_problems(doc)
+    if over:
+        out.problems += [Problem(p.code, p.message, p.path) for p in over]
+    else:
+        try:
+            report = ReportV1.model_validate(doc)
+        except ValidationError as exc:
+            out.problems += schema_problems(exc)
     key_problem = _key_problem(key, doc)
     if key_problem:
         out.problems.append(key_problem)
