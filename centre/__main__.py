@@ -1,3 +1,4 @@
 from centre.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned child (centre/isolated.py) imports it
+    main()

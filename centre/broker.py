@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
+from centre import isolated
 
 log = logging.getLogger(__name__)
 
@@ -165,24 +165,26 @@ class LocalBroker:
             raise
 
     def wait_ready(self, timeout: float) -> None:
-        """Ready means the broker answers a metadata request and names itself as controller."""
+        """Ready means the broker answers a metadata request naming a broker. The question is
+        asked from a child process (`centre.isolated`): the caller may be a supervisor that
+        must outlive the broker, and a Kafka client it held could abort it."""
         deadline = time.monotonic() + timeout
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0,
-                             "logger": logging.getLogger("centre.broker.admin")})
-        last: Exception | None = None
+        last = "no answer yet"  # text only: an exception kept here would keep its client
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise BrokerError(
                     f"the broker exited with code {self.process.returncode} while starting; "
                     f"see {self.kafka_dir / 'logs' / 'server.log'}"
                 )
+            window = max(0.5, min(5.0, deadline - time.monotonic()))
             try:
-                md = admin.list_topics(timeout=2)
-                if md.brokers:
-                    return
-            except Exception as exc:  # KafkaException while it boots
-                last = exc
-            time.sleep(0.2)
+                answer = isolated.call(broker_answers, self.bootstrap, window,
+                                       timeout=window + 30)
+            except (isolated.ChildDied, TimeoutError) as exc:
+                answer = str(exc)
+            if answer is None:
+                return
+            last = answer
         raise BrokerError(f"the broker did not answer within {timeout:.0f}s ({last})")
 
     def _stop_stale(self) -> None:
@@ -218,6 +220,25 @@ class LocalBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def broker_answers(bootstrap: str, seconds: float) -> str | None:
+    """None once a broker at `bootstrap` answers a metadata request within `seconds`, else
+    the last error as text. Run in a child process (`LocalBroker.wait_ready`)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
+                         "logger": logging.getLogger("centre.broker.admin")})
+    deadline = time.monotonic() + seconds
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            if admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic()))).brokers:
+                return None
+        except Exception as exc:  # KafkaException while it boots
+            last = str(exc)
+        time.sleep(0.2)
+    return last
 
 
 def _is_our_broker(pid: int) -> bool:

@@ -548,6 +548,37 @@ _JSON: dict[str, Any] = {"json_serializer": lambda obj: orjson.dumps(obj).decode
                          "json_deserializer": orjson.loads}
 
 
+def quarantine_report(s: Session, report_id: str, reason: dict[str, Any],
+                      at: dt.datetime) -> tuple[str, str] | None:
+    """Mark a report that a stage set aside (centre/poison.py) as `quarantined`, with the
+    reason; returns its (provider_id, provider_report_id) when its company has yet to hear a
+    final status, else None (unknown, or already told)."""
+    rep = s.get(Report, report_id)
+    if rep is None:
+        return None
+    # Quarantined before (and perhaps not told, if that try stopped short): told again, with
+    # the same feedback_id.
+    told = rep.status in ("forwarded", "manifestly_unfounded")
+    if rep.status != "quarantined":
+        rep.status = "quarantined"
+        rep.reasons = [*(rep.reasons or []), reason["code"]]
+    return None if told else (rep.provider_id, rep.provider_report_id)
+
+
+def insert_ignoring_conflicts(s: Any, table: Any, rows: list[dict[str, Any]],
+                              unique: list[str]) -> None:
+    """INSERT the rows, leaving alone those whose `unique` columns are already stored (SQLite
+    and PostgreSQL both say it as ON CONFLICT DO NOTHING)."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    if not rows:
+        return
+    dialect = s.bind.dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert)(table)
+    s.execute(ins.on_conflict_do_nothing(index_elements=unique), rows)
+
+
 def _sqlite_time(v: dt.datetime | None) -> str | None:
     """SQLAlchemy's SQLite text for a time (its zone dropped, as SQLAlchemy drops it)."""
     if v is None:

@@ -38,6 +38,11 @@ DB_WRITE_LOCK = Histogram(
     "SQLite: per write transaction, time queued for the database's single write lock "
     "(phase=wait) and time holding it (phase=held)",
     ["phase"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+QUARANTINED = Counter("centre_quarantined_total",
+                      "Messages set aside after failing a stage again and again (alert > 0)",
+                      ["stage"])
+RESTARTS = Counter("centre_worker_exits_total",
+                   "Worker exits seen by this supervisor, per stage and cause", ["stage", "cause"])
 DEAD_LETTERS = Counter("centre_dead_letters_total", "Rejected messages kept in the dead-letter store",
                        ["stage"])
 
@@ -55,6 +60,12 @@ def group_lag(consumer: Any, topic: str, timeout: float = 5.0) -> int:
     group's committed offsets, from the broker's view). On a broker that has just started,
     the group's coordinator may not be ready yet (not coordinator, loading): asked again until
     `timeout`."""
+    return sum(hi - max(c, 0) for c, hi in group_offsets(consumer, topic, timeout).values()
+               if hi > max(c, 0))
+
+
+def group_offsets(consumer: Any, topic: str, timeout: float = 5.0) -> dict[int, tuple[int, int]]:
+    """Per partition of `topic`: (the group's committed offset, -1 when none; the end)."""
     from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
     not_ready = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
@@ -72,11 +83,11 @@ def group_lag(consumer: Any, topic: str, timeout: float = 5.0) -> int:
             if not (err.retriable() or err.code() in not_ready) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    lag = 0
+    out: dict[int, tuple[int, int]] = {}
     for tp in committed:
         _lo, hi = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-        lag += max(0, hi - max(tp.offset, 0))
-    return lag
+        out[tp.partition] = (tp.offset, hi)
+    return out
 
 
 def lag_reader(settings: Settings, stage: str) -> Any:
@@ -89,21 +100,3 @@ def lag_reader(settings: Settings, stage: str) -> Any:
 
     return Consumer({**base_config(settings), "group.id": group_id(settings, stage),
                      "enable.auto.commit": False})
-
-
-def start_lag_probe(settings: Settings, stage: str, every: float = 5.0) -> None:
-    """Consumer lag from the broker's view, every `every` seconds (`group_lag`)."""
-    from centre.topology import STAGES
-
-    topic = settings.topic(STAGES[stage].source)
-
-    def probe() -> None:
-        consumer = lag_reader(settings, stage)
-        while True:
-            try:
-                CONSUMER_LAG.labels(stage).set(group_lag(consumer, topic))
-            except Exception as exc:  # the probe must never take the worker down
-                log.debug("lag probe: %s", exc)
-            time.sleep(every)
-
-    threading.Thread(target=probe, name=f"lag-probe-{stage}", daemon=True).start()

@@ -25,13 +25,15 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, NoReturn, Optional, Protocol
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Optional, Protocol
 
 import faust
 
 from centre import metrics
+from centre.poison import PoisonGuard, transient
 from centre.settings import Settings
-from centre.topology import STAGES, group_id
+from centre.topology import STAGES, feedback_topic, group_id
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class Stage(Protocol):
 
     def process(self, records: list[Record]) -> Optional[Finish]: ...
 
+    def quarantine(self, record: Record, attempts: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -80,6 +84,71 @@ class StageBase:
         self.producer.close()
         self.engine.dispose()
 
+    # -- poison messages (centre/poison.py) ---------------------------------------------------
+
+    def quarantine_notice(self, s: Any, record: Record, reason: dict[str, str],
+                          at: Any) -> Optional[QuarantineNotice]:
+        """Who is to be told that `record` was set aside, recording it on the stage's own rows
+        in session `s`; None: nobody outside (the default). Must not parse the value: it may
+        be what made the stage fail."""
+        return None
+
+    def quarantine(self, record: Record, attempts: int) -> None:
+        """Set `record` aside after it was in flight at `attempts` crashes: kept whole in the
+        dead-letter store with its reason, its company told (`rejected`, code `quarantined`),
+        audited, counted. Idempotent: done again, it changes nothing and says the same."""
+        from centre import audit
+        from centre import messages as m
+        from centre.db import DeadLetter, insert_ignoring_conflicts
+
+        at = m.now()
+        where = f"{record.topic}/{record.partition}/{record.offset}"
+        reason = m.reason(
+            "quarantined",
+            f"The centre could not process this message ({self.name} failed on it {attempts} "
+            "times). It is kept whole and set aside for the centre's staff to examine; it need "
+            "not be sent again.", "$")
+        with self.sessions.begin() as s:
+            notice = self.quarantine_notice(s, record, reason, at)
+            insert_ignoring_conflicts(s, DeadLetter.__table__, [dict(
+                topic=record.topic, partition=record.partition, offset=record.offset,
+                key=record.key, value=record.value,
+                headers={k: v.decode("utf-8", "replace") for k, v in record.headers.items()},
+                provider_id=notice.provider_id if notice else None, reasons=[reason],
+                received_at=at)], ["topic", "partition", "offset"])
+        if notice is not None:
+            from centre.kafka import ProviderTopics
+
+            ProviderTopics(self.settings).ensure([notice.provider_id])
+            fb = m.feedback(provider_id=notice.provider_id,
+                            provider_report_id=notice.provider_report_id,
+                            report_id=notice.report_id, status="rejected", reasons=[reason],
+                            at=at, source=f"quarantine/{where}")
+            self.producer.send(feedback_topic(notice.provider_id), m.dumps(fb),
+                               key=(notice.provider_report_id or "").encode())
+        audit.emit(self.producer, [audit.AuditEvent(
+            actor=self.name, action="message.quarantined",
+            subject=f"report:{notice.report_id}" if notice and notice.report_id
+            else f"message:{where}",
+            discriminator=where, at=at,
+            details={"message": where, "attempts": attempts,
+                     "provider_id": notice.provider_id if notice else None,
+                     "feedback": "rejected" if notice else None})])
+        self.producer.flush_or_raise()
+        metrics.QUARANTINED.labels(self.name).inc()
+        metrics.DEAD_LETTERS.labels(self.name).inc()
+        log.error("stage %s set the message at %s aside after %d attempts (dead-lettered%s)",
+                  self.name, where, attempts, ", its company told" if notice else "")
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineNotice:
+    """Whom a quarantined message concerns: the company told, and its report if it has one."""
+
+    provider_id: str
+    provider_report_id: str | None
+    report_id: str | None
+
 
 # The consumer of a stage whose source sees a few messages a minute (complaints, victims'
 # requests): the broker answers its fetch as soon as one message is there, and holds an empty
@@ -93,15 +162,151 @@ def stage_batch_size(settings: Settings, stage: object) -> int:
     return settings.batch_size * int(getattr(stage, "batch_scale", 1))
 
 
-def _fatal(what: str, stage_name: str, n: int | None = None) -> NoReturn:
+def _fatal(what: str, stage_name: str, n: int | None = None,
+           guard: PoisonGuard | None = None) -> NoReturn:
     """A batch that failed is not acknowledged: the worker stops and the restarted one reads
-    it again (faust would restart the agent past it)."""
+    it again (faust would restart the agent past it). When the world failed (the database or
+    the broker unreachable) the messages in flight are not counted as suspects of it."""
+    exc = sys.exc_info()[1]
+    world = exc is not None and transient(exc)
+    if guard is not None and world:
+        guard.excuse()
+    cause = "the database or the broker failed" if world else "it may be the input"
     if n is None:
-        log.exception("stage %s failed in %s; stopping the worker", stage_name, what)
+        log.exception("stage %s failed in %s (%s); stopping the worker", stage_name, what, cause)
     else:
-        log.exception("stage %s failed on a batch of %d; stopping the worker", stage_name, n)
+        log.exception("stage %s failed on a batch of %d (%s); stopping the worker",
+                      stage_name, n, cause)
     logging.shutdown()
     os._exit(70)
+
+
+def poison_guard(settings: Settings, stage_name: str) -> PoisonGuard:
+    """The worker's note of messages in flight: one file per worker slot that the supervisor
+    names (CENTRE_WORKER_SLOT), kept across its restarts; in memory only for a worker started
+    by hand without a slot, which then counts no crash of its own before (its messages are
+    retried as before)."""
+    slot = os.environ.get("CENTRE_WORKER_SLOT")
+    path = None
+    if slot:
+        run = settings.home / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        path = run / f"{stage_name}-{slot}.inflight"
+    return PoisonGuard(path, settings.poison_attempts)
+
+
+def take_suspects(stage: Stage, guard: PoisonGuard, records: list[Record],
+                  done: Callable[[list[Record]], None], stage_name: str) -> None:
+    """A batch holding suspects, taken as `guard.plan` says: quarantined, alone, in small
+    groups or as one batch, each completely (its finish too) before the next, and `done`
+    (commit) called after each."""
+    for kind, group in guard.plan(records):  # type: ignore[arg-type]
+        recs: list[Record] = group  # type: ignore[assignment]
+        if kind == "quarantine":
+            try:
+                stage.quarantine(recs[0], guard.attempts(recs[0]))
+            except Exception:
+                _fatal("setting a message aside", stage_name, guard=guard)
+            guard.quarantined(recs[0])
+        else:
+            token = guard.begin(recs)
+            try:
+                process_now(stage, recs)
+            except Exception:
+                _fatal("a batch of suspects", stage_name, len(recs), guard)
+            guard.end(token)
+        done(recs)
+
+
+class Watchdog:
+    """A worker's own liveness. It beats every 2 s: touches the file CENTRE_LIVENESS_FILE
+    names, which the supervisor watches (a worker frozen so hard that it stops beating is
+    killed and started again); and every few seconds it measures the stage's consumer lag
+    (the lag metric). A worker whose input waits while it consumes nothing for `stuck_after_s` (for
+    example one that never rejoined its group after the broker paused) is stuck: it says so
+    and exits with code 75, and its supervisor starts it again.
+
+    Whose input: the lag on the partitions assigned to this worker; with none assigned (or
+    not known, under faust), the group's lag while the group's committed offsets stand still,
+    so that a worker with nothing to do beside busy peers is not taken for stuck."""
+
+    def __init__(self, settings: Settings, stage_name: str, every: float = 5.0) -> None:
+        self.settings, self.stage_name, self.every = settings, stage_name, every
+        beat = os.environ.get("CENTRE_LIVENESS_FILE")
+        self.beat_path = Path(beat) if beat else None
+        self.consumed_at = time.monotonic()
+        self.busy_since: float | None = None
+        self.assigned: set[int] | None = None
+        self.armed = False  # judged only once the stage consumes
+        self._stalled_since: float | None = None
+        self._last_committed: int | None = None
+
+    def start(self) -> None:
+        self.beat()
+        threading.Thread(target=self._beat_loop, name=f"beat-{self.stage_name}",
+                         daemon=True).start()
+        threading.Thread(target=self._run, name=f"watchdog-{self.stage_name}",
+                         daemon=True).start()
+
+    def _beat_loop(self) -> None:
+        # On a thread of its own: a probe waiting on an absent broker must not look like a
+        # frozen worker. Only a process that runs no Python any more stops beating.
+        while True:
+            time.sleep(2.0)
+            self.beat()
+
+    def beat(self) -> None:
+        if self.beat_path is not None:
+            try:
+                self.beat_path.touch()
+            except OSError as exc:
+                log.warning("cannot beat on %s: %s", self.beat_path, exc)
+
+    def consumed(self) -> None:
+        self.consumed_at = time.monotonic()
+
+    def _run(self) -> None:
+        consumer = metrics.lag_reader(self.settings, self.stage_name)
+        topic = self.settings.topic(STAGES[self.stage_name].source)
+        while True:
+            try:
+                offsets: dict[int, tuple[int, int]] | None = metrics.group_offsets(
+                    consumer, topic)
+            except Exception as exc:  # the broker away: nothing to judge by
+                log.debug("lag probe: %s", exc)
+                offsets = None
+            if offsets is not None:
+                metrics.CONSUMER_LAG.labels(self.stage_name).set(
+                    sum(max(0, hi - max(c, 0)) for c, hi in offsets.values()))
+            if self.stuck(offsets, time.monotonic()):
+                log.error("worker %s is stuck: its input has waited %.0fs and it consumed "
+                          "nothing; exiting so that it is started again", self.stage_name,
+                          self.settings.stuck_after_s)
+                logging.shutdown()
+                os._exit(75)
+            time.sleep(self.every)
+
+    def stuck(self, offsets: dict[int, tuple[int, int]] | None, now: float) -> bool:
+        """One round of the judgement (pure but for the state it keeps)."""
+        if offsets is None or not self.armed:
+            self._stalled_since = None
+            return False
+        committed = sum(max(c, 0) for c, _hi in offsets.values())
+        progressing = self._last_committed is not None and committed != self._last_committed
+        self._last_committed = committed
+        lag = {p: max(0, hi - max(c, 0)) for p, (c, hi) in offsets.items()}
+        assigned = self.assigned
+        waiting = (sum(lag.get(p, 0) for p in assigned) if assigned
+                   else (0 if progressing else sum(lag.values())))
+        busy = self.busy_since is not None and now - self.busy_since < 5 * \
+            self.settings.stuck_after_s
+        idle = now - self.consumed_at >= self.every and not busy
+        if waiting > 0 and idle:
+            self._stalled_since = self._stalled_since or now
+        else:
+            self._stalled_since = None
+        return (self._stalled_since is not None
+                and now - self._stalled_since >= self.settings.stuck_after_s)
 
 
 class _IdleUnderLoad:
@@ -150,7 +355,8 @@ def _headers(raw: object) -> dict[str, bytes]:
     return out
 
 
-def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
+def build_app(settings: Settings, stage_name: str, stage: Stage,
+              watchdog: Watchdog | None = None) -> faust.App:
     spec = STAGES[stage_name]
     datadir = settings.home / "faust" / stage_name
     datadir.mkdir(parents=True, exist_ok=True)
@@ -176,9 +382,21 @@ def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
     # A stage's batches and its periodic work never run at the same time (one thread each).
     busy = asyncio.Lock()
     under_load = _IdleUnderLoad(stage)
+    guard = poison_guard(settings, stage_name)
 
     def one_batch(records: list[Record]) -> None:
-        process_now(stage, records)
+        if watchdog is not None:
+            watchdog.consumed()
+            watchdog.armed = True
+        if guard.any_suspect(records):
+            take_suspects(stage, guard, records, lambda _recs: None, stage_name)
+        else:
+            token = guard.begin(records)
+            try:
+                process_now(stage, records)
+            except Exception:
+                _fatal("a batch", stage_name, len(records), guard)
+            guard.end(token)
         if under_load.due():
             under_load.run()
 
@@ -196,7 +414,7 @@ def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
                     await asyncio.to_thread(one_batch, records)
             except Exception:
                 # Nothing of this batch is acknowledged; the restarted worker reads it again.
-                _fatal("a batch", stage_name, len(records))
+                _fatal("a batch", stage_name, len(records), guard)
             metrics.BATCH_SECONDS.labels(stage_name).observe(time.perf_counter() - started)
 
     idle = getattr(stage, "idle", None)
@@ -217,14 +435,16 @@ def build_app(settings: Settings, stage_name: str, stage: Stage) -> faust.App:
     return app
 
 
-def run_faust(settings: Settings, stage_name: str, stage: Stage, loglevel: str) -> None:
-    app = build_app(settings, stage_name, stage)
+def run_faust(settings: Settings, stage_name: str, stage: Stage, loglevel: str,
+              watchdog: Watchdog | None = None) -> None:
+    app = build_app(settings, stage_name, stage, watchdog)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
                           override_logging=True)
     worker.execute_from_commandline()
 
 
-def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
+def run_confluent(settings: Settings, stage_name: str, stage: Stage,
+                  watchdog: Watchdog | None = None) -> None:
     """The same contract as the faust agent, on librdkafka's consumer: take a batch, process
     it, commit its offsets, and on SIGTERM finish the batch in hand, commit and leave."""
     from confluent_kafka import Consumer, TopicPartition
@@ -256,18 +476,29 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
     # One batch's finish (broker acknowledgements, database record) runs here while the next
     # batch is processed; its offsets are committed once it is done. Never more than one.
     finisher = ThreadPoolExecutor(1, thread_name_prefix=f"{stage_name}-finish")
-    pending: tuple[Future[None], list[TopicPartition]] | None = None
+    pending: tuple[Future[None], list[TopicPartition], int] | None = None
+    guard = poison_guard(settings, stage_name)
+    watch = watchdog or Watchdog(settings, stage_name)
+    watch.armed = True
+    assignment_seen = 0.0
+
+    def offsets_of(records: list[Record]) -> list[TopicPartition]:
+        last: dict[int, int] = {}
+        for r in records:
+            last[r.partition] = max(last.get(r.partition, -1), r.offset)
+        return [TopicPartition(topic, p, o + 1) for p, o in last.items()]
 
     def settle() -> None:
         nonlocal pending
         if pending is None:
             return
-        done, offsets = pending
+        done, offsets, token = pending
         pending = None
         try:
             done.result()
         except Exception:
-            _fatal("a batch's finish", stage_name)
+            _fatal("a batch's finish", stage_name, guard=guard)
+        guard.end(token)
         consumer.commit(offsets=offsets, asynchronous=True)
 
     def idle_work() -> None:
@@ -283,6 +514,9 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
             # low load a report does not wait for a batch to fill, and under load the batch
             # is whatever queued up while the previous one was being processed.
             first = consumer.poll(settings.batch_within_s)
+            if time.monotonic() - assignment_seen > 1.0:  # for the watchdog's judgement
+                assignment_seen = time.monotonic()
+                watch.assigned = {tp.partition for tp in consumer.assignment()}
             if first is None:
                 idle_work()  # the stage's own rate limit applies
                 continue
@@ -294,21 +528,29 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage) -> None:
             ]
             if not records:
                 continue
+            watch.consumed()
+            if guard.any_suspect(records):
+                # What was in flight when the worker died: found out one by one, alone.
+                settle()
+                take_suspects(stage, guard, records, lambda recs: consumer.commit(
+                    offsets=offsets_of(recs), asynchronous=False), stage_name)
+                continue
             started = time.perf_counter()
+            token = guard.begin(records)
+            watch.busy_since = time.monotonic()
             try:
                 finish = stage.process(records)
             except Exception:
-                _fatal("a batch", stage_name, len(records))  # nothing of it is committed
+                _fatal("a batch", stage_name, len(records), guard)  # nothing of it committed
+            watch.busy_since = None
             metrics.BATCH_SECONDS.labels(stage_name).observe(time.perf_counter() - started)
             settle()  # the batch before: its finish ran while this one was processed
-            last: dict[int, int] = {}
-            for r in records:
-                last[r.partition] = max(last.get(r.partition, -1), r.offset)
-            offsets = [TopicPartition(topic, p, o + 1) for p, o in last.items()]
+            offsets = offsets_of(records)
             if finish is None:
+                guard.end(token)
                 consumer.commit(offsets=offsets, asynchronous=True)
             else:
-                pending = (finisher.submit(finish), offsets)
+                pending = (finisher.submit(finish), offsets, token)
             if under_load.due():
                 idle_work()
     finally:
@@ -333,19 +575,20 @@ def run_worker(settings: Settings, stage_name: str, loglevel: str = "warn") -> N
     if stage_name not in STAGES:
         raise SystemExit(f"unknown stage {stage_name!r}; stages are {', '.join(STAGES)}")
     metrics.serve(settings.metrics_port, stage_name)
+    watchdog = Watchdog(settings, stage_name)
+    watchdog.start()  # beats while the stage loads (indexes may take a while)
     stage = load_stage(stage_name, settings)
     _settle_heap()
     # A stage off the reports' critical path (the audit writer) yields the CPU to those on it:
     # it only has to keep up on average, while a P1 report waits for every core it shares.
     if getattr(stage, "niceness", 0):
         os.nice(int(stage.niceness))  # type: ignore[attr-defined]
-    metrics.start_lag_probe(settings, stage_name)
     print(f"worker {stage_name} pid={os.getpid()} runtime={settings.runtime} consuming "
           f"{settings.topic(STAGES[stage_name].source)}", file=sys.stderr, flush=True)
     try:
         if settings.runtime == "faust":
-            run_faust(settings, stage_name, stage, loglevel)
+            run_faust(settings, stage_name, stage, loglevel, watchdog)
         else:
-            run_confluent(settings, stage_name, stage)
+            run_confluent(settings, stage_name, stage, watchdog)
     finally:
         stage.close()

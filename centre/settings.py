@@ -88,6 +88,12 @@ class Settings:
     audit_checkpoint_seconds: int = 10
     audit_reader_roles: tuple[str, ...] = ("auditor", "dpo")
     audit_retention_days: dict[str, int] = field(default_factory=lambda: {"default": 365})
+    # No poison message (centre/poison.py): crashes with a message in flight before it is
+    # set aside (dead-lettered, its company told); the last of them with the message alone.
+    poison_attempts: int = 3
+    # A worker with input waiting that consumes nothing for this long is stuck: it exits
+    # (code 75) and its supervisor starts it again (centre/runtime.py, `Watchdog`).
+    stuck_after_s: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -130,6 +136,8 @@ class Settings:
             CENTRE_AUDIT_READER_ROLES=",".join(self.audit_reader_roles),
             CENTRE_AUDIT_RETENTION=",".join(f"{k}={v}" for k, v in
                                             sorted(self.audit_retention_days.items())),
+            CENTRE_POISON_ATTEMPTS=str(self.poison_attempts),
+            CENTRE_STUCK_AFTER_S=repr(self.stuck_after_s),
         )
         if self.geoip_db:
             env["CENTRE_GEOIP_DB"] = self.geoip_db
@@ -237,4 +245,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         audit_checkpoint_seconds=_int(env, "CENTRE_AUDIT_CHECKPOINT_SECONDS", 10, 1, 86_400),
         audit_reader_roles=_roles(env, "CENTRE_AUDIT_READER_ROLES", ("auditor", "dpo")),
         audit_retention_days=_retention(env, "CENTRE_AUDIT_RETENTION"),
+        poison_attempts=_int(env, "CENTRE_POISON_ATTEMPTS", 3, 2, 100),
+        stuck_after_s=_float(env, "CENTRE_STUCK_AFTER_S", 60.0, 5.0, 86_400.0),
     )

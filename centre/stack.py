@@ -3,6 +3,12 @@ database schema, topics, and one supervised worker process per stage.
 
 Used by `centre up`, `centre demo`, `centre bench` and the integration tests, so that all of
 them exercise the same start-up path.
+
+The supervisor outlives what it supervises. It holds no Kafka client (its questions to the
+broker are asked by child processes, `centre.isolated`), and once a second it restarts, and
+says so on stderr: a worker that exited (with back-off while it keeps exiting), a worker whose
+liveness file stopped beating (frozen: killed first), and the local broker if it died.
+A worker also ends itself when stuck (`centre.runtime.Watchdog`, exit code 75).
 """
 
 from __future__ import annotations
@@ -17,10 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import ConsumerGroupState
-from confluent_kafka.admin import AdminClient
-
-from centre import db, kafka
+from centre import db, isolated, kafka
+from centre import metrics
 from centre.broker import LocalBroker
 from centre.keys import KeySet
 from centre.settings import Settings
@@ -29,23 +33,53 @@ from centre.topology import STAGES, group_id
 log = logging.getLogger(__name__)
 
 
+# A worker that ran this long since its last start is healthy again: its next exit is
+# restarted at once instead of after the back-off its earlier exits earned.
+HEALTHY_AFTER_S = 60.0
+# Exit codes a worker uses for what it found (centre/runtime.py).
+_EXIT_CAUSES = {70: "a batch failed", 75: "stuck", -9: "killed", -6: "aborted",
+                -11: "crashed (segmentation fault)", -15: "terminated"}
+
+
 @dataclass
 class WorkerProcess:
     stage: str
     settings: Settings
     log_path: Path
+    slot: int = 0
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    restarts: int = 0  # exits in a row without a healthy run between them
+    started_at: float = 0.0
+    restart_at: float | None = None  # when the supervisor starts it again after an exit
+
+    @property
+    def liveness_file(self) -> Path:
+        return self.settings.home / "run" / f"{self.stage}-{self.slot}.alive"
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.liveness_file.parent.mkdir(parents=True, exist_ok=True)
+        self.liveness_file.unlink(missing_ok=True)
+        env = {**self.settings.child_env(), "CENTRE_WORKER_SLOT": str(self.slot),
+               "CENTRE_LIVENESS_FILE": str(self.liveness_file)}
         out = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "centre", "worker", self.stage],
-            env=self.settings.child_env(), stdout=out, stderr=subprocess.STDOUT,
+            env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # our SIGTERM, not the terminal's SIGINT, stops it in order
         )
         out.close()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def silent_for(self, now_wall: float) -> float:
+        """Seconds since the worker last beat (or was started, before its first beat)."""
+        try:
+            beat = self.liveness_file.stat().st_mtime
+        except OSError:
+            beat = 0.0
+        started_wall = now_wall - (time.monotonic() - self.started_at)
+        return now_wall - max(beat, started_wall)
 
     @property
     def pid(self) -> int | None:
@@ -94,7 +128,7 @@ class Stack:
             self.broker.start()
         try:
             db.upgrade(s.database_url)
-            kafka.ensure_static_topics(s)
+            isolated.call(kafka.ensure_static_topics, s, timeout=120)
             for stage in self.stages:
                 w = WorkerProcess(stage, s, s.home / "logs" / f"worker-{stage}.log")
                 w.start()
@@ -109,21 +143,19 @@ class Stack:
 
     def wait_ready(self, timeout: float) -> None:
         """Ready when every stage's consumer group is stable with a member: reports flow."""
-        client = AdminClient(kafka.base_config(self.settings))
         groups = [self.group(st) for st in self.stages]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for w in self.workers.values():
                 if not w.alive():
                     raise RuntimeError(f"worker {w.stage} exited while starting; see {w.log_path}")
+            window = max(0.5, min(5.0, deadline - time.monotonic()))
             try:
-                futures = client.describe_consumer_groups(groups, request_timeout=5)
-                states = [f.result() for f in futures.values()]
-                if all(g.state == ConsumerGroupState.STABLE and g.members for g in states):
+                if isolated.call(groups_stable, self.settings, groups, window,
+                                 timeout=window + 30):
                     return
-            except Exception as exc:
+            except (isolated.ChildDied, TimeoutError) as exc:
                 log.debug("waiting for workers: %s", exc)
-            time.sleep(0.25)
         raise TimeoutError(f"workers not ready within {timeout:.0f}s; see {self.settings.home}/logs")
 
     def group(self, stage: str) -> str:
@@ -131,36 +163,59 @@ class Stack:
 
     def wait_caught_up(self, timeout: float) -> None:
         """Until every worker has committed all of its source topic (a backlog is worked
-        off), or TimeoutError."""
-        from centre.metrics import group_lag, lag_reader
+        off), or TimeoutError. Asked from a child process, as every broker question here."""
+        isolated.call(caught_up, self.settings, list(self.workers), timeout,
+                      timeout=timeout + 60)
 
-        consumers = {st: lag_reader(self.settings, st) for st in self.workers}
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                lags = {st: group_lag(c, self.settings.topic(STAGES[st].source))
-                        for st, c in consumers.items()}
-                if not any(lags.values()):
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"workers still behind after {timeout:.0f}s: {lags}")
-                time.sleep(0.2)
-        finally:
-            for c in consumers.values():
-                c.close()
+    def _say(self, text: str) -> None:
+        print(f"supervisor: {text}", file=sys.stderr, flush=True)
 
     def _watch(self) -> None:
-        """Restart a worker that died (a crash, or a failing batch): it resumes where it was."""
+        """Once a second: restart what died or froze. Nothing here may end the thread."""
         while not self._stopping.wait(1.0):
-            for w in list(self.workers.values()):
-                if w.process is not None and not w.alive() and not self._stopping.is_set():
-                    code = w.process.returncode
-                    w.restarts += 1
-                    print(f"worker {w.stage} exited with {code}; restarting "
-                          f"(restart {w.restarts}); log: {w.log_path}", file=sys.stderr, flush=True)
-                    time.sleep(min(30.0, 0.5 * 2 ** min(w.restarts, 6)))
-                    if not self._stopping.is_set():
-                        w.start()
+            try:
+                self._watch_once()
+            except Exception:  # the supervisor outlives its own mistakes too
+                log.exception("supervisor round failed")
+
+    def _watch_once(self) -> None:
+        now = time.monotonic()
+        if self.broker is not None and self.broker.process is not None \
+                and self.broker.process.poll() is not None and not self._stopping.is_set():
+            code = self.broker.process.returncode
+            self._say(f"the local broker exited with code {code}; starting it again")
+            self.broker.process = None
+            try:
+                self.broker.start()
+                self._say(f"the local broker is back (pid {self.broker.process.pid})"
+                          if self.broker.process else "the local broker is back")
+            except Exception as exc:
+                self._say(f"the local broker did not start again ({exc}); trying again")
+        for w in list(self.workers.values()):
+            if self._stopping.is_set() or w.process is None:
+                continue
+            if w.alive():
+                if now - w.started_at >= HEALTHY_AFTER_S:
+                    w.restarts = 0
+                silent = w.silent_for(time.time())
+                if silent > self.settings.stuck_after_s:
+                    self._say(f"worker {w.stage} (pid {w.pid}) has not beaten for {silent:.0f}s; "
+                              "killing it")
+                    w.kill()
+                continue
+            if w.restart_at is None:
+                code = w.process.returncode
+                metrics.RESTARTS.labels(w.stage, _EXIT_CAUSES.get(code, "exited")).inc()
+                delay = 0.0 if w.restarts == 0 else min(30.0, 0.5 * 2 ** min(w.restarts, 6))
+                w.restarts += 1
+                w.restart_at = now + delay
+                self._say(f"worker {w.stage} (pid {w.pid}) exited with code {code} "
+                          f"({_EXIT_CAUSES.get(code, 'exited')}); restarting "
+                          f"{'now' if not delay else f'in {delay:.1f}s'} (restart {w.restarts} "
+                          f"in a row); log: {w.log_path}")
+            if now >= w.restart_at:
+                w.start()
+                self._say(f"worker {w.stage} restarted (pid {w.pid})")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -179,6 +234,45 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def groups_stable(settings: Settings, groups: list[str], seconds: float) -> bool:
+    """Whether every group is stable with a member within `seconds` (run in a child)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    client = AdminClient(kafka.base_config(settings))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            futures = client.describe_consumer_groups(groups, request_timeout=5)
+            states = [f.result() for f in futures.values()]
+            if all(g.state == ConsumerGroupState.STABLE and g.members for g in states):
+                return True
+        except Exception as exc:
+            log.debug("waiting for workers: %s", exc)
+        time.sleep(0.25)
+    return False
+
+
+def caught_up(settings: Settings, stages: list[str], timeout: float) -> None:
+    """Until every stage's group has committed all of its source topic (run in a child)."""
+    from centre.metrics import group_lag, lag_reader
+
+    consumers = {st: lag_reader(settings, st) for st in stages}
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            lags = {st: group_lag(c, settings.topic(STAGES[st].source))
+                    for st, c in consumers.items()}
+            if not any(lags.values()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers still behind after {timeout:.0f}s: {lags}")
+            time.sleep(0.2)
+    finally:
+        for c in consumers.values():
+            c.close()
 
 
 def pids(stack: Stack) -> dict[str, int | None]:

@@ -28,15 +28,16 @@ from centre.db import (
     Report,
     ReportContent,
     ReportSupplement,
+    insert_ignoring_conflicts,
     prepare_rows,
 )
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
-from centre.runtime import Finish, Record, StageBase
+from centre.runtime import Finish, QuarantineNotice, Record, StageBase
 from centre.settings import Settings
 from centre.topology import ACCEPTED, INTAKE, feedback_topic
 from intake.supplements import merge_supplement
-from intake.validation import Outcome, parse_key, validate_report
+from intake.validation import Outcome, ids_from_key, parse_key, validate_report
 
 log = logging.getLogger(__name__)
 STAGE = "intake"
@@ -83,6 +84,17 @@ class IntakeStage(StageBase):
             provider_key=provider_key,
             require_signature=self.settings.require_signatures,
         )
+
+    def quarantine_notice(self, s: Any, record: Record, reason: dict[str, str],
+                          at: dt.datetime) -> QuarantineNotice | None:
+        """A message set aside here is decided `rejected` at its position; the company named
+        in the key is told (the value is not read: it may be what made intake fail)."""
+        pid, prid = ids_from_key(record.key)
+        insert_ignoring_conflicts(s, IntakeDecision.__table__, [dict(
+            partition=record.partition, offset=record.offset, provider_id=pid,
+            provider_report_id=prid, outcome="rejected", report_id=None, reasons=[reason],
+            decided_at=at)], ["partition", "offset"])
+        return QuarantineNotice(pid, prid, None) if pid and _safe(pid) else None
 
     def process(self, records: list[Record]) -> Finish:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))

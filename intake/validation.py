@@ -90,6 +90,13 @@ def parse_key(key: bytes | None) -> tuple[str | None, str | None]:
     return (pid or None), (prid if sep and prid else None)
 
 
+def ids_from_key(key: bytes | None) -> tuple[str | None, str | None]:
+    """The provider id (when it can name a topic) and the report id (cut short when long)
+    that the Kafka key names, for feedback about a message whose value is not read."""
+    pid, prid = parse_key(key)
+    return _usable_provider_id(pid), _shown_report_id(prid)
+
+
 def _usable_provider_id(v: Any) -> str | None:
     # Only an id that can name a topic and fit the database is handed on: the stage sends
     # feedback to provider.<provider_id>.feedback and stores the id in 100/200-wide columns.
@@ -307,4 +314,4 @@ def validate_report(value: bytes | None, key: bytes | None = None, *,
 
 
 __all__ = ["MAX_REPORT_BYTES", "Outcome", "Problem", "SignatureStatus", "check_signature",
-           "parse_key", "schema_problems", "validate_report"]
+           "ids_from_key", "parse_key", "schema_problems", "validate_report"]

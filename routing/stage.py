@@ -18,10 +18,10 @@ from centre import audit
 from centre import messages as m
 from centre import metrics
 from centre.crypto import Sealer, key_id
-from centre.db import Delivery, Report, ReportContent, prepare_rows
+from centre.db import Delivery, Report, ReportContent, prepare_rows, quarantine_report
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
-from centre.runtime import Finish, Record, StageBase
+from centre.runtime import Finish, QuarantineNotice, Record, StageBase
 from centre.settings import Settings
 from centre.topology import DELIVERY_ACKS, EUROPOL, feedback_topic, le_topic, urgent_topic
 from routing.geo import make_geolocator
@@ -262,6 +262,14 @@ class RoutingStage(StageBase):
                           provider_report_id=t["provider_report_id"],
                           report_id=t["report_id"], status=status, reasons=reasons,
                           at=now, source=source)
+
+    def quarantine_notice(self, s: Any, record: Record, reason: dict[str, str],
+                          at: dt.datetime) -> QuarantineNotice | None:
+        """A report set aside here is `quarantined` on its record; its company is told unless
+        it already had its final status. The key is the report id (the value is not read)."""
+        report_id = (record.key or b"").decode("utf-8", "replace")
+        ids = quarantine_report(s, report_id, reason, at)
+        return QuarantineNotice(ids[0], ids[1], report_id) if ids else None
 
     def process(self, records: list[Record]) -> Finish:
         """Decide, seal and send the batch's cases; returns its finish (the broker's

@@ -22,8 +22,8 @@ from sqlalchemy import select
 from centre import audit
 from centre import messages as m
 from centre import metrics
-from centre.db import Indicator, Report, ReportCluster, prepare_rows
-from centre.runtime import Finish, Record, StageBase
+from centre.db import Indicator, Report, ReportCluster, prepare_rows, quarantine_report
+from centre.runtime import Finish, QuarantineNotice, Record, StageBase
 from centre.settings import Settings
 from centre.topology import TRIAGED
 from triage.clusters import ClusterBatch, ClusterWrites, Signal, Unwritten, prepare_clusters
@@ -143,6 +143,14 @@ class TriageStage(StageBase):
             wait([self._pdq_banks])  # a batch of replays only never took its answers
         self.indicator_pdq.refresh(s)
         self._pdq_banks = self._searcher.submit(self.indicator_pdq.near, values)
+
+    def quarantine_notice(self, s: Any, record: Record, reason: dict[str, str],
+                          at: dt.datetime) -> QuarantineNotice | None:
+        """A report set aside here is `quarantined` on its record; its company is told unless
+        it already had its final status. The key is the report id (the value is not read)."""
+        report_id = (record.key or b"").decode("utf-8", "replace")
+        ids = quarantine_report(s, report_id, reason, at)
+        return QuarantineNotice(ids[0], ids[1], report_id) if ids else None
 
     def process(self, records: list[Record]) -> Finish:
         metrics.MESSAGES_IN.labels(STAGE).inc(len(records))
