@@ -528,6 +528,23 @@ def bench_triage(
                                       keep=keep))
 
 
+@bench_app.command("chaos")
+def bench_chaos(
+    reports: int = typer.Option(100_000, help="how many reports to send"),
+    rate: float = typer.Option(500.0, help="reports per second sent while the faults happen"),
+    postgres: bool = typer.Option(False, help="on a private PostgreSQL server (Debian's "
+                                              "packages), restarted mid-stream too"),
+    keep: bool = typer.Option(False, help="keep the run's stack directory (logs, data)"),
+) -> None:
+    """The pipeline under faults: every worker killed, the broker paused and crashed (and
+    PostgreSQL restarted); prints reports lost, shown twice, the audit trail's verdict and
+    each fault's time to recover. Exit 1 when anything was lost or not recovered from."""
+    from centre.chaos import run_chaos_bench
+
+    raise typer.Exit(run_chaos_bench(_settings(), reports=reports, rate=rate,
+                                     postgres=postgres, keep=keep))
+
+
 @bench_app.command("routing")
 def bench_routing(
     reports: int = typer.Option(20000, help="synthetic reports triaged before routing starts"),

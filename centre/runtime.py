@@ -15,6 +15,7 @@ messages it never finished, which would lose them until the next rebalance.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import importlib
 import logging
@@ -533,7 +534,7 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
                 # What was in flight when the worker died: found out one by one, alone.
                 settle()
                 take_suspects(stage, guard, records, lambda recs: consumer.commit(
-                    offsets=offsets_of(recs), asynchronous=False), stage_name)
+                    offsets=offsets_of(recs), asynchronous=True), stage_name)
                 continue
             started = time.perf_counter()
             token = guard.begin(records)
@@ -574,6 +575,10 @@ def run_worker(settings: Settings, stage_name: str, loglevel: str = "warn") -> N
     """Run one stage until SIGTERM/SIGINT (blocks)."""
     if stage_name not in STAGES:
         raise SystemExit(f"unknown stage {stage_name!r}; stages are {', '.join(STAGES)}")
+    # An abort or a crash inside a C library (librdkafka's assertions) cannot be caught; its
+    # Python stack goes to the worker's log, the supervisor restarts it, and the messages in
+    # flight become suspects (centre/poison.py).
+    faulthandler.enable()
     metrics.serve(settings.metrics_port, stage_name)
     watchdog = Watchdog(settings, stage_name)
     watchdog.start()  # beats while the stage loads (indexes may take a while)

@@ -102,10 +102,11 @@ class WorkerProcess:
         self.process = None
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would; used by the tests."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+        """SIGKILL, as a crash would; used by the tests and the supervisor."""
+        p = self.process  # the supervisor may put a new process in its place meanwhile
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Stack:
     broker: LocalBroker | None = None
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
     supervise: bool = True
+    exits: dict[str, int] = field(default_factory=dict)  # seen by the supervisor, per stage
     _stopping: threading.Event = field(default_factory=threading.Event)
     _supervisor: threading.Thread | None = None
 
@@ -183,12 +185,14 @@ class Stack:
         if self.broker is not None and self.broker.process is not None \
                 and self.broker.process.poll() is not None and not self._stopping.is_set():
             code = self.broker.process.returncode
+            self.exits["broker"] = self.exits.get("broker", 0) + 1
             self._say(f"the local broker exited with code {code}; starting it again")
             self.broker.process = None
+            began = time.monotonic()
             try:
                 self.broker.start()
-                self._say(f"the local broker is back (pid {self.broker.process.pid})"
-                          if self.broker.process else "the local broker is back")
+                self._say(f"the local broker answers again after {time.monotonic() - began:.1f}s"
+                          f" (pid {self.broker.process.pid if self.broker.process else '?'})")
             except Exception as exc:
                 self._say(f"the local broker did not start again ({exc}); trying again")
         for w in list(self.workers.values()):
@@ -205,6 +209,7 @@ class Stack:
                 continue
             if w.restart_at is None:
                 code = w.process.returncode
+                self.exits[w.stage] = self.exits.get(w.stage, 0) + 1
                 metrics.RESTARTS.labels(w.stage, _EXIT_CAUSES.get(code, "exited")).inc()
                 delay = 0.0 if w.restarts == 0 else min(30.0, 0.5 * 2 ** min(w.restarts, 6))
                 w.restarts += 1

@@ -241,7 +241,8 @@ def _unparseable(value: bytes) -> Problem:
 
 
 def _too_deep_to_parse(exc: orjson.JSONDecodeError) -> bool:
-    return "recursion" in exc.msg.lower()
+    # orjson 3.13 says "depth limit exceeded"; older ones "recursion depth exceeded".
+    return "depth" in exc.msg.lower() or "recursion" in exc.msg.lower()
 
 
 def validate_report(value: bytes | None, key: bytes | None = None, *,
