@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # A worker that ran this long since its last start is healthy again: its next exit is
 # restarted at once instead of after the back-off its earlier exits earned.
 HEALTHY_AFTER_S = 60.0
+# A worker starts beating once its imports are done: until then it is not taken for frozen.
+START_GRACE_S = 120.0
 # Exit codes a worker uses for what it found (centre/runtime.py).
 _EXIT_CAUSES = {70: "a batch failed", 75: "stuck", -9: "killed", -6: "aborted",
                 -11: "crashed (segmentation fault)", -15: "terminated"}
@@ -73,13 +75,12 @@ class WorkerProcess:
         self.restart_at = None
 
     def silent_for(self, now_wall: float) -> float:
-        """Seconds since the worker last beat (or was started, before its first beat)."""
+        """Seconds since the worker last beat; before its first beat, the time since it was
+        started less START_GRACE_S (Python and the stage's imports come first)."""
         try:
-            beat = self.liveness_file.stat().st_mtime
+            return now_wall - self.liveness_file.stat().st_mtime
         except OSError:
-            beat = 0.0
-        started_wall = now_wall - (time.monotonic() - self.started_at)
-        return now_wall - max(beat, started_wall)
+            return time.monotonic() - self.started_at - START_GRACE_S
 
     @property
     def pid(self) -> int | None:
