@@ -556,13 +556,15 @@ def quarantine_report(s: Session, report_id: str, reason: dict[str, Any],
     rep = s.get(Report, report_id)
     if rep is None:
         return None
+    # A report already told its final status keeps it (a supplement may be what failed).
     # Quarantined before (and perhaps not told, if that try stopped short): told again, with
     # the same feedback_id.
-    told = rep.status in ("forwarded", "manifestly_unfounded")
+    if rep.status in ("forwarded", "manifestly_unfounded"):
+        return None
     if rep.status != "quarantined":
         rep.status = "quarantined"
         rep.reasons = [*(rep.reasons or []), reason["code"]]
-    return None if told else (rep.provider_id, rep.provider_report_id)
+    return rep.provider_id, rep.provider_report_id
 
 
 def insert_ignoring_conflicts(s: Any, table: Any, rows: list[dict[str, Any]],

@@ -71,6 +71,7 @@ class StageBase:
     name = ""
     producer_options: dict[str, object] = {}  # librdkafka settings of its producer
     consumer_options: dict[str, object] = {}  # librdkafka settings of its source's consumer
+    provider_topics: Any = None  # ProviderTopics, of the stages that tell companies
 
     def __init__(self, settings: Settings) -> None:
         from centre.db import make_engine, make_sessionmaker
@@ -118,9 +119,11 @@ class StageBase:
                 provider_id=notice.provider_id if notice else None, reasons=[reason],
                 received_at=at)], ["topic", "partition", "offset"])
         if notice is not None:
-            from centre.kafka import ProviderTopics
+            if self.provider_topics is None:
+                from centre.kafka import ProviderTopics
 
-            ProviderTopics(self.settings).ensure([notice.provider_id])
+                self.provider_topics = ProviderTopics(self.settings)
+            self.provider_topics.ensure([notice.provider_id])
             fb = m.feedback(provider_id=notice.provider_id,
                             provider_report_id=notice.provider_report_id,
                             report_id=notice.report_id, status="rejected", reasons=[reason],
@@ -206,8 +209,15 @@ def take_suspects(stage: Stage, guard: PoisonGuard, records: list[Record],
         if kind == "quarantine":
             try:
                 stage.quarantine(recs[0], guard.attempts(recs[0]))
-            except Exception:
-                _fatal("setting a message aside", stage_name, guard=guard)
+            except Exception as exc:
+                if transient(exc):
+                    _fatal("setting a message aside", stage_name, guard=guard)
+                # Never a loop: what cannot even be set aside is passed over, its position
+                # logged (the message itself stays on its topic for its retention).
+                metrics.QUARANTINED.labels(stage_name).inc()
+                log.exception("stage %s could not set the message at %s/%d/%d aside; passed "
+                              "over", stage_name, recs[0].topic, recs[0].partition,
+                              recs[0].offset)
             guard.quarantined(recs[0])
         else:
             token = guard.begin(recs)
@@ -223,9 +233,9 @@ class Watchdog:
     """A worker's own liveness. It beats every 2 s: touches the file CENTRE_LIVENESS_FILE
     names, which the supervisor watches (a worker frozen so hard that it stops beating is
     killed and started again); and every few seconds it measures the stage's consumer lag
-    (the lag metric). A worker whose input waits while it consumes nothing for `stuck_after_s` (for
-    example one that never rejoined its group after the broker paused) is stuck: it says so
-    and exits with code 75, and its supervisor starts it again.
+    (the lag metric). A worker whose input waits while it consumes nothing for
+    `stuck_after_s` (for example one that never rejoined its group after the broker paused)
+    is stuck: it says so and exits with code 75, and its supervisor starts it again.
 
     Whose input: the lag on the partitions assigned to this worker; with none assigned (or
     not known, under faust), the group's lag while the group's committed offsets stand still,
@@ -454,6 +464,18 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     topic = settings.topic(STAGES[stage_name].source)
+    # A worker slot the supervisor names is a static member of its group (KIP-345): started
+    # again after a crash, it takes its partitions back at once, instead of waiting for the
+    # dead member's session to time out and the group to rebalance.
+    slot = os.environ.get("CENTRE_WORKER_SLOT")
+    static = {"group.instance.id": f"{group_id(settings, stage_name)}.{slot}"} if slot else {}
+    # A fatal client error (a static member fenced after the broker restarted, for one) leaves
+    # a consumer that never consumes again: the worker exits at once and is started again.
+    fatal: list[str] = []
+
+    def on_error(err: Any) -> None:
+        if err.fatal():
+            fatal.append(err.str())
     consumer = Consumer({
         "bootstrap.servers": settings.bootstrap,
         "group.id": group_id(settings, stage_name),
@@ -469,6 +491,8 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
         "fetch.min.bytes": 65536,
         "queued.min.messages": stage_batch_size(settings, stage) * 4,
         "logger": log,
+        "error_cb": on_error,
+        **static,
         **getattr(stage, "consumer_options", {}),
     })
     consumer.subscribe([topic])
@@ -511,6 +535,12 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
 
     try:
         while not stop.is_set():
+            if fatal:
+                guard.excuse()  # the client failed, not the messages in flight
+                log.error("stage %s: the Kafka client failed for good (%s); exiting so that "
+                          "the worker is started again", stage_name, fatal[0])
+                logging.shutdown()
+                os._exit(71)
             # Wait for the first message only, then take whatever else is already fetched: at
             # low load a report does not wait for a batch to fill, and under load the batch
             # is whatever queued up while the previous one was being processed.

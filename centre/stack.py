@@ -39,7 +39,7 @@ HEALTHY_AFTER_S = 60.0
 # A worker starts beating once its imports are done: until then it is not taken for frozen.
 START_GRACE_S = 120.0
 # Exit codes a worker uses for what it found (centre/runtime.py).
-_EXIT_CAUSES = {70: "a batch failed", 75: "stuck", -9: "killed", -6: "aborted",
+_EXIT_CAUSES = {70: "a batch failed", 71: "its Kafka client failed", 75: "stuck", -9: "killed", -6: "aborted",
                 -11: "crashed (segmentation fault)", -15: "terminated"}
 
 

@@ -179,3 +179,33 @@ def test_two_copies_of_one_report_in_a_batch_are_triaged_once(
     with make_sessionmaker(intake.engine)() as s:
         cid = sent[0]["duplicates"]["cluster_ids"][0]
         assert s.get(Cluster, cid).times_reported == 1  # type: ignore[union-attr]
+
+
+def test_a_report_set_aside_is_kept_marked_and_its_company_told(
+        stage: TriageStage, db_url: str) -> None:
+    from centre.db import DeadLetter
+    from tests.complaints.seed import FakeTopics
+
+    intake = Intake(db_url)
+    poison = intake("p1", media_seed="pic")
+    stage.provider_topics = FakeTopics()
+    stage.quarantine(poison, 3)
+    stage.quarantine(poison, 3)  # again, as after a crash before its commit: nothing doubles
+    told = [orjson.loads(v) for v, _k in stage.producer.on(  # type: ignore[attr-defined]
+        stage.settings.topic("provider.acme.feedback"))]
+    assert {f["feedback_id"] for f in told} == {told[0]["feedback_id"]}
+    assert told[0]["status"] == "rejected" and told[0]["provider_report_id"] == "p1"
+    assert [r["code"] for r in told[0]["reasons"]] == ["quarantined"]
+    rid = m.report_id_for("acme", "p1")
+    with make_sessionmaker(intake.engine)() as s:
+        assert s.scalar(select(Report.status).where(Report.report_id == rid)) == "quarantined"
+        kept = s.scalars(select(DeadLetter)).all()
+        assert len(kept) == 1 and kept[0].value == poison.value
+    # A report already forwarded keeps its status, and its company is not told again.
+    with make_sessionmaker(intake.engine).begin() as s:
+        s.get(Report, rid).status = "forwarded"  # type: ignore[union-attr]
+    before = len(stage.producer.sent)  # type: ignore[attr-defined]
+    later = Record(poison.topic, 0, poison.offset + 50, poison.key, poison.value, {}, 0.0)
+    stage.quarantine(later, 3)
+    sent = stage.producer.sent[before:]  # type: ignore[attr-defined]
+    assert all(t != stage.settings.topic("provider.acme.feedback") for t, _v, _k in sent)
