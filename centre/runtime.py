@@ -471,7 +471,7 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
     static = {"group.instance.id": f"{group_id(settings, stage_name)}.{slot}"} if slot else {}
     # A fatal client error (a static member fenced after the broker restarted, for one) leaves
     # a consumer that never consumes again: the worker exits at once and is started again.
-    fatal: list[str] = []
+    fatal: list[str] = []  # read at the top of every round of the loop below
 
     def on_error(err: Any) -> None:
         if err.fatal():
@@ -481,7 +481,10 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
         "group.id": group_id(settings, stage_name),
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": 10000,
+        # A static member that dies is replaced at once by its restart, so the session
+        # only has to outlast what a live worker may not answer for: a broker paused or
+        # restarted (a session that expires then gets the member fenced, a fatal error).
+        "session.timeout.ms": 30000 if static else 10000,
         "heartbeat.interval.ms": 1000,
         "max.poll.interval.ms": 300000,
         "partition.assignment.strategy": "cooperative-sticky",
@@ -552,6 +555,9 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
                 idle_work()  # the stage's own rate limit applies
                 continue
             msgs = [first] + consumer.consume(batch_size - 1, timeout=0)
+            # A consumer hands its errors back as messages (error_cb sees the producer's).
+            fatal += [m_.error().str() for m_ in msgs
+                      if m_.error() is not None and m_.error().fatal()]
             records = [
                 Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
                        _headers(msg.headers()), msg.timestamp()[1] / 1000.0)

@@ -20,6 +20,7 @@ MAX_STRING = 262_144  # characters of any string value (free text, e.g. a chat, 
 MAX_NAME = 256  # characters of an object member's name
 MAX_KEY_BYTES = 1024  # the Kafka key, <provider_id>/<provider_report_id>, in bytes
 MAX_PROBLEMS = 20  # reasons given for these limits; the walk stops at the first 20
+MAX_REASONS = 100  # reasons in one rejection at most: the rest are counted in the last one
 _PATH_NAME = 64  # characters of a member name shown in a path (never the whole of a long one)
 
 # The known fields' own bounds (`intake.model` puts them in the JSON Schema).

@@ -307,6 +307,13 @@ def validate_report(value: bytes | None, key: bytes | None = None, *,
     if key_problem:
         out.problems.append(key_problem)
     out.problems += sig_problems
+    if len(out.problems) > limits.MAX_REASONS:
+        # A feedback/v1 must fit its topic (1 MiB): 10,000 users with every field wrong would
+        # be 40,000 reasons. The first ones say what to fix; the last one how many more.
+        more = len(out.problems) - (limits.MAX_REASONS - 1)
+        out.problems = out.problems[:limits.MAX_REASONS - 1] + [Problem(
+            "too_many_problems", f"{more} more problems are not listed; fix these first.",
+            "$")]
     if report is not None and not out.problems:
         # The dump carries the normalised hashes and countries and every unknown field, and
         # leaves out defaults the company did not send (exclude_unset).

@@ -118,3 +118,12 @@ def test_structure_problems_of_a_deep_document_cost_no_recursion() -> None:
     doc = orjson.loads(b"[" * 1000 + b"]" * 1000)
     (p,) = structure_problems({"x": doc})
     assert p.code == "too_deep"
+
+
+def test_a_rejection_lists_at_most_max_reasons() -> None:
+    doc = make_report(users=[{"role": 1, "country": 2, "age_band": 3}] * 3000)
+    out = validate_report(report_bytes(doc), report_key(doc))
+    assert len(out.problems) == limits.MAX_REASONS
+    last = out.problems[-1]
+    assert last.code == "too_many_problems" and last.path == "$"
+    assert f"{9000 - (limits.MAX_REASONS - 1)} more problems" in last.message
