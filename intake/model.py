@@ -266,7 +266,8 @@ class ReportV1(BaseModel):
     model_config = ConfigDict(**_OPEN, title="report/v1", json_schema_extra={
         "$id": SCHEMA_ID,
         "anyOf": [
-            {"required": ["content"], "properties": {"content": {"minItems": 1}}},
+            {"required": ["content"],
+             "properties": {"content": {"type": "array", "minItems": 1}}},
             {"required": ["incident"], "properties": {"incident": {
                 "required": ["description"],
                 "properties": {"description": {"type": "string", "pattern": NOT_BLANK}}}}},
