@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from centre.topology import MEMBER_STATES
-from intake.model import (
+from centre.fields import (
     JSON_SCHEMA_DIALECT,
     NOT_BLANK,
     PROVIDER_ID,
@@ -39,7 +39,7 @@ from intake.model import (
     Timestamp,
     validate_with_rules,
 )
-from intake.validation import Problem, _jsonpath, _phrase, parse_key
+from centre.problems import Problem, parse_key, schema_problems
 
 SCHEMA = "complaint/v1"
 SCHEMA_ID = "https://centre.europa.eu/schemas/complaint-v1.json"
@@ -185,18 +185,7 @@ _RULE_CODES = {"subject_required", "missing_field"}
 
 def problems_of(exc: ValidationError) -> list[Problem]:
     """One Problem per distinct pydantic error, naming the field, never the value."""
-    out: list[Problem] = []
-    seen: set[tuple[str, str]] = set()
-    for err in exc.errors(include_url=False, include_input=False, include_context=True):
-        path = _jsonpath(tuple(err["loc"]))
-        code, phrase = ((err["type"], err["msg"]) if err["type"] in _RULE_CODES
-                        else _phrase(err))
-        if (code, path) in seen:
-            continue
-        seen.add((code, path))
-        label = path[2:] if len(path) > 1 else "the complaint"
-        out.append(Problem(code, f"{label} {phrase}.", path))
-    return out
+    return schema_problems(exc, "the complaint", frozenset(_RULE_CODES))
 
 
 @dataclass(slots=True)

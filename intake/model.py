@@ -14,75 +14,43 @@ and a predicate phrase ("must be ...") as their message; validation.py puts the 
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
     StringConstraints,
-    ValidationError,
-    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from centre.fields import (
+    HASH_FIELDS,
+    JSON_SCHEMA_DIALECT,
+    NOT_BLANK,
+    Country,
+    Hex32,
+    Hex64,
+    NonBlank,
+    ProviderId,
+    ProviderReportId,
+    Timestamp,
+    validate_with_rules,
+)
 from intake import limits as L
 
 _M = TypeVar("_M")
 
 SCHEMA_ID = "https://centre.europa.eu/schemas/report-v1.json"
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-# Patterns are public so that validation.py can turn a pattern mismatch into the right reason.
-HEX64 = r"^[0-9a-fA-F]{64}$"
-HEX32 = r"^[0-9a-fA-F]{32}$"
-COUNTRY = r"^[A-Za-z]{2}$"
-PROVIDER_ID = r"^[a-z0-9][a-z0-9._-]{0,99}$"  # it names the topic provider.<provider_id>.feedback
-NOT_BLANK = r"\S"  # JSON Schema and pydantic both search, so this means "has a visible character"
-MAX_PROVIDER_REPORT_ID = 200  # the width of the reports.provider_report_id column
-HASH_FIELDS = ("sha256", "md5", "pdq")
 MEDIA_TYPES_NEEDING_HASH = ("image", "video")
 
 # strict: no coercion of strings to numbers or booleans; extra: unknown fields are passed on.
 _OPEN = ConfigDict(extra="allow", strict=True)
 
 
-def _lower(v: str) -> str:
-    return v.lower()
-
-
-def _upper(v: str) -> str:
-    return v.upper()
-
-
-def _timestamp(v: str) -> str:
-    # Kept as the string the company sent: the report is passed on as received, and a
-    # re-serialised datetime would differ from the signed bytes for no benefit.
-    try:
-        parsed = dt.datetime.fromisoformat(v)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise PydanticCustomError(
-            "invalid_value",
-            "must be an ISO-8601 date-time with a time zone, such as 2026-11-20T10:15:00Z")
-    return v
-
-
-Hex64 = Annotated[str, StringConstraints(pattern=HEX64), AfterValidator(_lower)]
-Hex32 = Annotated[str, StringConstraints(pattern=HEX32), AfterValidator(_lower)]
-Country = Annotated[str, StringConstraints(pattern=COUNTRY), AfterValidator(_upper)]
-Timestamp = Annotated[str, AfterValidator(_timestamp),
-                      WithJsonSchema({"type": "string", "format": "date-time"})]
-NonBlank = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
-ProviderId = Annotated[str, StringConstraints(pattern=PROVIDER_ID)]
-ProviderReportId = Annotated[str, StringConstraints(pattern=NOT_BLANK,
-                                                    max_length=MAX_PROVIDER_REPORT_ID)]
 # The bounds of intake.limits on the known fields, so that the JSON Schema states them too.
 Id = Annotated[str, StringConstraints(max_length=L.MAX_ID)]
 Url = Annotated[str, StringConstraints(max_length=L.MAX_URL)]
@@ -237,29 +205,6 @@ def rule_errors(data: dict[str, Any]) -> list[InitErrorDetails]:
                                  ("content", i, "content_id")))
             seen.add(cid)
     return out
-
-
-def _as_init_error(err: Any) -> InitErrorDetails:
-    # Rebuilt as a custom error of the same type: from_exception_data only knows pydantic's own
-    # types by name, and ours (invalid_value from _timestamp) would be refused.
-    return {"type": PydanticCustomError(err["type"], err["msg"], err.get("ctx")),
-            "loc": err["loc"], "input": err["input"]}
-
-
-def validate_with_rules(name: str, data: Any, handler: Callable[[Any], _M],
-                        rules: list[InitErrorDetails]) -> _M:
-    """Run pydantic's validation and report its errors together with the cross-field
-    `rules` errors, so the sender gets every problem at once."""
-    try:
-        obj = handler(data)
-    except ValidationError as exc:
-        if not rules:
-            raise
-        errors = [_as_init_error(e) for e in exc.errors(include_url=False)]
-        raise ValidationError.from_exception_data(name, errors + rules) from None
-    if rules:
-        raise ValidationError.from_exception_data(name, rules)
-    return obj
 
 
 class ReportV1(BaseModel):

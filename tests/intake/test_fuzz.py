@@ -31,7 +31,7 @@ from hypothesis.internal.conjecture import utils as _conjecture_utils
 from hypothesis_jsonschema import from_schema
 
 from intake import limits
-from intake.model import MAX_PROVIDER_REPORT_ID, PROVIDER_ID
+from centre.fields import MAX_PROVIDER_REPORT_ID, PROVIDER_ID
 from intake.schema_gen import SCHEMA_FILE
 from intake.validation import MAX_REPORT_BYTES, Outcome, validate_report
 from tests.factories import make_report
@@ -136,8 +136,10 @@ def check(out: Outcome, secrets: tuple[str, ...] = (SECRET,)) -> None:
     assert len(out.problems) <= limits.MAX_REASONS, f"{len(out.problems)} reasons"
 
 
+_ROOT = SCHEMA_FILE.parents[2]
 _SOURCES = "".join(p.read_text() for p in [SCHEMA_FILE] + [
-    SCHEMA_FILE.parents[2] / "intake" / f for f in ("validation.py", "limits.py", "model.py")])
+    _ROOT / "intake" / f for f in ("validation.py", "limits.py", "model.py")] + [
+    _ROOT / "centre" / f for f in ("fields.py", "problems.py")])
 
 
 def _strings_and_names(doc: Any) -> tuple[set[str], set[str]]:

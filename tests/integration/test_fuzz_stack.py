@@ -22,7 +22,7 @@ import pytest
 
 from centre import samples
 from centre.stack import Stack
-from intake.model import MAX_PROVIDER_REPORT_ID, PROVIDER_ID
+from centre.fields import MAX_PROVIDER_REPORT_ID, PROVIDER_ID
 from intake.validation import MAX_REPORT_BYTES
 from tests.integration.helpers import FINAL, FeedbackReader, send_raw
 from tests.intake.test_fuzz import (
