@@ -326,7 +326,7 @@ def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: 
     `postgres` (and dropped after) when given, else on a new SQLite file."""
     if not postgres:
         return _run_bench(settings, None, reports, p1_share, paced_rate, paced_seconds)
-    from centre.audit_bench import _pg_scratch
+    from centre.audit.bench import _pg_scratch
 
     url, drop = _pg_scratch(postgres)
     try:

@@ -41,7 +41,7 @@ app.add_typer(victims_app, name="victims")
 from complaints.cli import complaints_app  # noqa: E402
 
 app.add_typer(complaints_app, name="complaints")
-from centre.audit_cli import audit_app  # noqa: E402  (a sub-app of its own module)
+from centre.audit.cli import audit_app  # noqa: E402  (a sub-app of its own module)
 
 app.add_typer(audit_app, name="audit")
 
@@ -617,7 +617,7 @@ def keys_rotate_audit() -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from centre.audit import AuditError
-    from centre.audit_cli import rotate_audit_kek
+    from centre.audit.cli import rotate_audit_kek
     from centre.keys import KeySetError, UnknownKeyError
 
     try:
@@ -636,7 +636,7 @@ def bench_audit(
     """The audit trail alone, on a scratch database and key set (never the centre's own):
     writer entries/s (SQLite, and PostgreSQL when CENTRE_DATABASE_URL is one), verification
     of the database and of an export, export entries/s, and the memory each step took."""
-    from centre.audit_bench import run_audit_bench
+    from centre.audit.bench import run_audit_bench
 
     run_audit_bench(_settings(), entries=entries, batch=batch)
 

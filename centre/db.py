@@ -255,7 +255,7 @@ class Delivery(Base):
     delivered_at: Mapped[dt.datetime | None]
 
 
-# ---- audit trail (centre/audit.py; migration 0008) ---------------------------------------
+# ---- audit trail (centre/audit/; migration 0008) ---------------------------------------
 # Append-only and hash-chained. No foreign keys on purpose: the chain must verify even when
 # the key tables beside it were damaged or keys shredded.
 

@@ -81,7 +81,7 @@ class Settings:
     # many hours; after this many sends without an answer it is escalated.
     victim_notice_repeat_hours: float = 24.0
     victim_notice_escalate_after: int = 3
-    # The audit trail (centre/audit.py): a signed checkpoint every N entries or T seconds;
+    # The audit trail (centre/audit/): a signed checkpoint every N entries or T seconds;
     # the roles that may read decrypted entries; days the data about each kind of person is
     # kept after its last use before its key is destroyed ("default": kinds not listed).
     audit_checkpoint_every: int = 1000

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from centre import messages as m
 from centre import metrics
-from centre.audit_sink import NO_AUDIT, AuditSink, queue, staff  # noqa: F401
+from centre.audit.sink import NO_AUDIT, AuditSink, queue, staff  # noqa: F401
 from centre.db import (
     Cluster,
     ClusterSignal,
@@ -69,7 +69,7 @@ class NotFound(ComplaintError):
 # ------------------------------------------------------------------------------- audit
 
 # The one place this flow writes the audit trail: `_audit` keeps an event with the session's
-# transaction, an `AuditSink` appends or emits it (centre/audit_sink.py).
+# transaction, an `AuditSink` appends or emits it (centre/audit/sink.py).
 _audit = queue
 
 # ------------------------------------------------------------------------------- ids

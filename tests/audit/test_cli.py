@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from centre.audit import AuditEvent, AuditKeyring
-from centre.audit_cli import audit_app, rotate_audit_kek
+from centre.audit.cli import audit_app, rotate_audit_kek
 from tests.audit.conftest import Env, events
 
 runner = CliRunner()

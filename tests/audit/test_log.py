@@ -61,7 +61,7 @@ def test_events_appended_by_another_writer_meanwhile_are_not_appended_twice(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """What is new is found before the head is locked; when another writer appended in
     between (the head moved), it is asked again under the lock."""
-    from centre import audit
+    from centre.audit import store as audit
 
     other = env.fresh_log()
     real = audit._existing_ids

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from centre.audit import AuditEvent
-from centre.audit_writer import AuditWriterStage
+from centre.audit.writer import AuditWriterStage
 from centre.db import AuditEntry, DeadLetter
 from centre.runtime import Record
 from tests.audit.conftest import Env, events
@@ -85,8 +85,8 @@ def test_malformed_events_go_to_the_dead_letter_store_and_the_writer_goes_on(env
 _CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    import centre.audit as audit
-    from centre.audit_writer import AuditWriterStage
+    import centre.audit.store as audit
+    from centre.audit.writer import AuditWriterStage
     from centre.settings import Settings
     from tests.audit.test_writer import _records
     from tests.audit.conftest import events

@@ -95,7 +95,7 @@ def _records(start: int, n: int, run: str) -> list[Any]:
 def _bench_backend(label: str, url: str, home: Path, entries: int, batch: int,
                    say: Callable[[str], None]) -> dict[str, float]:
     from centre.audit import verify_file
-    from centre.audit_writer import AuditWriterStage
+    from centre.audit.writer import AuditWriterStage
     from centre.db import upgrade
     from centre.keys import KeySet
 
