@@ -7,10 +7,13 @@
         provider.<p>.notices, le.<cc> (sealed retraction/v1 of an upheld complaint)
     case handlers ──victim-request/v1──▶ victims.requests ──[victims]──▶
         provider.<p>.notices (removal, repeated until answered) ◀── notices.responses
-        (triage records live matches against the victims' banks in the database)
+    reports.triaged ──[victims, group centre-victims-match]── every new report matched
+        against the open victims' banks, beside triage (triage knows nothing of victims)
 
 Each stage is a faust agent in its own worker process and consumer group (`centre worker
 STAGE`); `centre up` starts one of each. More processes of a stage share its partitions.
+A stage may also read other topics in its periodic work (`READERS`), each through a
+consumer group of its own, committed after the database like its source.
 """
 
 from __future__ import annotations
@@ -53,6 +56,15 @@ class StageSpec:
     source: str
     outputs: tuple[str, ...]
     factory: str  # "module:Class", imported only by the worker that runs the stage
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """A second consumer of a stage's worker, read in the stage's periodic work (`idle`)."""
+
+    name: str  # its consumer group is group_id(settings, name)
+    stage: str  # the stage whose worker reads it
+    source: str
 
 
 def le_topic(recipient: str) -> str:
@@ -134,15 +146,24 @@ STAGES: dict[str, StageSpec] = {
     "triage": StageSpec("triage", ACCEPTED, (TRIAGED,), "triage.stage:TriageStage"),
     "routing": StageSpec("routing", TRIAGED, ("le.<cc>", "provider.<p>.feedback"),
                          "routing.stage:RoutingStage"),
-    "audit": StageSpec("audit", AUDIT_EVENTS, (), "centre.audit_writer:AuditWriterStage"),
+    "audit": StageSpec("audit", AUDIT_EVENTS, (), "centre.audit.writer:AuditWriterStage"),
     "complaints": StageSpec("complaints", COMPLAINTS_INTAKE, ("provider.<p>.notices", "le.<cc>"),
                             "complaints.stage:ComplaintIntakeStage"),
-    # Also reads notices.responses (its own consumer group, centre-victims-responses).
+    # Also reads notices.responses and reports.triaged (READERS).
     "victims": StageSpec("victims", VICTIMS_REQUESTS, ("provider.<p>.notices",),
                          "victims.stage:VictimStage"),
 }
 
 
+READERS: dict[str, ReaderSpec] = {
+    "acks": ReaderSpec("acks", "routing", DELIVERY_ACKS),
+    "victims-responses": ReaderSpec("victims-responses", "victims", NOTICE_RESPONSES),
+    # Every new report, matched against the open victims' banks by the victims worker.
+    "victims-match": ReaderSpec("victims-match", "victims", TRIAGED),
+}
+
+
 def group_id(settings: Settings, stage_name: str) -> str:
-    """The consumer group of a stage's workers (more processes of a stage share it)."""
+    """The consumer group of a stage's workers (more processes of a stage share it), or of
+    a reader in READERS."""
     return f"{settings.topic_prefix}centre-{stage_name}"

@@ -30,8 +30,6 @@ from triage.clusters import ClusterBatch, ClusterWrites, Signal, Unwritten, prep
 from triage.rules import Match, classify, media_items
 from triage.near import ClusterPDQ, IndicatorPDQ
 from triage.signals import PDQ, content_signals
-from victims.bank import VictimBank
-from victims.flow import live_matches
 
 log = logging.getLogger(__name__)
 STAGE = "triage"
@@ -85,8 +83,6 @@ def low_quality_pdq(report: dict[str, Any]) -> list[str]:
 class _Triaged:
     """What `_triage` decided for some reports: the results to send, the rows to write."""
 
-    envelopes: list[dict[str, Any]]
-    now: dt.datetime
     results: list[dict[str, Any]]
     updates: list[dict[str, Any]]  # their `reports` rows
     clusters: ClusterWrites
@@ -119,10 +115,6 @@ class TriageStage(StageBase):
             self.cluster_pdq = ClusterPDQ.load(s)
             self.indicator_pdq = IndicatorPDQ()
             self.indicator_pdq.refresh(s, force=True)
-            # Victims' private banks (victims/): matched here, recorded for the victims
-            # worker, never on the case. Reloaded when victim_bank_state changes.
-            self.victim_bank = VictimBank(recheck_s=1.0)
-            self.victim_bank.refresh(s, force=True)
         log.info("PDQ indexes loaded: %d cluster members, %d indicators",
                  len(self.cluster_pdq.index), len(self.indicator_pdq.index))
         # The banks' PDQ search runs here, in C without the GIL, while the batch's database
@@ -227,11 +219,9 @@ class TriageStage(StageBase):
         return finish
 
     def _write(self, s: Any, run: _Triaged) -> None:
-        """The batch's rows, converted before the first write takes the write lock; the
-        victims' banks are read before it too (a match is written at once)."""
+        """The batch's rows, converted before the first write takes the write lock."""
         writes = prepare_clusters(s, run.clusters) + [
             prepare_rows(s, Report.__table__, run.updates, key="report_id")]
-        live_matches(s, self.victim_bank, run.envelopes, run.now)  # victims' banks
         for write in writes:
             write()
 
@@ -318,7 +308,7 @@ class TriageStage(StageBase):
         # Later batches find this batch's PDQ values near their own (before they are stored:
         # a batch that fails stops the worker, and the index with it).
         self.cluster_pdq.add(clusters.new_pdq)
-        return _Triaged(envelopes, now, results, updates, clusters.take_writes())
+        return _Triaged(results, updates, clusters.take_writes())
 
 
 def _audit(res: dict[str, Any]) -> audit.AuditEvent:

@@ -2,10 +2,11 @@
 
 `VictimBank` holds the hashes of every open request (or of one): exact hashes in a dict,
 PDQ in a `PDQIndex` (multi-index hashing, exact recall at distance ≤ 31), each value with the
-requests and list items it belongs to. Triage keeps one, reloaded when `victim_bank_state`'s
+requests and list items it belongs to. The victims worker keeps one of every open request
+for the new reports it reads from `reports.triaged`, reloaded when `victim_bank_state`'s
 version changes (the victims flow raises it whenever a bank is added or removed), and asks
-it about each batch with one vectorised query; the victims worker builds one per request to
-search what is already stored (`stored_candidates`).
+it about each batch with one vectorised query; it builds one per request to search what is
+already stored (`stored_candidates`).
 
 A bank is private: what it matches is recorded in `victim_matches` by the victims flow and
 never added to a case's `indicator_matches`, so neither providers nor law enforcement ever

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from centre import messages as m
 from centre import metrics
-from centre.audit_sink import NO_AUDIT, AuditSink, queue, staff  # noqa: F401
+from centre.audit.sink import NO_AUDIT, AuditSink, queue, staff  # noqa: F401
 from centre.db import (
     AuditSubjectKey,
     Delivery,
@@ -83,7 +83,7 @@ class NotFoundOrWrongPin(VictimError):
 # ------------------------------------------------------------------------------- audit
 
 # The one place this flow writes the audit trail: `_audit` keeps an event with the session's
-# transaction, an `AuditSink` appends or emits it (centre/audit_sink.py).
+# transaction, an `AuditSink` appends or emits it (centre/audit/sink.py).
 _audit = queue
 
 
@@ -118,8 +118,8 @@ def _chunks(items: Sequence[Any], n: int = 500) -> Iterator[Sequence[Any]]:
 
 
 def _insert_ignore(s: Session, table: Any) -> Any:
-    """INSERT that skips rows already there (a replay; triage and the worker both finding
-    the same match)."""
+    """INSERT that skips rows already there (a replay; the search of stored reports and the
+    live matching of new ones both finding the same match)."""
     dialect = s.get_bind().dialect.name
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
@@ -129,7 +129,7 @@ def _insert_ignore(s: Session, table: Any) -> Any:
 
 
 def bump_version(s: Session) -> None:
-    """Tell every triage worker that the victims' banks changed."""
+    """Tell every victims worker's live matching that the victims' banks changed."""
     s.execute(update(VictimBankState).where(VictimBankState.id == 1).values(
         version=VictimBankState.version + 1))
 
@@ -251,8 +251,8 @@ def past_match(s: Session, request_ids: Sequence[str], *, now: dt.datetime,
 
 def live_rows(bank: VictimBank, envelopes: Sequence[dict[str, Any]],
               now: dt.datetime) -> list[dict[str, Any]]:
-    """Matches of a triage batch (pure): rows for victim_matches. One vectorised index query
-    for the whole batch."""
+    """Matches of a batch of triaged reports (pure): rows for victim_matches. One vectorised
+    index query for the whole batch."""
     from triage.rules import media_items
     from triage.signals import content_signals
 
@@ -278,24 +278,26 @@ def live_rows(bank: VictimBank, envelopes: Sequence[dict[str, Any]],
 
 def live_matches(s: Session, bank: VictimBank, envelopes: Sequence[dict[str, Any]],
                  now: dt.datetime) -> int:
-    """Triage's hook: match a batch against the victims' banks and record the matches in
-    the batch's transaction (the victims worker sends the notices). Never on the case. A
-    failure here never fails triage's batch: on PostgreSQL the hook runs in a savepoint
-    (a failed statement would otherwise doom the whole transaction), and the open requests
-    get a search of the stored reports instead. The log names the error's type only: its
-    text could quote a victim's hashes or a URL."""
+    """Match a batch of triaged reports (as the victims worker reads them from
+    reports.triaged) against the victims' banks and record the matches in the caller's
+    transaction; a match already recorded (the report read again) is skipped by the unique
+    (request, report, content item). Never on the case. A failure of the matching itself
+    never stops the worker: on PostgreSQL it runs in a savepoint (a failed statement would
+    otherwise doom the whole transaction), and the open requests get a search of the stored
+    reports instead. The log names the error's type only: its text could quote a victim's
+    hashes or a URL."""
     nested = s.begin_nested() if s.get_bind().dialect.name == "postgresql" else None
     try:
         bank.refresh(s)
         rows = live_rows(bank, envelopes, now)
         if rows:
             insert_matches(s, rows)
-    except Exception as exc:  # never let the victims' matching stop triage
+    except Exception as exc:  # a bug here: the stored reports are searched again instead
         if nested is not None:
             nested.rollback()
         log.error("victims: live matching failed on a batch (%s); stored reports will be "
                   "searched again for the open requests", type(exc).__name__)
-        metrics.ERRORS.labels("triage", "victim_matching_failed").inc()
+        metrics.ERRORS.labels(STAGE, "victim_matching_failed").inc()
         s.execute(update(VictimRequest).where(VictimRequest.state == OPEN,
                                               VictimRequest.rescan_at.is_(None))
                   .values(rescan_at=now + RESCAN_AFTER_FAILURE))
@@ -303,7 +305,7 @@ def live_matches(s: Session, bank: VictimBank, envelopes: Sequence[dict[str, Any
     if nested is not None:
         nested.commit()
     if rows:
-        metrics.OUTCOMES.labels("triage", "victim_match").inc(len(rows))
+        metrics.OUTCOMES.labels(STAGE, "victim_match").inc(len(rows))
     return len(rows)
 
 
@@ -351,8 +353,8 @@ def file_request(s: Session, doc: dict[str, Any], items: list[Item], *, source: 
 
 def rescan_due(s: Session, now: dt.datetime, limit: int = 1000) -> list[str]:
     """Search stored reports once more, in one pass, for the open requests whose rescan is
-    due (reports triaged while a request was being filed, before triage saw its bank; or a
-    batch whose live matching failed)."""
+    due (reports triaged while a request was being filed, matched live before its bank was
+    seen; or a batch whose live matching failed)."""
     rows = s.scalars(select(VictimRequest).where(
         VictimRequest.rescan_at.is_not(None), VictimRequest.rescan_at <= now)
         .order_by(VictimRequest.rescan_at).limit(limit)).all()
@@ -629,8 +631,8 @@ def cancellation_row(n: VictimNotice, now: dt.datetime) -> dict[str, Any]:
 
 
 def withdraw(s: Session, request_id: str, *, by: str, now: dt.datetime) -> Withdrawn:
-    """Close a request at the victim's wish (like StopNCII): the bank is removed (triage
-    stops matching within a second), notices not answered are cancelled (providers that had
+    """Close a request at the victim's wish (like StopNCII): the bank is removed (the live
+    matching of new reports drops it at its next batch), notices not answered are cancelled (providers that had
     one get a `removal_cancelled`), matches not decided yet are dropped. The victim's key
     stays until the retention of `victim` has run from now, then `purge` destroys it."""
     r = get(s, request_id, lock=True)

@@ -1,6 +1,7 @@
 """`centre bench victims` on small numbers against the session's broker: the past matching
 finds exactly what was seeded and sends every notice once; the triage comparison runs and
-triage records the victims' matches. (The figures themselves are the bench's to print.)"""
+the victims worker beside triage records the victims' matches. (The figures themselves are
+the bench's to print.)"""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def test_triage_with_and_without_the_victims_hashes(broker: Any, tmp_path: Path)
     _ok, table = run_live_bench(settings_for(broker, tmp_path), reports=600,
                                 victim_hashes=2000, rounds=1)
     out = text(table)
-    row = next(line for line in out.splitlines() if "matches recorded by triage" in line)
+    row = next(line for line in out.splitlines()
+               if "matches recorded by the victims worker" in line)
     assert int(row.strip("│ ").split()[-1].replace(",", "")) > 0, out
     assert "throughput lost" in out

@@ -385,7 +385,7 @@ def envelope(provider: str, prid: str, items: list[dict[str, Any]]) -> dict[str,
                        "provider_report_id": prid, "content": items}}
 
 
-def test_live_matching_as_triage_calls_it(world: World) -> None:
+def test_live_matching_as_the_victims_worker_calls_it(world: World) -> None:
     pic = hashes("pic")
     bank = VictimBank()
     with world.sessions.begin() as s:
@@ -409,7 +409,7 @@ def test_live_matching_as_triage_calls_it(world: World) -> None:
     assert sorted(rows) == [("acme", "live", 9, "noticed"), ("beta", "live", 0, "no_notice")]
     world.dispatch(NOW)
     assert world.sent("acme")[0]["provider_report_id"] == "late-1"
-    # withdrawn: triage's copy reloads at once when asked and matches nothing more
+    # withdrawn: the worker's copy reloads at once when asked and matches nothing more
     with world.sessions.begin() as s:
         flow.withdraw(s, rid, by="hanna", now=NOW)
     bank.checked_at = 0.0
@@ -418,7 +418,7 @@ def test_live_matching_as_triage_calls_it(world: World) -> None:
                                                     [public_item("f1", "pic")])], NOW) == 0
 
 
-def test_a_failure_in_live_matching_never_stops_triage(world: World) -> None:
+def test_a_failure_in_live_matching_never_stops_the_worker(world: World) -> None:
     rid = world.file([item_of("pic")]).request_id
     bank = VictimBank()
     with world.sessions.begin() as s:
@@ -434,7 +434,7 @@ def test_a_failure_in_live_matching_never_stops_triage(world: World) -> None:
         assert s.get(VictimRequest, rid).rescan_at is None
 
 
-def test_a_database_error_in_live_matching_leaves_triages_transaction_usable(
+def test_a_database_error_in_live_matching_leaves_the_transaction_usable(
         world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from sqlalchemy import text
 
@@ -446,7 +446,7 @@ def test_a_database_error_in_live_matching_leaves_triages_transaction_usable(
 
     monkeypatch.setattr(flow, "insert_matches", broken)
     with world.sessions.begin() as s:
-        s.execute(update(VictimRequest).values(rescan_at=None))  # triage's own writes before
+        s.execute(update(VictimRequest).values(rescan_at=None))  # the batch's writes before
         n = flow.live_matches(s, bank, [envelope("acme", "x", [public_item("f1", "pic")])], NOW)
         assert n == 0
         s.execute(select(func.count()).select_from(VictimRequest))  # still usable (PostgreSQL)

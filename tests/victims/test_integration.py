@@ -1,6 +1,7 @@
 """A victim's request on the real broker with the whole stack: pictures hashed on the
 victim's side with `centre victims hash`, the request filed with `centre victims request`,
-an earlier report of the picture and a later report of a re-encoded copy both matched,
+an earlier report of the picture and a later report of a re-encoded copy both matched (the
+later one by the victims worker reading reports.triaged, beside triage),
 removal notices sent and repeated, a provider answering `removed` (and another answering a
 notice that is not theirs), the victim's `centre victims status` showing it all, and a
 withdrawal that cancels what is open and stops the matching."""
@@ -26,7 +27,14 @@ from centre.db import VictimMatch, VictimNotice, make_engine
 from centre.kafka import BatchProducer, base_config
 from centre.settings import Settings
 from centre.stack import Stack
-from centre.topology import AUDIT_EVENTS, NOTICE_RESPONSES, VICTIMS_REQUESTS, notices_topic
+from centre.topology import (
+    AUDIT_EVENTS,
+    NOTICE_RESPONSES,
+    READERS,
+    TRIAGED,
+    VICTIMS_REQUESTS,
+    notices_topic,
+)
 from tests.imagegen import jpeg_bytes, png_bytes, recompressed, resized, structured_image
 from tests.integration.helpers import FeedbackReader, send_reports, wait_for
 from triage.hashing import hash_file
@@ -134,6 +142,18 @@ def answer(s: Settings, **doc: Any) -> None:
            key=str(doc.get("notice_id", "")).encode())
     p.flush_or_raise()
     p.close()
+
+
+def matched_all(s: Settings) -> None:
+    """Until the victims worker has read (matched, committed) all of reports.triaged."""
+    from centre.metrics import group_lag, lag_reader
+
+    c = lag_reader(s, READERS["victims-match"].name)
+    try:
+        wait_for("the victims worker's live matching caught up",
+                 lambda: group_lag(c, s.topic(TRIAGED)) == 0, every=0.5)
+    finally:
+        c.close()
 
 
 def test_a_victims_request_from_the_pictures_to_the_removal(stack: Stack,
@@ -265,9 +285,10 @@ def test_a_victims_request_from_the_pictures_to_the_removal(stack: Stack,
     assert cancel["cancels"] == second["notice_id"]
     again = report_of(acme, f"{run}-after", copy, f"https://acme.example/r/{run}")
     forwarded(s, acme, [again])
+    matched_all(s)
     engine = make_engine(s.database_url)
     try:
-        def decided() -> list[str] | None:  # triage may still have held the old bank
+        def decided() -> list[str] | None:  # the worker may still have held the old bank
             with engine.connect() as c:
                 states = list(c.execute(select(VictimMatch.state).where(
                     VictimMatch.provider_report_id == again["provider_report_id"])).scalars())

@@ -1,6 +1,7 @@
 """The victims worker's batches on a real database, the broker replaced by a recorder:
 requests filed (malformed ones dead-lettered and audited), answers recorded or refused,
-matches triage left turned into notices, notices repeated when the clock says so."""
+new reports read from reports.triaged matched and noticed (once, however often read),
+matches left undecided turned into notices, notices repeated when the clock says so."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from tests.victims.seed import (
     FakeTopics,
     add_report,
     hashes,
+    near_pdq,
     public_item,
     request_doc,
+    triaged,
 )
 from victims import flow
 from victims.bank import VictimBank
@@ -40,7 +43,7 @@ def rec(topic: str, offset: int, value: Any) -> Record:
 def stage(db_url: str, tmp_path: Path) -> Iterator[VictimStage]:
     s = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1", database_url=db_url,
                  victim_notice_repeat_hours=0.5, victim_notice_escalate_after=2)
-    st = VictimStage(s, read_responses=False)
+    st = VictimStage(s, read_responses=False, read_triaged=False)
     st.producer = FakeProducer()  # type: ignore[assignment]
     st.provider_topics = FakeTopics()  # type: ignore[assignment]
     yield st
@@ -108,7 +111,7 @@ def test_requests_answers_and_the_clock(stage: VictimStage, db_url: str) -> None
     engine.dispose()
 
 
-def test_matches_left_by_triage_become_notices_on_tick(stage: VictimStage, db_url: str) -> None:
+def test_matches_left_undecided_become_notices_on_tick(stage: VictimStage, db_url: str) -> None:
     engine = make_engine(db_url)
     h = hashes("pic")
     rid = str(uuid.uuid4())
@@ -168,3 +171,94 @@ def test_answers_are_checked_against_the_companys_signing_key(stage: VictimStage
                 if n.get("type") == "response_invalid"]  # and acme is not bothered
     assert answer(2, key.sign(value)) == "not_found"  # acme itself
     engine.dispose()
+
+
+def test_new_reports_from_reports_triaged_are_matched_once(stage: VictimStage,
+                                                           db_url: str) -> None:
+    engine = make_engine(db_url)
+    pic = hashes("pic")
+    copy = public_item("f1", "re-encoded", pdq=near_pdq(pic["pdq"], 9))  # other bytes
+    gone = {**public_item("f1", "pic"), "removed": True, "publicly_available": False}
+    batch = [rec("reports.triaged", 0, triaged("acme", "late", [copy])),
+             rec("reports.triaged", 1, triaged("beta", "gone", [gone])),
+             rec("reports.triaged", 2, triaged("acme", "other", [public_item("f1", "else")])),
+             rec("reports.triaged", 3, b"{broken"),
+             rec("reports.triaged", 4, {**triaged("acme", "x", [copy]), "report_id": None}),
+             rec("reports.triaged", 5, triaged("acme", "y", [{**copy, "pdq": "zz" * 32}]))]
+    # No request open: nothing is read for it (not even parsed).
+    assert stage.match_triaged(batch, now=NOW).found == 0
+    rid = str(uuid.uuid4())
+    stage.process([rec("victims.requests", 0, request_doc(
+        rid, [Item(1, "image", pic["sha256"], pic["md5"], pic["pdq"], 100)]))])
+
+    out = stage.match_triaged(batch, now=NOW)
+    assert (out.read, out.malformed, out.found, out.decided, out.notices) == (6, 3, 2, 2, 1)
+    (n,) = sent(stage, "provider.acme.notices")
+    assert (n["type"], n["provider_report_id"], n["attempt"]) == ("removal", "late", 1)
+    assert n["content"]["pdq"] == copy["pdq"]  # the provider's own hashes, not the victim's
+    with engine.connect() as c:
+        rows = c.execute(select(VictimMatch.provider_report_id, VictimMatch.found_by,
+                                VictimMatch.signal, VictimMatch.distance,
+                                VictimMatch.state)).all()
+    assert sorted(tuple(r) for r in rows) == [("gone", "live", "sha256", 0, "no_notice"),
+                                              ("late", "live", "pdq", 9, "noticed")]
+    matched = [e for e in sent(stage, "audit.events") if e["action"] == "victim.matched"]
+    assert len(matched) == 2 and {e["subject"] for e in matched} == {f"victim:{rid}"}
+
+    # Read again (offsets not committed before a crash): nothing new, nothing sent again.
+    again = stage.match_triaged(batch, now=NOW)
+    assert (again.found, again.decided, again.notices) == (2, 0, 0)
+    assert len(sent(stage, "provider.acme.notices")) == 1
+    with engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(VictimMatch)).scalar() == 2
+
+    # Withdrawn: a later copy is no longer matched.
+    with stage.sessions.begin() as s:
+        flow.withdraw(s, rid, by="hanna", now=NOW)
+    stage.bank.checked_at = 0.0  # (the worker looks again within 0.1 s)
+    later = stage.match_triaged([rec("reports.triaged", 6, triaged("acme", "after", [copy]))],
+                                now=NOW)
+    assert later.found == 0
+    with engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(VictimMatch)).scalar() == 2
+    engine.dispose()
+
+
+class FakeReader:
+    """reports.triaged: hands out what is not committed yet, as a restarted consumer would."""
+
+    def __init__(self, records: list[Record], stage: VictimStage) -> None:
+        self.records, self.stage = records, stage
+        self.committed = 0
+        self.sent_at_commit: list[int] = []
+
+    def poll(self, max_messages: int = 500) -> list[Record]:
+        return self.records[self.committed:self.committed + max_messages]
+
+    def commit(self) -> None:
+        self.sent_at_commit.append(len(sent(self.stage, "provider.acme.notices")))
+        self.committed = len(self.records)
+
+    def close(self) -> None:
+        pass
+
+
+def test_reports_triaged_are_committed_only_once_matched_and_noticed(
+        stage: VictimStage) -> None:
+    pic = hashes("pic")
+    stage.process([rec("victims.requests", 0, request_doc(
+        str(uuid.uuid4()), [Item(1, "image", pic["sha256"], None, None, None)]))])
+    reader = FakeReader([rec("reports.triaged", i, triaged("acme", f"r{i}", [
+        public_item("f1", "pic" if i == 3 else f"n{i}")])) for i in range(5)], stage)
+    stage.triaged = reader  # type: ignore[assignment]
+    stage.producer.fail = True  # type: ignore[attr-defined]  # the broker does not take them
+    with pytest.raises(RuntimeError):
+        stage.poll_triaged()
+    assert reader.committed == 0  # read again by the restarted worker
+    stage.producer.fail = False  # type: ignore[attr-defined]
+    stage._matched_at = 0.0
+    assert stage.poll_triaged() == 5
+    assert reader.committed == 5 and reader.sent_at_commit == [1]  # sent, then committed
+    (n,) = sent(stage, "provider.acme.notices")
+    assert n["provider_report_id"] == "r3"
+    assert stage.poll_triaged() == 0  # not due again yet, and nothing new
