@@ -453,7 +453,7 @@ def _random_pdq_indicators(engine: Any, n: int, seed: int) -> list[str]:
 
     import numpy as np
 
-    from centre.db import Indicator
+    from triage.tables import Indicator
 
     rng = np.random.default_rng(seed)
     now = dt.datetime.now(dt.timezone.utc)
@@ -540,7 +540,8 @@ def run_routing_bench(settings: Settings, *, reports: int, backlog: int) -> int:
        return it."""
     import datetime as dt
 
-    from centre.db import Indicator, make_engine
+    from centre.db import make_engine
+    from triage.tables import Indicator
     from centre.keys import KeySet
     from centre.liaison import pull
     from centre.topology import urgent_topic

@@ -661,7 +661,8 @@ def cases_overdue(
     from rich.table import Table
     from sqlalchemy import select
 
-    from centre.db import Delivery, make_engine
+    from centre.db import make_engine
+    from routing.tables import Delivery
 
     if hours < 0:
         err.print("[red]--hours must not be negative[/]")

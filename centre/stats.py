@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from centre.db import Cluster, Delivery, Report
+from centre.db import Report
+from routing.tables import Delivery
+from triage.tables import Cluster
 
 # Buckets of the times-reported distribution: exact up to 5, then ranges.
 _BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 100), (101, 1000),

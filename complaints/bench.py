@@ -25,17 +25,10 @@ from rich.table import Table
 from sqlalchemy import func, insert, select
 
 from centre import messages as m
-from centre.db import (
-    Cluster,
-    ClusterSignal,
-    ComplaintRelatedCase,
-    Delivery,
-    Indicator,
-    Provider,
-    Report,
-    ReportCluster,
-    ReportContent,
-)
+from centre.db import Provider, Report, ReportContent
+from complaints.tables import ComplaintRelatedCase
+from routing.tables import Delivery
+from triage.tables import Cluster, ClusterSignal, Indicator, ReportCluster
 from centre.kafka import base_config
 from centre.bench import scratch
 from centre.settings import Settings

@@ -27,21 +27,16 @@ from sqlalchemy.orm import Session
 from centre import messages as m
 from centre import metrics
 from centre.audit.sink import NO_AUDIT, AuditSink, queue, staff  # noqa: F401
-from centre.db import (
-    Cluster,
-    ClusterSignal,
+from centre.db import Report, ReportContent
+from complaints.tables import (
     Complaint,
     ComplaintEvent,
     ComplaintFiling,
     ComplaintMessage,
     ComplaintRelatedCase,
-    Delivery,
-    Hold,
-    Indicator,
-    Report,
-    ReportCluster,
-    ReportContent,
 )
+from routing.tables import Delivery, Hold
+from triage.tables import Cluster, ClusterSignal, Indicator, ReportCluster
 from centre.topology import le_topic, notices_topic
 from complaints import states
 from complaints.model import HASH_KINDS, ComplaintV1

@@ -12,14 +12,13 @@ from typing import Any
 from sqlalchemy import func, select
 
 from centre import messages as m
-from centre.db import (
+from centre.db import make_engine, make_sessionmaker
+from complaints.tables import (
     Complaint,
     ComplaintEvent,
     ComplaintFiling,
     ComplaintMessage,
     ComplaintRelatedCase,
-    make_engine,
-    make_sessionmaker,
 )
 from centre.settings import Settings
 from complaints import flow, states

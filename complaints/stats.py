@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from centre.db import Complaint, ComplaintFiling, ComplaintMessage
+from complaints.tables import Complaint, ComplaintFiling, ComplaintMessage
 from complaints import states
 
 

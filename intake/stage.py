@@ -23,7 +23,6 @@ from centre import messages as m
 from centre import metrics
 from centre.db import (
     DeadLetter,
-    IntakeDecision,
     Provider,
     Report,
     ReportContent,
@@ -31,6 +30,7 @@ from centre.db import (
     insert_ignoring_conflicts,
     prepare_rows,
 )
+from intake.tables import IntakeDecision
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
 from centre.runtime import Finish, QuarantineNotice, Record, StageBase

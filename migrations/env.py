@@ -6,6 +6,14 @@ from alembic import context
 from centre import settings as centre_settings
 from centre.db import Base, make_engine
 
+# Every table, wherever its owner keeps it: one history covers them all.
+import centre.audit.tables  # noqa: E402,F401
+import complaints.tables  # noqa: E402,F401
+import intake.tables  # noqa: E402,F401
+import routing.tables  # noqa: E402,F401
+import triage.tables  # noqa: E402,F401
+import victims.tables  # noqa: E402,F401
+
 config = context.config
 target_metadata = Base.metadata
 

@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from centre import messages as m
 from centre.audit import AuditEvent, AuditLog
-from centre.db import Hold, Report, make_engine, make_sessionmaker
+from centre.db import Report, make_engine, make_sessionmaker
+from routing.tables import Hold
 from centre.kafka import BatchProducer, ProviderTopics
 from centre.settings import Settings
 from centre.topology import notices_topic

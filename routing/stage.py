@@ -18,7 +18,8 @@ from centre import audit
 from centre import messages as m
 from centre import metrics
 from centre.crypto import Sealer, key_id
-from centre.db import Delivery, Report, ReportContent, prepare_rows, quarantine_report
+from centre.db import Report, ReportContent, prepare_rows, quarantine_report
+from routing.tables import Delivery
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
 from centre.runtime import Finish, QuarantineNotice, Record, StageBase

@@ -24,7 +24,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from centre import messages as m
-from centre.db import Indicator, make_engine
+from centre.db import make_engine
+from triage.tables import Indicator
 from centre.settings import Settings
 from triage.signals import SIGNAL_TYPES
 

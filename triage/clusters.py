@@ -18,7 +18,8 @@ from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from centre import messages as m
-from centre.db import Cluster, ClusterSignal, ReportCluster, prepare_rows
+from centre.db import prepare_rows
+from triage.tables import Cluster, ClusterSignal, ReportCluster
 from triage.pdq_index import _pdqscan, scan_hits
 
 RECENT_CASES = 100  # related_case_ids shows the most recent ones; times_reported counts all

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from centre.db import BankState, ClusterSignal, Indicator
+from triage.tables import BankState, ClusterSignal, Indicator
 from triage.pdq_index import PDQIndex, pdq_to_bytes
 
 

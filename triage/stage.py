@@ -22,7 +22,8 @@ from sqlalchemy import select
 from centre import audit
 from centre import messages as m
 from centre import metrics
-from centre.db import Indicator, Report, ReportCluster, prepare_rows, quarantine_report
+from centre.db import Report, prepare_rows, quarantine_report
+from triage.tables import Indicator, ReportCluster
 from centre.runtime import Finish, QuarantineNotice, Record, StageBase
 from centre.settings import Settings
 from centre.topology import TRIAGED

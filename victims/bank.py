@@ -23,14 +23,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from centre.db import (
-    Cluster,
-    ClusterSignal,
-    ReportCluster,
-    VictimBankState,
-    VictimHash,
-    VictimRequest,
-)
+from triage.tables import Cluster, ClusterSignal, ReportCluster
+from victims.tables import VictimBankState, VictimHash, VictimRequest
 from triage.pdq_index import PDQIndex, pdq_to_bytes
 
 MAX_PDQ_DISTANCE = 31

@@ -36,17 +36,9 @@ from sqlalchemy import func, insert, select
 
 from centre import messages as m
 from centre.audit.sink import drop
-from centre.db import (
-    Cluster,
-    ClusterSignal,
-    Provider,
-    Report,
-    ReportCluster,
-    ReportContent,
-    VictimMatch,
-    make_engine,
-    make_sessionmaker,
-)
+from centre.db import Provider, Report, ReportContent, make_engine, make_sessionmaker
+from triage.tables import Cluster, ClusterSignal, ReportCluster
+from victims.tables import VictimMatch
 from centre.bench import scratch
 from centre.settings import Settings
 from victims.model import Item

@@ -40,18 +40,10 @@ from sqlalchemy.orm import Session
 from centre import messages as m
 from centre import metrics
 from centre.audit.sink import NO_AUDIT, AuditSink, queue, staff  # noqa: F401
-from centre.db import (
-    AuditSubjectKey,
-    Delivery,
-    Hold,
-    Report,
-    ReportContent,
-    VictimBankState,
-    VictimHash,
-    VictimMatch,
-    VictimNotice,
-    VictimRequest,
-)
+from centre.audit.tables import AuditSubjectKey
+from centre.db import Report, ReportContent
+from routing.tables import Delivery, Hold
+from victims.tables import VictimBankState, VictimHash, VictimMatch, VictimNotice, VictimRequest
 from centre.topology import NOTICE_RESPONSES, notices_topic
 from victims.bank import VictimBank, cluster_families, reports_of, stored_candidates
 from victims.model import Item

@@ -20,7 +20,8 @@ from typing import Any
 
 
 from centre import messages as m
-from centre.db import VictimRequest, make_engine, make_sessionmaker
+from centre.db import make_engine, make_sessionmaker
+from victims.tables import VictimRequest
 from centre.settings import Settings
 from centre.topology import VICTIMS_REQUESTS
 from victims import flow, pin as pins

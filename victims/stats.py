@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from centre.db import VictimHash, VictimMatch, VictimNotice, VictimRequest
+from victims.tables import VictimHash, VictimMatch, VictimNotice, VictimRequest
 from victims.flow import removal_hours
 
 

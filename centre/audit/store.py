@@ -37,15 +37,14 @@ from centre.audit.format import (
     kind_of,
 )
 from centre.audit.keys import AuditKeyring, _data_key_aad, _subject_key_aad
-from centre.db import (
+from centre.audit.tables import (
     AuditCheckpoint,
     AuditDataKey,
     AuditEntry,
     AuditHead,
     AuditSubjectKey,
-    make_engine,
-    make_sessionmaker,
 )
+from centre.db import make_engine, make_sessionmaker
 from centre.keys import KeySet
 from centre.settings import Settings
 

@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from centre.audit import AUDIT_EVENTS, AuditEvent, AuditLog, emit
 from centre.broker import LocalBroker
-from centre.db import AuditEntry, make_engine, upgrade
+from centre.audit.tables import AuditEntry
+from centre.db import make_engine, upgrade
 from centre.kafka import BatchProducer, ensure_topics
 from centre.keys import KeySet
 from centre.settings import Settings

@@ -16,7 +16,13 @@ from centre.audit import (
     AuditKeyring,
     verify_file,
 )
-from centre.db import AuditCheckpoint, AuditDataKey, AuditEntry, AuditHead, AuditSubjectKey
+from centre.audit.tables import (
+    AuditCheckpoint,
+    AuditDataKey,
+    AuditEntry,
+    AuditHead,
+    AuditSubjectKey,
+)
 from tests.audit.conftest import Env, events
 
 UTC = dt.timezone.utc

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import delete, insert, select, update
 
 from centre.audit import AuditError, VerifyResult, entry_hash, verify_file
-from centre.db import AuditCheckpoint, AuditEntry, AuditHead
+from centre.audit.tables import AuditCheckpoint, AuditEntry, AuditHead
 from tests.audit.conftest import Env, events
 
 E = AuditEntry.__table__

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from centre.audit import AuditEvent
 from centre.audit.writer import AuditWriterStage
-from centre.db import AuditEntry, DeadLetter
+from centre.audit.tables import AuditEntry
+from centre.db import DeadLetter
 from centre.runtime import Record
 from tests.audit.conftest import Env, events
 

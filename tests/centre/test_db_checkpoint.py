@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from centre.db import _Checkpointer, make_engine
+from centre.db import make_engine
+from centre.sqlite import Checkpointer
 from tests.integration.helpers import wait_for
 
 
@@ -44,7 +45,7 @@ def test_commits_do_not_checkpoint_and_the_thread_does(tmp_path: Path) -> None:
     assert wal.stat().st_size > 5_000_000
     assert db.stat().st_size < 100_000, "a commit copied the log back itself"
 
-    cp = _Checkpointer(str(db), every_s=0.05, min_bytes=1 << 20)
+    cp = Checkpointer(str(db), every_s=0.05, min_bytes=1 << 20)
     try:
         wait_for("the log copied into the database file",
                  lambda: db.stat().st_size > 5_000_000, timeout=30)
@@ -59,7 +60,7 @@ def test_small_log_is_left_alone(tmp_path: Path) -> None:
     holder = _holder(db)
     _fill(db, 100)
     size = db.stat().st_size
-    cp = _Checkpointer(str(db), every_s=0.01, min_bytes=64 << 20)
+    cp = Checkpointer(str(db), every_s=0.01, min_bytes=64 << 20)
     try:
         # Many rounds pass; none of them checkpoints a log below the threshold.
         wait_for("rounds of the checkpointer", lambda: cp._rounds >= 20, timeout=30)
@@ -79,7 +80,7 @@ def test_a_long_log_is_started_again_from_its_beginning(tmp_path: Path) -> None:
     # frames, more than this test writes).
     engine = make_engine(f"sqlite:///{db}", background_checkpoint=True)
     wal = Path(f"{db}-wal")
-    cp = _Checkpointer(str(db), every_s=0.02, min_bytes=1 << 20, restart_frames=500)
+    cp = Checkpointer(str(db), every_s=0.02, min_bytes=1 << 20, restart_frames=500)
     sizes = []
     try:
         for _ in range(60):  # ~24 MB written in all, 400 KB a commit
@@ -115,7 +116,7 @@ def test_a_reader_of_an_old_snapshot_makes_it_back_off(tmp_path: Path) -> None:
         for _ in range(30):  # ~12 MB after the reader's snapshot
             with engine.begin() as c:
                 c.execute(text("INSERT INTO t (b) VALUES (randomblob(4000))"), [{}] * 100)
-        cp = _Checkpointer(str(db), every_s=0.02, min_bytes=1 << 20, restart_frames=500,
+        cp = Checkpointer(str(db), every_s=0.02, min_bytes=1 << 20, restart_frames=500,
                            restart_backoff_s=60)
         wait_for("a RESTART tried", lambda: cp is not None and cp.restart_attempts >= 1,
                  timeout=30)

@@ -8,7 +8,9 @@ from sqlalchemy import insert
 
 from centre import messages as m
 from centre import stats
-from centre.db import Cluster, Delivery, Provider, Report, make_engine
+from centre.db import Provider, Report, make_engine
+from routing.tables import Delivery
+from triage.tables import Cluster
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -8,7 +8,8 @@ import datetime as dt
 
 from sqlalchemy import select, text
 
-from centre.db import Cluster, Provider, Report, make_engine, write_rows
+from centre.db import Provider, Report, make_engine, write_rows
+from triage.tables import Cluster
 
 AWARE = dt.datetime(2026, 11, 20, 9, 30, 5, 120000, tzinfo=dt.timezone.utc)
 ROUND = dt.datetime(2026, 11, 20, 9, 30, 5)  # no microseconds: still six digits of them

@@ -12,16 +12,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from centre import messages as m
-from centre.db import (
-    Cluster,
-    ClusterSignal,
-    Delivery,
-    Hold,
-    Provider,
-    Report,
-    ReportCluster,
-    ReportContent,
-)
+from centre.db import Provider, Report, ReportContent
+from routing.tables import Delivery, Hold
+from triage.tables import Cluster, ClusterSignal, ReportCluster
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -80,7 +80,7 @@ def test_a_complaint_from_filing_to_decision(env: dict[str, str], db_url: str) -
 
     # every step is in the audit trail, which still verifies
     from centre.audit import AuditLog
-    from centre.db import AuditEntry
+    from centre.audit.tables import AuditEntry
     from centre.settings import Settings
     from sqlalchemy import select
 

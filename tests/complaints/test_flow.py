@@ -13,17 +13,16 @@ import pytest
 from sqlalchemy import select, update
 
 from centre.crypto import open_envelope
-from centre.db import (
+from centre.db import make_engine, make_sessionmaker
+from complaints.tables import (
     Complaint,
     ComplaintEvent,
     ComplaintFiling,
     ComplaintMessage,
     ComplaintRelatedCase,
-    Hold,
-    Indicator,
-    make_engine,
-    make_sessionmaker,
 )
+from routing.tables import Hold
+from triage.tables import Indicator
 from centre.keys import KeySet
 from complaints import flow, states
 from complaints.model import ComplaintV1

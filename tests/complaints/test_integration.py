@@ -17,7 +17,10 @@ from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import select, update
 
 from centre import samples
-from centre.db import ComplaintMessage, DeadLetter, Hold, Indicator, make_engine
+from centre.db import DeadLetter, make_engine
+from complaints.tables import ComplaintMessage
+from routing.tables import Hold
+from triage.tables import Indicator
 from centre.kafka import BatchProducer, base_config
 from centre.settings import Settings
 from centre.stack import Stack

@@ -11,7 +11,8 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from centre.db import Complaint, ComplaintFiling, DeadLetter, make_engine
+from centre.db import DeadLetter, make_engine
+from complaints.tables import Complaint, ComplaintFiling
 from centre.runtime import Record
 from centre.settings import Settings
 from complaints.stage import ComplaintIntakeStage

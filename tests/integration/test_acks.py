@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from centre import samples
-from centre.db import Delivery, Report, make_engine, make_sessionmaker
+from centre.db import Report, make_engine, make_sessionmaker
+from routing.tables import Delivery
 from centre.stack import Stack
 from tests.integration.helpers import FeedbackReader, cli, send_reports, wait_for
 

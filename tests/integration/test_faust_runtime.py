@@ -62,7 +62,8 @@ def test_faust_workers_do_their_periodic_work_when_no_message_comes(faust_stack:
     from confluent_kafka import Consumer
     from sqlalchemy import select
 
-    from centre.db import VictimNotice, make_engine
+    from centre.db import make_engine
+    from victims.tables import VictimNotice
     from centre.kafka import BatchProducer, base_config
     from centre.topology import NOTICE_RESPONSES, notices_topic
     from victims.model import Item

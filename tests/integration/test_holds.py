@@ -12,7 +12,8 @@ from confluent_kafka import Consumer
 from sqlalchemy import select
 
 from centre import samples
-from centre.db import Hold, make_engine, make_sessionmaker
+from centre.db import make_engine, make_sessionmaker
+from routing.tables import Hold
 from centre.kafka import base_config
 from centre.stack import Stack
 from centre.topology import notices_topic

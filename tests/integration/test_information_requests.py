@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from centre import samples
-from centre.db import Delivery, Report, ReportContent, ReportSupplement, make_engine, \
-    make_sessionmaker
+from centre.db import Report, ReportContent, ReportSupplement, make_engine, make_sessionmaker
+from routing.tables import Delivery
 from centre.stack import Stack
 from tests.integration.helpers import FeedbackReader, pull_cases, send_reports
 

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
 from centre import samples
-from centre.db import DeadLetter, Delivery, Report, make_engine, make_sessionmaker
+from centre.db import DeadLetter, Report, make_engine, make_sessionmaker
+from routing.tables import Delivery
 from centre.kafka import base_config
 from centre.keys import KeySet
 from centre.metrics import group_lag

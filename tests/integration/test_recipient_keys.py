@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from centre import samples
 from centre.crypto import key_id
-from centre.db import Delivery, Report, make_engine, make_sessionmaker
+from centre.db import Report, make_engine, make_sessionmaker
+from routing.tables import Delivery
 from centre.stack import Stack
 from tests.integration.helpers import FeedbackReader, cli, ids_of, pull_cases, send_reports, wait_for
 

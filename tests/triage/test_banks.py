@@ -13,7 +13,8 @@ from sqlalchemy import delete
 from typer.testing import CliRunner
 
 from centre.cli import app
-from centre.db import Indicator, make_engine, make_sessionmaker, upgrade
+from centre.db import make_engine, make_sessionmaker, upgrade
+from triage.tables import Indicator
 from centre.settings import Settings
 from triage import banks
 from triage.banks import BankError, Selector

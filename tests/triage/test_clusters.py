@@ -7,7 +7,8 @@ import datetime as dt
 from sqlalchemy import select
 
 from centre import messages as m
-from centre.db import Cluster, Provider, Report, make_engine, make_sessionmaker
+from centre.db import Provider, Report, make_engine, make_sessionmaker
+from triage.tables import Cluster
 from triage.clusters import ClusterBatch
 
 NOW = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)

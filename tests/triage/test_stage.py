@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from centre import messages as m
 from centre import samples
-from centre.db import Cluster, Provider, Report, ReportCluster, make_engine, make_sessionmaker
+from centre.db import Provider, Report, make_engine, make_sessionmaker
+from triage.tables import Cluster, ReportCluster
 from centre.runtime import Record
 from centre.settings import Settings
 from centre.topology import TRIAGED

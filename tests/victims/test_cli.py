@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from centre.db import AuditEntry, VictimRequest, make_engine, make_sessionmaker
+from centre.audit.tables import AuditEntry
+from centre.db import make_engine, make_sessionmaker
+from victims.tables import VictimRequest
 from centre.keys import KeySet
 from tests.victims.seed import NOW, add_report, hashes, public_item, request_doc
 from victims import flow

@@ -13,18 +13,10 @@ import orjson
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from centre.db import (
-    AuditSubjectKey,
-    Cluster,
-    ClusterSignal,
-    VictimBankState,
-    VictimHash,
-    VictimMatch,
-    VictimNotice,
-    VictimRequest,
-    make_engine,
-    make_sessionmaker,
-)
+from centre.audit.tables import AuditSubjectKey
+from centre.db import make_engine, make_sessionmaker
+from triage.tables import Cluster, ClusterSignal
+from victims.tables import VictimBankState, VictimHash, VictimMatch, VictimNotice, VictimRequest
 from tests.victims.seed import (
     NOW,
     FakeProducer,
@@ -260,7 +252,7 @@ def test_answers_refusals_and_answers_that_are_not_yours(world: World) -> None:
 
 def test_a_no_removal_hold_makes_the_notice_wait_until_it_ends(world: World) -> None:
     from centre import messages as m
-    from centre.db import Hold
+    from routing.tables import Hold
 
     e = world.engine
     add_report(e, "acme", "a1", items=[public_item("f1", "pic")], cluster="c1")

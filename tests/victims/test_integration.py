@@ -23,7 +23,8 @@ from confluent_kafka import Consumer
 from sqlalchemy import select, update
 
 from centre import samples
-from centre.db import VictimMatch, VictimNotice, make_engine
+from centre.db import make_engine
+from victims.tables import VictimMatch, VictimNotice
 from centre.kafka import BatchProducer, base_config
 from centre.settings import Settings
 from centre.stack import Stack

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-from centre.db import DeadLetter, VictimMatch, VictimNotice, VictimRequest, make_engine
+from centre.db import DeadLetter, make_engine
+from victims.tables import VictimMatch, VictimNotice, VictimRequest
 from centre.runtime import Record
 from centre.settings import Settings
 from tests.victims.seed import (
