@@ -1,4 +1,7 @@
-"""The faust shell around a stage: consume a batch, hand it to the stage, acknowledge after.
+"""Running a stage (`centre/stage.py`) in a worker: the librdkafka loop (the default) or a
+faust agent consumes a batch, hands it to the stage, and acknowledges after; the poison guard
+(`centre/poison.py`) and the watchdog (`centre/watchdog.py`) keep one message or a stuck
+client from stopping the stage.
 
 A stage is plain code: `process(records)` makes every decision, writes the database in one
 transaction, sends its outputs and flushes them. Only then does faust acknowledge the batch
@@ -17,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import gc
-import importlib
 import logging
 import os
 import signal
@@ -25,145 +27,34 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, Protocol
+from typing import Any, Callable, NoReturn
 
 import faust
 
 from centre import metrics
 from centre.poison import PoisonGuard, transient
 from centre.settings import Settings
-from centre.topology import STAGES, feedback_topic, group_id
+from centre.stage import (
+    QUIET_SOURCE,
+    Finish,
+    QuarantineNotice,
+    Record,
+    Stage,
+    StageBase,
+    _headers,
+    load_stage,
+    process_now,
+    stage_batch_size,
+)
+from centre.topology import STAGES, group_id
+from centre.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed message, independent of the client library that read it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes]
-    timestamp: float
-
-
-Finish = Callable[[], None]
-
-
-class Stage(Protocol):
-    name: str
-
-    def process(self, records: list[Record]) -> Optional[Finish]: ...
-
-    def quarantine(self, record: Record, attempts: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class StageBase:
-    """What every stage holds: its settings, the database, and the producer of its outputs."""
-
-    name = ""
-    producer_options: dict[str, object] = {}  # librdkafka settings of its producer
-    consumer_options: dict[str, object] = {}  # librdkafka settings of its source's consumer
-    provider_topics: Any = None  # ProviderTopics, of the stages that tell companies
-
-    def __init__(self, settings: Settings) -> None:
-        from centre.db import make_engine, make_sessionmaker
-        from centre.kafka import BatchProducer
-
-        self.settings = settings
-        self.engine = make_engine(settings.database_url, background_checkpoint=True)
-        self.sessions = make_sessionmaker(self.engine)
-        self.producer = BatchProducer(settings, **self.producer_options)
-
-    def close(self) -> None:
-        self.producer.close()
-        self.engine.dispose()
-
-    # -- poison messages (centre/poison.py) ---------------------------------------------------
-
-    def quarantine_notice(self, s: Any, record: Record, reason: dict[str, str],
-                          at: Any) -> Optional[QuarantineNotice]:
-        """Who is to be told that `record` was set aside, recording it on the stage's own rows
-        in session `s`; None: nobody outside (the default). Must not parse the value: it may
-        be what made the stage fail."""
-        return None
-
-    def quarantine(self, record: Record, attempts: int) -> None:
-        """Set `record` aside after it was in flight at `attempts` crashes: kept whole in the
-        dead-letter store with its reason, its company told (`rejected`, code `quarantined`),
-        audited, counted. Idempotent: done again, it changes nothing and says the same."""
-        from centre import audit
-        from centre import messages as m
-        from centre.db import DeadLetter, insert_ignoring_conflicts
-
-        at = m.now()
-        where = f"{record.topic}/{record.partition}/{record.offset}"
-        reason = m.reason(
-            "quarantined",
-            f"The centre could not process this message ({self.name} failed on it {attempts} "
-            "times). It is kept whole and set aside for the centre's staff to examine; it need "
-            "not be sent again.", "$")
-        with self.sessions.begin() as s:
-            notice = self.quarantine_notice(s, record, reason, at)
-            insert_ignoring_conflicts(s, DeadLetter.__table__, [dict(
-                topic=record.topic, partition=record.partition, offset=record.offset,
-                key=record.key, value=record.value,
-                headers={k: v.decode("utf-8", "replace") for k, v in record.headers.items()},
-                provider_id=notice.provider_id if notice else None, reasons=[reason],
-                received_at=at)], ["topic", "partition", "offset"])
-        if notice is not None:
-            if self.provider_topics is None:
-                from centre.kafka import ProviderTopics
-
-                self.provider_topics = ProviderTopics(self.settings)
-            self.provider_topics.ensure([notice.provider_id])
-            fb = m.feedback(provider_id=notice.provider_id,
-                            provider_report_id=notice.provider_report_id,
-                            report_id=notice.report_id, status="rejected", reasons=[reason],
-                            at=at, source=f"quarantine/{where}")
-            self.producer.send(feedback_topic(notice.provider_id), m.dumps(fb),
-                               key=(notice.provider_report_id or "").encode())
-        audit.emit(self.producer, [audit.AuditEvent(
-            actor=self.name, action="message.quarantined",
-            subject=f"report:{notice.report_id}" if notice and notice.report_id
-            else f"message:{where}",
-            discriminator=where, at=at,
-            details={"message": where, "attempts": attempts,
-                     "provider_id": notice.provider_id if notice else None,
-                     "feedback": "rejected" if notice else None})])
-        self.producer.flush_or_raise()
-        metrics.QUARANTINED.labels(self.name).inc()
-        metrics.DEAD_LETTERS.labels(self.name).inc()
-        log.error("stage %s set the message at %s aside after %d attempts (dead-lettered%s)",
-                  self.name, where, attempts, ", its company told" if notice else "")
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineNotice:
-    """Whom a quarantined message concerns: the company told, and its report if it has one."""
-
-    provider_id: str
-    provider_report_id: str | None
-    report_id: str | None
-
-
-# The consumer of a stage whose source sees a few messages a minute (complaints, victims'
-# requests): the broker answers its fetch as soon as one message is there, and holds an empty
-# one for 500 ms: two requests a second while quiet instead of the hot stages' twenty.
-QUIET_SOURCE: dict[str, object] = {"fetch.min.bytes": 1, "fetch.wait.max.ms": 500}
-
-
-def stage_batch_size(settings: Settings, stage: object) -> int:
-    """At most this many messages per batch: CENTRE_BATCH_SIZE, times the stage's
-    `batch_scale` (a stage whose cost is mostly per batch, not per message, takes more)."""
-    return settings.batch_size * int(getattr(stage, "batch_scale", 1))
+# What stages and tests import from here (their home is centre/stage.py, centre/watchdog.py).
+__all__ = ["QUIET_SOURCE", "Finish", "QuarantineNotice", "Record", "Stage", "StageBase",
+           "Watchdog", "_headers", "load_stage", "process_now", "run_worker",
+           "stage_batch_size"]
 
 
 def _fatal(what: str, stage_name: str, n: int | None = None,
@@ -229,97 +120,6 @@ def take_suspects(stage: Stage, guard: PoisonGuard, records: list[Record],
         done(recs)
 
 
-class Watchdog:
-    """A worker's own liveness. It beats every 2 s: touches the file CENTRE_LIVENESS_FILE
-    names, which the supervisor watches (a worker frozen so hard that it stops beating is
-    killed and started again); and every few seconds it measures the stage's consumer lag
-    (the lag metric). A worker whose input waits while it consumes nothing for
-    `stuck_after_s` (for example one that never rejoined its group after the broker paused)
-    is stuck: it says so and exits with code 75, and its supervisor starts it again.
-
-    Whose input: the lag on the partitions assigned to this worker; with none assigned (or
-    not known, under faust), the group's lag while the group's committed offsets stand still,
-    so that a worker with nothing to do beside busy peers is not taken for stuck."""
-
-    def __init__(self, settings: Settings, stage_name: str, every: float = 5.0) -> None:
-        self.settings, self.stage_name, self.every = settings, stage_name, every
-        beat = os.environ.get("CENTRE_LIVENESS_FILE")
-        self.beat_path = Path(beat) if beat else None
-        self.consumed_at = time.monotonic()
-        self.busy_since: float | None = None
-        self.assigned: set[int] | None = None
-        self.armed = False  # judged only once the stage consumes
-        self._stalled_since: float | None = None
-        self._last_committed: int | None = None
-
-    def start(self) -> None:
-        self.beat()
-        threading.Thread(target=self._beat_loop, name=f"beat-{self.stage_name}",
-                         daemon=True).start()
-        threading.Thread(target=self._run, name=f"watchdog-{self.stage_name}",
-                         daemon=True).start()
-
-    def _beat_loop(self) -> None:
-        # On a thread of its own: a probe waiting on an absent broker must not look like a
-        # frozen worker. Only a process that runs no Python any more stops beating.
-        while True:
-            time.sleep(2.0)
-            self.beat()
-
-    def beat(self) -> None:
-        if self.beat_path is not None:
-            try:
-                self.beat_path.touch()
-            except OSError as exc:
-                log.warning("cannot beat on %s: %s", self.beat_path, exc)
-
-    def consumed(self) -> None:
-        self.consumed_at = time.monotonic()
-
-    def _run(self) -> None:
-        consumer = metrics.lag_reader(self.settings, self.stage_name)
-        topic = self.settings.topic(STAGES[self.stage_name].source)
-        while True:
-            try:
-                offsets: dict[int, tuple[int, int]] | None = metrics.group_offsets(
-                    consumer, topic)
-            except Exception as exc:  # the broker away: nothing to judge by
-                log.debug("lag probe: %s", exc)
-                offsets = None
-            if offsets is not None:
-                metrics.CONSUMER_LAG.labels(self.stage_name).set(
-                    sum(max(0, hi - max(c, 0)) for c, hi in offsets.values()))
-            if self.stuck(offsets, time.monotonic()):
-                log.error("worker %s is stuck: its input has waited %.0fs and it consumed "
-                          "nothing; exiting so that it is started again", self.stage_name,
-                          self.settings.stuck_after_s)
-                logging.shutdown()
-                os._exit(75)
-            time.sleep(self.every)
-
-    def stuck(self, offsets: dict[int, tuple[int, int]] | None, now: float) -> bool:
-        """One round of the judgement (pure but for the state it keeps)."""
-        if offsets is None or not self.armed:
-            self._stalled_since = None
-            return False
-        committed = sum(max(c, 0) for c, _hi in offsets.values())
-        progressing = self._last_committed is not None and committed != self._last_committed
-        self._last_committed = committed
-        lag = {p: max(0, hi - max(c, 0)) for p, (c, hi) in offsets.items()}
-        assigned = self.assigned
-        waiting = (sum(lag.get(p, 0) for p in assigned) if assigned
-                   else (0 if progressing else sum(lag.values())))
-        busy = self.busy_since is not None and now - self.busy_since < 5 * \
-            self.settings.stuck_after_s
-        idle = now - self.consumed_at >= self.every and not busy
-        if waiting > 0 and idle:
-            self._stalled_since = self._stalled_since or now
-        else:
-            self._stalled_since = None
-        return (self._stalled_since is not None
-                and now - self._stalled_since >= self.settings.stuck_after_s)
-
-
 class _IdleUnderLoad:
     """A stage's periodic work (`idle`) also runs between batches when messages never stop
     coming, at most every `stage.idle_under_load_s` seconds (stages without it: only when
@@ -338,32 +138,6 @@ class _IdleUnderLoad:
         self.last = time.monotonic()
         if self.idle is not None:
             self.idle()
-
-
-def process_now(stage: Stage, records: list[Record]) -> None:
-    """Process a batch completely (its `finish` too), in the calling thread."""
-    finish = stage.process(records)
-    if finish is not None:
-        finish()
-
-
-def load_stage(name: str, settings: Settings) -> Stage:
-    spec = STAGES[name]
-    module_name, cls_name = spec.factory.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    stage: Stage = cls(settings)
-    return stage
-
-
-def _headers(raw: object) -> dict[str, bytes]:
-    if not raw:
-        return {}
-    items = raw.items() if isinstance(raw, dict) else raw
-    out: dict[str, bytes] = {}
-    for k, v in items:  # type: ignore[union-attr]
-        key = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
-        out[key] = v if isinstance(v, bytes) else str(v).encode()
-    return out
 
 
 def build_app(settings: Settings, stage_name: str, stage: Stage,

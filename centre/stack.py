@@ -23,8 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from centre import db, isolated, kafka
-from centre import metrics
+from centre import db, isolated, kafka, metrics
 from centre.broker import LocalBroker
 from centre.keys import KeySet
 from centre.settings import Settings
@@ -66,7 +65,7 @@ class WorkerProcess:
                "CENTRE_LIVENESS_FILE": str(self.liveness_file)}
         out = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "centre", "worker", self.stage],
+            [sys.executable, "-m", "centre.worker", self.stage],
             env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # our SIGTERM, not the terminal's SIGINT, stops it in order
         )

@@ -30,7 +30,7 @@ from complaints.tables import ComplaintRelatedCase
 from routing.tables import Delivery
 from triage.tables import Cluster, ClusterSignal, Indicator, ReportCluster
 from centre.kafka import base_config
-from centre.bench import scratch
+from centre.benchkit import scratch
 from centre.settings import Settings
 from centre.topology import RECIPIENTS, le_topic, notices_topic, provider_topics
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 def complaints(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """`centre complaints …` as a case handler runs it."""
-    cmd = ["-m", "centre", "complaints"]
+    cmd = ["-m", "app", "complaints"]
     env = {**settings.child_env(), "USER": "hanna"}
     return subprocess.run([sys.executable, *cmd, *args], env=env, capture_output=True,
                           text=True, timeout=120)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from centre import stats as centre_stats
+from app import stats as centre_stats
 from centre.db import make_engine, make_sessionmaker
 from complaints import flow
 from complaints.model import ComplaintV1

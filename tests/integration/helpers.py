@@ -39,7 +39,7 @@ def wait_for(what: str, cond: Callable[[], Any], timeout: float = 60,
 
 def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real `centre` command with the stack's settings."""
-    return subprocess.run([sys.executable, "-m", "centre", *args], env=settings.child_env(),
+    return subprocess.run([sys.executable, "-m", "app", *args], env=settings.child_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 

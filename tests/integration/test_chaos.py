@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from centre.broker import free_port
-from centre.chaos import print_result, run_chaos
+from app.chaos import print_result, run_chaos
 from centre.pgserver import PrivatePostgres, private_postgres, server_bin
 from centre.settings import Settings
 

@@ -47,13 +47,13 @@ NAME, REF = "Jana Novak-Testperson", "helpline-file-4711"
 
 def victims(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """`centre victims …` as a case handler runs it."""
-    return subprocess.run([sys.executable, "-m", "centre", "victims", *args],
+    return subprocess.run([sys.executable, "-m", "app", "victims", *args],
                           env={**settings.child_env(), "USER": "hanna"}, capture_output=True,
                           text=True, timeout=timeout)
 
 
 def centre(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "centre", *args],
+    return subprocess.run([sys.executable, "-m", "app", *args],
                           env={**settings.child_env(), "USER": "dora"}, capture_output=True,
                           text=True, timeout=120)
 

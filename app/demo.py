@@ -147,9 +147,9 @@ def victims_demo(settings: Settings, run: str, console: Console) -> bool:
     the three stored reports and the re-encoded copy are found (all already removed, so no
     notice); a company then reports another copy, still online: triage matches it, the
     company gets a removal notice and answers `removed`; the victim's status shows it all."""
-    from victims.tables import VictimNotice
     from victims.model import Item
     from victims.service import VictimDesk
+    from victims.tables import VictimNotice
 
     h = samples.fake_hashes(f"img-{run}")
     with VictimDesk(settings) as desk:

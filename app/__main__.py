@@ -1,4 +1,4 @@
-from centre.cli import main
+from app.cli import main
 
 if __name__ == "__main__":  # not when a spawned child (centre/isolated.py) imports it
     main()

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import insert
 
 from centre import messages as m
-from centre import stats
+from app import stats
 from centre.db import Provider, Report, make_engine
 from routing.tables import Delivery
 from triage.tables import Cluster
