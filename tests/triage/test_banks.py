@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete
 from typer.testing import CliRunner
 
-from centre.cli import app
+from app.cli import app
 from centre.db import make_engine, make_sessionmaker, upgrade
 from triage.tables import Indicator
 from centre.settings import Settings

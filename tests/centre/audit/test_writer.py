@@ -18,7 +18,7 @@ from centre.audit.writer import AuditWriterStage
 from centre.audit.tables import AuditEntry
 from centre.db import DeadLetter
 from centre.runtime import Record
-from tests.audit.conftest import Env, events
+from tests.centre.audit.conftest import Env, events
 
 
 def _records(values: list[bytes], first_offset: int = 0) -> list[Record]:
@@ -89,8 +89,8 @@ _CHILD = textwrap.dedent("""
     import centre.audit.store as audit
     from centre.audit.writer import AuditWriterStage
     from centre.settings import Settings
-    from tests.audit.test_writer import _records
-    from tests.audit.conftest import events
+    from tests.centre.audit.test_writer import _records
+    from tests.centre.audit.conftest import events
 
     home, url, kill_at, n, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
     settings = Settings(home=Path(home), kafka_bootstrap=None, database_url=url,
@@ -117,7 +117,7 @@ def test_a_sigkill_mid_batch_loses_and_duplicates_nothing(env: Env) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(env.settings.home), env.settings.database_url,
          str(kill_at), str(n), str(batch)],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[3])
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     # Batches 1…3 committed; the 4th was inserted but never committed: none of it is there.
     assert [r[0] for r in _entries(env)] == list(range(1, (kill_at - 1) * batch + 1))

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from centre.audit import AuditEvent, AuditKeyring
 from centre.audit.cli import audit_app, rotate_audit_kek
-from tests.audit.conftest import Env, events
+from tests.centre.audit.conftest import Env, events
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, select, update
 
 from centre.audit import AuditError, VerifyResult, entry_hash, verify_file
 from centre.audit.tables import AuditCheckpoint, AuditEntry, AuditHead
-from tests.audit.conftest import Env, events
+from tests.centre.audit.conftest import Env, events
 
 E = AuditEntry.__table__
 

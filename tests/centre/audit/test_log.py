@@ -23,7 +23,7 @@ from centre.audit.tables import (
     AuditHead,
     AuditSubjectKey,
 )
-from tests.audit.conftest import Env, events
+from tests.centre.audit.conftest import Env, events
 
 UTC = dt.timezone.utc
 
