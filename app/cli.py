@@ -245,7 +245,7 @@ def stats(
     many times the same item was reported."""
     import datetime as dt
 
-    from centre import stats as stats_mod
+    from app import stats as stats_mod
     from centre.db import make_engine
 
     def day(v: str | None, name: str) -> dt.datetime | None:
