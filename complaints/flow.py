@@ -11,206 +11,64 @@ what has not gone, and a retraction is sent once per (case, recipient) ever.
 
 Personal data (the complainant's contact reference, the statement) never goes to a log, a
 metric or the statistics; logs name complaints by id.
+
+The flow's parts are beside this module: complaints/common.py (constants, errors, audit, ids,
+helpers), complaints/subject.py (the report a complaint is about), complaints/effects.py
+(what a decision queues: retractions, the false_positive bank, related cases, notices) and
+complaints/sending.py (`dispatch`). This module keeps filing, linking, assigning, noting and
+deciding, and is the flow's front door: the worker, the service and the tests reach all of it
+as `flow.<name>`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from centre import messages as m
 from centre import metrics
 from centre.audit.sink import NO_AUDIT, AuditSink, queue, staff  # noqa: F401
-from centre.db import Report, ReportContent
-from complaints.tables import (
-    Complaint,
-    ComplaintEvent,
-    ComplaintFiling,
-    ComplaintMessage,
-    ComplaintRelatedCase,
-)
-from routing.tables import Delivery, Hold
-from triage.tables import Cluster, ClusterSignal, Indicator, ReportCluster
-from centre.topology import le_topic, notices_topic
+from centre.db import Report
 from complaints import states
-from complaints.model import HASH_KINDS, ComplaintV1
+
+# The front door: the names marked `noqa: F401` are not used here; the worker, the service and
+# the tests reach them as `flow.<name>`.
+from complaints.common import (
+    HELD_BY_HOLDS,
+    MAX_ACTOR,
+    MAX_TEXT,
+    STAGE,
+    ComplaintError,
+    NotFound,  # noqa: F401
+    _audit,  # noqa: F401
+    _event,
+    _text,
+    active_holds,
+    complaint_id_for,
+    filing_id_for,
+    get,
+    notice_id_for,
+)
+from complaints.effects import (
+    _bank,
+    _decided_notice,
+    _list_related,
+    _notice_row,
+    _queue,
+    _reinstatement,
+    _retractions,
+)
+from complaints.model import ComplaintV1
+from complaints.sending import Dispatched, dispatch  # noqa: F401
+from complaints.subject import Subject, resolve
+from complaints.tables import Complaint, ComplaintFiling
 
 log = logging.getLogger(__name__)
-STAGE = "complaints"
-FALSE_POSITIVE = "false_positive"
-MAX_ACTOR = 100
-MAX_TEXT = 10_000
-
-_NS = uuid.UUID("3b0f7a0e-5c1d-4e63-9a1e-6c2d0f4b8e21")
-# notice/v1 types a provider gets about a complaint's decision: under an Art. 48(6) hold on
-# the case they wait until the hold ends (the receipt of a complaint does not wait).
-HELD_BY_HOLDS = ("reinstatement", "complaint_decided")
-
-
-class ComplaintError(ValueError):
-    """Bad input from a case handler or an impossible step; the message says why."""
-
-
-class NotFound(ComplaintError):
-    """No complaint with that id."""
-
-
-# ------------------------------------------------------------------------------- audit
-
-# The one place this flow writes the audit trail: `_audit` keeps an event with the session's
-# transaction, an `AuditSink` appends or emits it (centre/audit/sink.py).
-_audit = queue
-
-# ------------------------------------------------------------------------------- ids
-
-
-def filing_id_for(channel: str, filer: str, complaint_ref: str) -> str:
-    """The same filer's same reference is the same filing (a resend, a replay)."""
-    return str(uuid.uuid5(_NS, f"filing|{channel}|{filer}|{complaint_ref}"))
-
-
-def complaint_id_for(filing_id: str) -> str:
-    return str(uuid.uuid5(_NS, f"complaint|{filing_id}"))
-
-
-def retraction_id_for(case_id: str, recipient: str) -> str:
-    return str(uuid.uuid5(_NS, f"retraction|{case_id}|{recipient}"))
-
-
-def notice_id_for(kind: str, complaint_id: str, target: str) -> str:
-    return str(uuid.uuid5(_NS, f"notice|{kind}|{complaint_id}|{target}"))
-
-
-# ------------------------------------------------------------------------------- helpers
-
-
-def _text(name: str, value: str | None, limit: int) -> str:
-    v = (value or "").strip()
-    if not v:
-        raise ComplaintError(f"{name} must not be empty")
-    if len(v) > limit:
-        raise ComplaintError(f"{name} must be at most {limit} characters")
-    return v
-
-
-def _event(s: Session, c: Complaint, actor: str, action: str, now: dt.datetime,
-           details: dict[str, Any], *, by_staff: bool, discriminator: str = "",
-           personal: dict[str, Any] | None = None) -> None:
-    """A step in the complaint's history, and its audit entry. `actor` is the case handler
-    (`by_staff`), or the filer / the centre for what the worker does. `personal` (a note's
-    text) goes to the audit trail sealed under the complaint's own key, erasable."""
-    s.add(ComplaintEvent(complaint_id=c.complaint_id, at=now, actor=actor, action=action,
-                         details={**details, **(personal or {})}))
-    _audit(s, staff(actor) if by_staff else STAGE, f"complaint.{action}",
-           f"complaint:{c.complaint_id}",
-           {"state": c.state, "case_id": c.case_id, "by": actor, **details}, at=now,
-           discriminator=discriminator or (uuid.uuid4().hex if by_staff else ""),
-           person=f"complaint:{c.complaint_id}" if personal else None, personal=personal)
-
-
-def get(s: Session, complaint_id: str, *, lock: bool = False) -> Complaint:
-    q = select(Complaint).where(Complaint.complaint_id == complaint_id.strip())
-    c = s.scalars(q.with_for_update() if lock else q).one_or_none()
-    if c is None:
-        raise NotFound(f"no complaint {complaint_id!r}; `centre complaints list` shows them")
-    return c
-
-
-def active_holds(s: Session, case_ids: Iterable[str | None],
-                 now: dt.datetime) -> dict[str, dt.datetime]:
-    """For each case under an Art. 48(6) hold now: when the last of its holds ends."""
-    ids = sorted({c for c in case_ids if c})
-    if not ids:
-        return {}
-    return {cid: until for cid, until in s.execute(
-        select(Hold.case_id, func.max(Hold.until)).where(
-            Hold.case_id.in_(ids), Hold.until > now).group_by(Hold.case_id))}
-
-
-# ------------------------------------------------------------------------------- subject
-
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    matched_by: str
-    report_id: str
-    case_id: str
-    provider_id: str
-
-
-def cluster_family(s: Session, cluster_ids: Iterable[str]) -> list[str]:
-    """Every cluster that is, or was merged into, the same surviving cluster as any given."""
-    roots: set[str] = set()
-    for cid in set(cluster_ids):
-        seen = set()
-        while cid not in seen:
-            seen.add(cid)
-            nxt = s.scalar(select(Cluster.merged_into).where(Cluster.cluster_id == cid))
-            if nxt is None:
-                break
-            cid = nxt
-        roots.add(cid)
-    family, frontier = set(roots), set(roots)
-    while frontier:
-        below = set(s.scalars(select(Cluster.cluster_id).where(
-            Cluster.merged_into.in_(sorted(frontier)))))
-        frontier = below - family
-        family |= frontier
-    return sorted(family)
-
-
-def _by_hash(s: Session, kind: str, value: str, prefer_provider: str | None) -> Subject | None:
-    """The report a complaint about content concerns: the earliest of the filing company's
-    own reports holding it, else the earliest report of its cluster."""
-    cid = s.scalar(select(ClusterSignal.cluster_id).where(ClusterSignal.value == value,
-                                                          ClusterSignal.kind == kind))
-    if cid is None:
-        return None
-    family = cluster_family(s, [cid])
-    q = (select(Report.report_id, Report.case_id, Report.provider_id)
-         .join(ReportCluster, ReportCluster.report_id == Report.report_id)
-         .where(ReportCluster.cluster_id.in_(family)))
-    row = None
-    if prefer_provider:
-        row = s.execute(q.where(Report.provider_id == prefer_provider)
-                        .order_by(Report.received_at, Report.report_id).limit(1)).first()
-    if row is None:
-        row = s.execute(q.order_by(Report.received_at, Report.report_id).limit(1)).first()
-    return Subject(kind, *row) if row else None
-
-
-def resolve(s: Session, concerns: dict[str, Any],
-            channel_provider: str | None = None) -> Subject | None:
-    """The report a complaint names, or None (unmatched). By precedence: report_id, case_id,
-    provider_id + provider_report_id, then sha256, md5, pdq."""
-    cols = (Report.report_id, Report.case_id, Report.provider_id)
-    if concerns.get("report_id"):
-        row = s.execute(select(*cols).where(Report.report_id == concerns["report_id"])).first()
-        if row:
-            return Subject("report_id", *row)
-    if concerns.get("case_id"):
-        row = s.execute(select(*cols).where(Report.case_id == concerns["case_id"])).first()
-        if row:
-            return Subject("case_id", *row)
-    prid = concerns.get("provider_report_id")
-    pid = concerns.get("provider_id") or channel_provider
-    if prid and pid:
-        row = s.execute(select(*cols).where(Report.provider_id == pid,
-                                            Report.provider_report_id == prid)).first()
-        if row:
-            return Subject("provider_report_id", *row)
-    for kind in HASH_KINDS:
-        if concerns.get(kind):
-            found = _by_hash(s, kind, str(concerns[kind]).lower(), channel_provider)
-            if found:
-                return found
-    return None
 
 
 # ------------------------------------------------------------------------------- filing
@@ -424,279 +282,4 @@ def decide(s: Session, complaint_id: str, *, uphold: bool, reason: str, by: str,
     metrics.OUTCOMES.labels(STAGE, decision).inc()
     log.info("complaint %s %s by %s: %d retraction(s), %d notice(s), %d related case(s)",
              c.complaint_id, decision, by, out.retractions, out.notices, out.related_cases)
-    return out
-
-
-def _retractions(s: Session, c: Complaint, reason: str, now: dt.datetime) -> list[dict[str, Any]]:
-    """One retraction/v1 per recipient the case went to (or waits to go to); none for a
-    (case, recipient) that was retracted before."""
-    assert c.case_id is not None
-    rcpts = sorted(set(s.scalars(select(Delivery.recipient).where(
-        Delivery.case_id == c.case_id))))
-    ids = {retraction_id_for(c.case_id, r): r for r in rcpts}
-    done = set(s.scalars(select(ComplaintMessage.message_id).where(
-        ComplaintMessage.message_id.in_(list(ids)))))
-    rows = []
-    for rid, rcpt in ids.items():
-        if rid in done:
-            continue
-        body = {"schema": "retraction/v1", "case_id": c.case_id,
-                "reason": f"complaint upheld: {reason}", "at": m.iso(now),
-                "retraction_id": rid, "complaint_id": c.complaint_id}
-        rows.append({"message_id": rid, "complaint_id": c.complaint_id, "kind": "retraction",
-                     "recipient": rcpt, "case_id": c.case_id, "topic": le_topic(rcpt),
-                     "key": c.case_id, "body": body, "state": "pending", "not_before": None,
-                     "created_at": now, "sent_at": None})
-    return rows
-
-
-def _notice_row(c: Complaint, notice: dict[str, Any], provider_id: str, now: dt.datetime, *,
-                case_id: str | None) -> dict[str, Any]:
-    return {"message_id": notice["notice_id"], "complaint_id": c.complaint_id,
-            "kind": "notice", "recipient": provider_id, "case_id": case_id,
-            "topic": notices_topic(provider_id),
-            "key": str(notice.get("provider_report_id") or notice.get("complaint_ref")
-                       or c.complaint_id)[:255],
-            "body": notice, "state": "pending", "not_before": None, "created_at": now,
-            "sent_at": None}
-
-
-def _queue(s: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert messages whose id is not queued yet (an id is sent at most once)."""
-    if not rows:
-        return
-    have = set(s.scalars(select(ComplaintMessage.message_id).where(
-        ComplaintMessage.message_id.in_([r["message_id"] for r in rows]))))
-    new = [r for r in rows if r["message_id"] not in have]
-    if new:
-        s.execute(insert(ComplaintMessage), new)
-
-
-def _report_body(s: Session, report_id: str) -> dict[str, Any]:
-    return s.scalar(select(ReportContent.body).where(ReportContent.report_id == report_id)) or {}
-
-
-def content_signals_of(c_matched_by: str | None, concerns: dict[str, Any],
-                       report: dict[str, Any]) -> tuple[list[str], list[tuple[str, str]]]:
-    """The content an upheld complaint is about: (content_ids, (kind, value) hashes).
-
-    A complaint about a report covers all its media; one about a hash covers the content
-    items holding that hash (or the hash alone when no item of the report holds it)."""
-    from triage.rules import media_items
-    from triage.signals import content_signals
-
-    def hashes(item: dict[str, Any]) -> set[tuple[str, str]]:
-        return {(k, str(item[k]).lower()) for k in HASH_KINDS if isinstance(item.get(k), str)}
-
-    items = media_items(report)
-    if c_matched_by in HASH_KINDS:
-        named = str(concerns.get(c_matched_by, "")).lower()
-        items = [i for i in items if (c_matched_by, named) in hashes(i)]
-        if not items:
-            return [], [(c_matched_by, named)]
-    # As triage matches them: a PDQ below quality 50 is not used (it would match too much).
-    signals = list(dict.fromkeys(sig for i in items for sig in content_signals(i)))
-    return [str(i.get("content_id")) for i in items], signals
-
-
-def _first_concerns(s: Session, c: Complaint) -> dict[str, Any]:
-    return s.scalar(select(ComplaintFiling.concerns).where(
-        ComplaintFiling.complaint_id == c.complaint_id, ComplaintFiling.joined.is_(False))
-        .limit(1)) or {}
-
-
-def _bank(s: Session, c: Complaint, reason: str, by: str,
-          now: dt.datetime) -> tuple[int, int]:
-    """The content's hashes into the false_positive bank, with the complaint as provenance,
-    so that later reports of it are manifestly unfounded. Returns (hashes, new or
-    re-enabled entries)."""
-    assert c.report_id is not None
-    _ids, signals = content_signals_of(c.matched_by, _first_concerns(s, c),
-                                       _report_body(s, c.report_id))
-    if not signals:
-        return 0, 0
-    values = sorted({v for _k, v in signals})
-    existing = {(k, v): enabled for k, v, enabled in s.execute(
-        select(Indicator.kind, Indicator.value, Indicator.enabled).where(
-            Indicator.bank == FALSE_POSITIVE, Indicator.value.in_(values)))}
-    source = f"complaint:{c.complaint_id}"
-    why = f"complaint {c.complaint_id} upheld: {reason}"
-    new = [{"bank": FALSE_POSITIVE, "kind": k, "value": v, "source": source[:200],
-            "added_by": by, "added_at": now, "reason": why, "enabled": True}
-           for k, v in signals if (k, v) not in existing]
-    if new:
-        s.execute(insert(Indicator), new)
-    off = [(k, v) for (k, v), enabled in existing.items() if not enabled]
-    for k, v in off:  # disabled before: the upheld complaint is the newer decision
-        s.execute(update(Indicator).where(
-            Indicator.bank == FALSE_POSITIVE, Indicator.kind == k, Indicator.value == v)
-            .values(enabled=True, changed_at=now, changed_by=by, change_reason=why))
-    return len(signals), len(new) + len(off)
-
-
-def _list_related(s: Session, c: Complaint) -> int:
-    """List the other cases of the report's clusters for review, in one INSERT … SELECT."""
-    assert c.report_id is not None
-    own = list(s.scalars(select(ReportCluster.cluster_id).where(
-        ReportCluster.report_id == c.report_id)))
-    if not own:
-        return 0
-    family = cluster_family(s, own)
-    sel = (select(literal(c.complaint_id), Report.case_id, Report.report_id)
-           .join(ReportCluster, ReportCluster.report_id == Report.report_id)
-           .where(ReportCluster.cluster_id.in_(family), Report.report_id != c.report_id)
-           .distinct())
-    s.execute(insert(ComplaintRelatedCase).from_select(
-        ["complaint_id", "case_id", "report_id"], sel))
-    return int(s.scalar(select(func.count()).select_from(ComplaintRelatedCase).where(
-        ComplaintRelatedCase.complaint_id == c.complaint_id)) or 0)
-
-
-def _reinstatement(s: Session, c: Complaint, reason: str, now: dt.datetime) -> dict[str, Any]:
-    """notice/v1 `reinstatement` to the company that reported: the report was wrongful, the
-    content may be restored and the user's account action undone."""
-    assert c.report_id is not None and c.provider_id is not None
-    prid = s.scalar(select(Report.provider_report_id).where(Report.report_id == c.report_id))
-    content_ids, _sigs = content_signals_of(c.matched_by, _first_concerns(s, c),
-                                            _report_body(s, c.report_id))
-    return {"schema": "notice/v1",
-            "notice_id": notice_id_for("reinstatement", c.complaint_id, c.report_id),
-            "type": "reinstatement", "provider_id": c.provider_id,
-            "provider_report_id": prid, "report_id": c.report_id,
-            "complaint_id": c.complaint_id, "content_ids": content_ids,
-            "reason": reason, "at": m.iso(now)}
-
-
-def _decided_notice(c: Complaint, f: ComplaintFiling, now: dt.datetime) -> dict[str, Any]:
-    """notice/v1 `complaint_decided` to the company that filed, for its user."""
-    return {"schema": "notice/v1",
-            "notice_id": notice_id_for("complaint_decided", c.complaint_id, f.filing_id),
-            "type": "complaint_decided", "provider_id": f.filer,
-            "complaint_id": c.complaint_id, "complaint_ref": f.complaint_ref,
-            "decision": c.state,
-            "reasons": [{"code": f"complaint_{c.state}", "message": c.decision_reason or ""}],
-            "at": m.iso(now)}
-
-
-# ------------------------------------------------------------------------------- sending
-
-
-@dataclass(slots=True)
-class Dispatched:
-    retractions: int = 0
-    notices: int = 0
-    held: int = 0
-    waiting_key: int = 0
-    complaints: set[str] = field(default_factory=set)
-
-
-def dispatch(sessions: Any, producer: Any, keys: Any, provider_topics: Any, *,
-             complaint_ids: Iterable[str] | None = None,
-             stale_before: dt.datetime | None = None,
-             now: dt.datetime | None = None, audit: AuditSink = NO_AUDIT) -> Dispatched:
-    """Send what is queued and not sent: retraction/v1 sealed for each recipient, notices to
-    providers; mark them sent once the broker acknowledged them. Notices about a decision
-    on a case under an Art. 48(6) hold stay `held` until the hold ends (checked every time,
-    so a hold placed or ended later counts). A retraction for a recipient with no key waits.
-
-    `complaint_ids`: only these complaints' messages (the command line, right after a
-    decision). Otherwise every held message, and pending ones created before `stale_before`
-    (the worker picks up what a crashed or failed command left)."""
-    from sqlalchemy import or_
-
-    from centre.crypto import Sealer
-
-    now = now or m.now()
-    out = Dispatched()
-    with sessions.begin() as s:
-        q = select(ComplaintMessage).where(ComplaintMessage.state.in_(("pending", "held")))
-        if complaint_ids is not None:
-            q = q.where(ComplaintMessage.complaint_id.in_(sorted(set(complaint_ids))))
-        elif stale_before is not None:
-            q = q.where(or_(ComplaintMessage.state == "held",
-                            ComplaintMessage.created_at <= stale_before))
-        rows = s.scalars(q.order_by(ComplaintMessage.created_at,
-                                    ComplaintMessage.message_id)).all()
-        if not rows:
-            return out
-        holds = active_holds(s, [r.case_id for r in rows if r.kind == "notice"], now)
-        sendable = []
-        changed: dict[str, dt.datetime] = {}
-        for r in rows:
-            until = holds.get(r.case_id or "") if (
-                r.kind == "notice" and r.body.get("type") in HELD_BY_HOLDS) else None
-            if until is not None:
-                out.held += 1
-                if r.state != "held" or r.not_before != until:
-                    r.state, r.not_before = "held", until
-                    changed[r.complaint_id] = until
-                continue
-            sendable.append((r.message_id, r.kind, r.recipient, r.topic, r.key, r.body,
-                             r.complaint_id))
-        for cid, until in changed.items():
-            c = s.get(Complaint, cid)
-            if c is not None:
-                c.effects, c.effects_held_until = "held", until
-                _event(s, c, "centre", "effects_held", now, {
-                    "until": m.iso(until), "why": "Art. 48(6) hold on the case: notices to "
-                    "the provider wait for its end"}, by_staff=False,
-                    discriminator=m.iso(until))
-        audit.settle(s)
-    sent: list[str] = []
-    notices = [x for x in sendable if x[1] == "notice"]
-    if notices:
-        provider_topics.ensure({x[2] for x in notices})
-    for mid, _kind, _rcpt, topic, key, body, _cid in notices:
-        producer.send(topic, m.dumps(body), key=key.encode())
-        sent.append(mid)
-        out.notices += 1
-    to_seal, seal_meta = [], []
-    for mid, kind, rcpt, topic, key, body, _cid in sendable:
-        if kind != "retraction":
-            continue
-        if not keys.has_recipient(rcpt):
-            out.waiting_key += 1
-            metrics.ERRORS.labels(STAGE, "recipient_key_missing").inc()
-            continue
-        to_seal.append((m.dumps(body), rcpt, keys.recipient_public(rcpt)))
-        seal_meta.append((mid, topic, key))
-    if to_seal:
-        sealer = Sealer(keys.centre_signer())
-        for env, (mid, topic, key) in zip(sealer.seal_batch(to_seal), seal_meta):
-            producer.send(topic, env, key=key.encode())
-            sent.append(mid)
-            out.retractions += 1
-    if sent:
-        producer.flush_or_raise()
-    metrics.MESSAGES_OUT.labels(STAGE, "notice").inc(out.notices)
-    metrics.MESSAGES_OUT.labels(STAGE, "retraction").inc(out.retractions)
-    touched = {x[6] for x in sendable if x[0] in set(sent)}
-    with sessions.begin() as s:
-        if sent:
-            s.execute(update(ComplaintMessage).where(
-                ComplaintMessage.message_id.in_(sent), ComplaintMessage.state != "sent")
-                .values(state="sent", sent_at=now, not_before=None))
-        for cid in sorted(touched | set(changed)):
-            c = s.get(Complaint, cid)
-            if c is None:
-                continue
-            left = dict(s.execute(select(ComplaintMessage.state, func.count()).where(
-                ComplaintMessage.complaint_id == cid, ComplaintMessage.state != "sent")
-                .group_by(ComplaintMessage.state)).all())
-            if cid in touched:
-                mine = [x for x in sendable if x[6] == cid and x[0] in set(sent)]
-                receipts = all(x[5].get("type") == "complaint_received" for x in mine)
-                _event(s, c, "centre", "receipt_sent" if receipts else "effects_sent", now, {
-                    "retractions": sum(1 for x in mine if x[1] == "retraction"),
-                    "notices": sum(1 for x in mine if x[1] == "notice"),
-                    "types": sorted({str(x[5].get("type") or x[5].get("schema"))
-                                     for x in mine})}, by_staff=False,
-                    discriminator=",".join(sorted(x[0] for x in mine)))
-            if c.state in states.FINAL:
-                c.effects = ("held" if left.get("held") else
-                             "pending" if left.get("pending") else "done")
-                if c.effects != "held":
-                    c.effects_held_until = None
-        audit.settle(s)
-    out.complaints = touched
     return out
