@@ -119,36 +119,37 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         rss.stop()
 
     backend = "PostgreSQL" if settings.database_url.startswith("postgresql") else "SQLite"
-    t = figures(f"centre bench ({reports} reports, {backend}, 2-core machine, broker on the "
+    table = figures(f"centre bench ({reports} reports, {backend}, 2-core machine, broker on the "
                  "same host)")
-    t.add_row("reports produced in", f"{produced_in:.2f} s")
-    t.add_row("cases delivered (phase 1)", f"{len(arrived)} / {reports}")
-    t.add_row("end-to-end throughput", f"{e2e:,.0f} reports/s")
-    t.add_row("raw pass-through (consume→produce)", f"{raw:,.0f} messages/s")
-    t.add_row("ratio end-to-end / raw", f"{e2e / raw:.3f}" if raw else "n/a")
+    table.add_row("reports produced in", f"{produced_in:.2f} s")
+    table.add_row("cases delivered (phase 1)", f"{len(arrived)} / {reports}")
+    table.add_row("end-to-end throughput", f"{e2e:,.0f} reports/s")
+    table.add_row("raw pass-through (consume→produce)", f"{raw:,.0f} messages/s")
+    table.add_row("ratio end-to-end / raw", f"{e2e / raw:.3f}" if raw else "n/a")
     for p in ("P1", "P2"):
         v = lat[p]
-        t.add_row(f"{p} latency at {paced_rate:.0f}/s (n={len(v)}) p50 / p99",
+        table.add_row(f"{p} latency at {paced_rate:.0f}/s (n={len(v)}) p50 / p99",
                   f"{pct(v, .5) * 1000:,.0f} ms / {pct(v, .99) * 1000:,.0f} ms")
     for hop, v in hops.items():
-        t.add_row(f"  P1 time in {hop} (produce or previous output → its output) p50 / p99",
+        table.add_row(f"  P1 time in {hop} (produce or previous output → its output) p50 / p99",
                   f"{pct(v, .5) * 1000:,.0f} ms / {pct(v, .99) * 1000:,.0f} ms")
     for name in sorted(locks_after):
-        a, b = locks_after[name], locks_before.get(name, (0.0, 0.0, 0.0, 0.0))
-        n = a[1] - b[1]
+        after, before = locks_after[name], locks_before.get(name, (0.0, 0.0, 0.0, 0.0))
+        n = after[1] - before[1]
         if n < 1:
             continue
-        t.add_row(f"  SQLite write lock at {paced_rate:.0f}/s, {name}: transactions / mean wait "
+        table.add_row(f"  SQLite write lock at {paced_rate:.0f}/s, {name}: transactions / mean wait "
                   "/ mean held / share of time held",
-                  f"{n:,.0f} / {(a[0] - b[0]) / n * 1000:,.1f} ms / "
-                  f"{(a[2] - b[2]) / n * 1000:,.1f} ms / {(a[2] - b[2]) / paced_took:.0%}")
+                  f"{n:,.0f} / {(after[0] - before[0]) / n * 1000:,.1f} ms / "
+                  f"{(after[2] - before[2]) / n * 1000:,.1f} ms / "
+                  f"{(after[2] - before[2]) / paced_took:.0%}")
     for name, b in sorted(rss.peak.items()):
-        t.add_row(f"peak RSS {name}", f"{b / 1e6:,.0f} MB")
+        table.add_row(f"peak RSS {name}", f"{b / 1e6:,.0f} MB")
     for name, secs in sorted(cpu.items()):
-        t.add_row(f"CPU per 1,000 reports (phase 1) {name}", f"{secs * 1000 / reports:.2f} s")
+        table.add_row(f"CPU per 1,000 reports (phase 1) {name}", f"{secs * 1000 / reports:.2f} s")
     for name, share in sorted(cpu_paced.items()):
-        t.add_row(f"CPU at {paced_rate:.0f}/s (phase 2) {name}", f"{share:.0%} of a core")
-    console.print(t)
+        table.add_row(f"CPU at {paced_rate:.0f}/s (phase 2) {name}", f"{share:.0%} of a core")
+    console.print(table)
     if len(arrived) < reports:
         console.print(f"[red]{reports - len(arrived)} cases did not arrive[/]")
         return 1

@@ -122,14 +122,14 @@ def _reader(settings: Settings, out: str) -> None:
     c.subscribe([settings.topic(feedback_topic(p)) for p in PROVIDERS] + sorted(europol))
     with open(out, "w") as f:
         while True:
-            lines = []
+            lines: list[list[str | int]] = []
             for msg in c.consume(5000, timeout=0.5):
                 if msg.error():
                     continue
                 if msg.topic() in europol:
                     lines.append(["c", (msg.key() or b"").decode()])
                 else:
-                    fb = json.loads(msg.value())
+                    fb = json.loads(msg.value() or b"")
                     lines.append(["f", fb["provider_report_id"], fb["status"],
                                   msg.timestamp()[1]])
             if lines:

@@ -23,7 +23,7 @@ from centre.liaison import pull
 from centre.settings import Settings
 from centre.stack import Stack
 from centre.topology import INTAKE, NOTICE_RESPONSES, RECIPIENTS, notices_topic
-from triage.banks import import_file
+from triage.bank_import import import_file
 
 FINAL = {"rejected", "duplicate_submission", "manifestly_unfounded", "forwarded"}
 
@@ -103,7 +103,7 @@ def _wait_feedback(settings: Settings, wanted: Counter[str], timeout: float) -> 
             for msg in consumer.consume(500, timeout=0.5):
                 if msg.error():
                     continue
-                fb = json.loads(msg.value())
+                fb = json.loads(msg.value() or b"")
                 k = f"{fb['provider_id']}/{fb['provider_report_id']}"
                 if k in wanted:
                     statuses.setdefault(k, []).append(fb["status"])
@@ -117,7 +117,7 @@ def _pull_all(settings: Settings, run: str) -> list[tuple[str, dict[str, Any]]]:
     keys = KeySet(settings.keys_dir)
 
     def one(rcpt: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(rcpt, o.document) for o in pull(  # type: ignore[misc]
+        return [(rcpt, o.document) for o in pull(
             settings, rcpt, keys.recipient_private_keys(rcpt), keys.centre_public_keys(),
             timeout=2.0, group=f"demo-{run}-{rcpt}")]
 
@@ -135,7 +135,7 @@ def _notices(settings: Settings, provider: str, want: Any, timeout: float) -> li
     deadline = time.monotonic() + timeout
     try:
         while not want(got) and time.monotonic() < deadline:
-            got += [json.loads(x.value()) for x in consumer.consume(100, timeout=0.5)
+            got += [json.loads(x.value() or b"") for x in consumer.consume(100, timeout=0.5)
                     if not x.error()]
     finally:
         consumer.close()

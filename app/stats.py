@@ -61,7 +61,7 @@ def collect(engine: Engine, since: dt.datetime | None = None,
         awaiting = {r: n for r, n in c.execute(
             select(Delivery.recipient, func.count()).where(Delivery.state == "awaiting_key")
             .group_by(Delivery.recipient))}
-        times = Counter()
+        times: Counter[str] = Counter()
         for t, n in c.execute(window(
                 select(Cluster.times_reported, func.count()).where(Cluster.merged_into.is_(None))
                 .group_by(Cluster.times_reported), Cluster.created_at)):

@@ -121,7 +121,8 @@ def intake_ids(sent_at: dict[bytes, float]) -> dict[bytes, tuple[bytes, bytes]]:
     out = {}
     for k, ts in sent_at.items():
         received = m.from_ms(round(ts * 1000))
-        rid = m.report_id_for(*k.decode().split("/", 1), received)
+        provider_id, provider_report_id = k.decode().split("/", 1)
+        rid = m.report_id_for(provider_id, provider_report_id, received)
         out[k] = (rid.encode(), m.case_id_for(rid, received).encode())
     return out
 
@@ -143,9 +144,10 @@ def collect_cases(settings: Settings, expected: set[bytes], timeout: float,
                 console.print("[red]the worker died; see its log[/]")
                 break
             for msg in c.consume(5000, timeout=0.5):
-                if msg.error() or msg.key() not in expected:
+                key = msg.key()
+                if msg.error() or key is None or key not in expected:
                     continue
-                seen.setdefault(msg.key(), msg.timestamp()[1] / 1000.0)
+                seen.setdefault(key, msg.timestamp()[1] / 1000.0)
     finally:
         c.close()
     return seen

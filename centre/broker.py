@@ -227,8 +227,9 @@ def broker_answers(bootstrap: str, seconds: float) -> str | None:
     the last error as text. Run in a child process (`LocalBroker.wait_ready`)."""
     from confluent_kafka.admin import AdminClient
 
+    # confluent-kafka's stub wants scalar values only; librdkafka's "logger" is a Logger.
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                         "logger": logging.getLogger("centre.broker.admin")})
+                         "logger": logging.getLogger("centre.broker.admin")})  # type: ignore[dict-item]
     deadline = time.monotonic() + seconds
     last = "no answer"
     while time.monotonic() < deadline:

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Iterable
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from centre.settings import Settings
@@ -26,8 +26,17 @@ def base_config(settings: Settings) -> dict[str, object]:
     return {"bootstrap.servers": settings.bootstrap, "logger": _quiet}
 
 
+def position(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a message a consumer read without error. confluent-kafka
+    types each as optional (a message made by hand has none); a consumed one has all three."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None, "not consumed"
+    return topic, partition, offset
+
+
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient(base_config(settings))
+    # confluent-kafka's stub wants scalar values only; librdkafka's "logger" is a Logger.
+    return AdminClient(base_config(settings))  # type: ignore[arg-type]
 
 
 def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], client: AdminClient | None = None,
@@ -140,7 +149,10 @@ class BatchProducer:
         batch.sent()
         while True:
             try:
-                self._producer.produce(name, value=value, key=key, headers=headers,
+                # confluent-kafka's stub types headers as an invariant list of str | bytes |
+                # None values, which a list of bytes values is not (it only reads them).
+                self._producer.produce(name, value=value, key=key,
+                                       headers=headers,  # type: ignore[arg-type]
                                        on_delivery=batch.on_delivery)
                 break
             except BufferError:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from centre import messages as m
 from centre.crypto import SealError, open_envelope
-from centre.kafka import base_config
+from centre.kafka import base_config, position
 from centre.settings import Settings
 from centre.topology import DELIVERY_ACKS, le_topic, urgent_topic
 
@@ -161,12 +161,14 @@ def pull(
             topic = lane.topic
             last: dict[int, int] = {}
             for msg in msgs:
-                if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        on_refused(f"refused: broker error on {topic}: {msg.error().str()}")
+                err = msg.error()
+                if err:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        on_refused(f"refused: broker error on {topic}: {err.str()}")
                     continue
-                last[msg.partition()] = msg.offset()
-                where = f"{topic} partition {msg.partition()} offset {msg.offset()}"
+                _topic, partition, offset = position(msg)
+                last[partition] = offset
+                where = f"{topic} partition {partition} offset {offset}"
                 try:
                     plain = open_envelope(msg.value() or b"", recipient_id=recipient,
                                           recipient_private=private_keys,
@@ -182,12 +184,12 @@ def pull(
                 if doc.get("supplement"):  # a case updated by a supplement is shown again
                     ident += f"|supplement/{doc['supplement']}"
                 if seen.add(ident):
-                    yield Opened(doc, msg.partition(), msg.offset())
+                    yield Opened(doc, partition, offset)
                     acks.add(doc)
                     printed += 1
                     if max_messages is not None and printed >= max_messages:
-                        last[msg.partition()] = msg.offset()
-                        _commit_upto(lane, last, msg)
+                        last[partition] = offset
+                        _commit_upto(lane, last, (partition, offset))
                         seen.commit()
                         acks.send()
                         return
@@ -201,12 +203,13 @@ def pull(
         regular.close()
 
 
-def _commit_upto(lane: _Lane, last: dict[int, int], stop_msg: object) -> None:
-    if stop_msg is not None:
+def _commit_upto(lane: _Lane, last: dict[int, int], stop_at: tuple[int, int] | None) -> None:
+    """Commit after `last` (partition -> offset); `stop_at` is the (partition, offset) of the
+    last message printed when stopping early."""
+    if stop_at is not None:
         # Stopping early at --max: commit only through the last printed message, and read on
         # from just after it next time (the rest of the fetched batch was not shown).
-        part = stop_msg.partition()  # type: ignore[attr-defined]
-        off = stop_msg.offset()  # type: ignore[attr-defined]
+        part, off = stop_at
         last = {p: o for p, o in last.items() if p != part} | {part: off}
     if last:
         lane.consumer.commit(

@@ -30,9 +30,16 @@ Position = tuple[str, int, int]  # topic, partition, offset
 
 
 class _Positioned(Protocol):
-    topic: str
-    partition: int
-    offset: int
+    """Where a record was read (read-only: records are frozen)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
 
 
 def transient(exc: BaseException) -> bool:

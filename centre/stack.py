@@ -244,9 +244,8 @@ class Stack:
 def groups_stable(settings: Settings, groups: list[str], seconds: float) -> bool:
     """Whether every group is stable with a member within `seconds` (run in a child)."""
     from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
 
-    client = AdminClient(kafka.base_config(settings))
+    client = kafka.admin(settings)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Iterable, Optional, Protocol, cast
 
 from centre import metrics
 from centre.settings import Settings
@@ -163,9 +163,10 @@ def load_stage(name: str, settings: Settings) -> Stage:
 def _headers(raw: object) -> dict[str, bytes]:
     if not raw:
         return {}
-    items = raw.items() if isinstance(raw, dict) else raw
+    # confluent-kafka gives a list of (name, value) pairs, faust a dict.
+    items = raw.items() if isinstance(raw, dict) else cast(Iterable[tuple[Any, Any]], raw)
     out: dict[str, bytes] = {}
-    for k, v in items:  # type: ignore[union-attr]
+    for k, v in items:
         key = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
         out[key] = v if isinstance(v, bytes) else str(v).encode()
     return out

@@ -29,7 +29,7 @@ from centre.db import Provider, Report, ReportContent
 from complaints.tables import ComplaintRelatedCase
 from routing.tables import Delivery
 from triage.tables import Cluster, ClusterSignal, Indicator, ReportCluster
-from centre.kafka import base_config
+from centre.kafka import base_config, position
 from centre.benchkit import scratch
 from centre.settings import Settings
 from centre.topology import RECIPIENTS, le_topic, notices_topic, provider_topics
@@ -109,9 +109,10 @@ def _count_keys(settings: Settings, topics: list[str], key: bytes | None,
             for msg in c.consume(1000, timeout=0.5):
                 if msg.error():
                     continue
-                seen[(msg.topic(), msg.partition())] = msg.offset() + 1
+                topic, partition, offset = position(msg)
+                seen[(topic, partition)] = offset + 1
                 if key is None or msg.key() == key:
-                    counts[msg.topic()] += 1
+                    counts[topic] += 1
         return counts
     finally:
         c.close()

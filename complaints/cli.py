@@ -58,7 +58,7 @@ def _run(fn: Callable[[Any], T]) -> T:
 
     from centre.audit import AuditError
     from centre.keys import KeySetError, UnknownKeyError
-    from complaints.flow import ComplaintError
+    from complaints.common import ComplaintError
     from complaints.service import Desk
     from complaints.states import TransitionError
 

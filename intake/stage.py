@@ -13,9 +13,9 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from centre import audit
@@ -119,17 +119,18 @@ class IntakeStage(StageBase):
     def _decide(self, s: Any, records: list[Record]) -> list[Decision]:
         now = m.now()
         outcomes = [(r, self._validate(r)) for r in records]
-        ids = {(o.provider_id, o.provider_report_id) for _, o in outcomes if o.accepted}
+        ids = {(o.provider_id, o.provider_report_id) for _, o in outcomes
+               if o.accepted and o.provider_id is not None and o.provider_report_id is not None}
         existing: dict[tuple[str, str], str] = {}
         by_provider: dict[str, list[str]] = {}
-        for pid, prid in ids:
-            by_provider.setdefault(pid, []).append(prid)
-        for pid, prids in by_provider.items():  # served by the (provider_id, provider_report_id) index
+        for provider_id, provider_report_id in ids:
+            by_provider.setdefault(provider_id, []).append(provider_report_id)
+        for provider_id, prids in by_provider.items():  # served by the (provider_id, provider_report_id) index
             for prid, rid in s.execute(
                 select(Report.provider_report_id, Report.report_id).where(
-                    Report.provider_id == pid, Report.provider_report_id.in_(prids))
+                    Report.provider_id == provider_id, Report.provider_report_id.in_(prids))
             ):
-                existing[(pid, prid)] = rid
+                existing[(provider_id, prid)] = rid
 
         decisions: list[Decision] = []
         new_reports: list[dict[str, Any]] = []
@@ -217,7 +218,8 @@ class IntakeStage(StageBase):
     def _upsert_providers(self, s: Any, providers: set[str], now: dt.datetime) -> None:
         rows = [dict(provider_id=p, first_seen_at=now, reports_received=0) for p in providers]
         dialect = s.bind.dialect.name
-        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Provider.__table__)
+        table = cast(Table, Provider.__table__)
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
         s.execute(ins.on_conflict_do_nothing(index_elements=["provider_id"]), rows)
 
     def _replay(self, s: Any, records: list[Record],
@@ -311,7 +313,7 @@ def _prepare_decisions(s: Any, decisions: list[Decision]) -> Callable[[], None]:
         for d in decisions])
 
 
-def _safe(provider_id: str | None) -> bool:
+def _safe(provider_id: str | None) -> TypeGuard[str]:
     """A provider id that can name a topic (and so receive feedback)."""
     return bool(provider_id and _TOPIC_SAFE.fullmatch(provider_id))
 

@@ -78,6 +78,7 @@ def cases_overdue(
         engine.dispose()
     if as_json:
         for case_id, rcpt, prio, at in rows:
+            assert at is not None  # selected by forwarded_at <= …, so never NULL
             print(json.dumps({"case_id": case_id, "recipient": rcpt, "priority": prio,
                               "forwarded_at": at.isoformat()}))
         return
@@ -85,6 +86,7 @@ def cases_overdue(
     for col in ("case", "recipient", "priority", "forwarded at (UTC)", "waiting"):
         t.add_column(col)
     for case_id, rcpt, prio, at in rows:
+        assert at is not None  # selected by forwarded_at <= …, so never NULL
         t.add_row(case_id, rcpt, prio, at.strftime("%Y-%m-%d %H:%M"),
                   f"{(now - at).total_seconds() / 3600:.1f} h")
     Console().print(t)

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from centre import messages as m
 from centre.audit import AuditEvent, AuditLog
 from centre.db import Report, make_engine, make_sessionmaker
-from routing.tables import Hold
 from centre.kafka import BatchProducer, ProviderTopics
 from centre.settings import Settings
 from centre.topology import notices_topic
+from routing.tables import Hold
 
 MAX_DAYS = 548  # 18 months
 

@@ -14,10 +14,15 @@ _MATERIAL = ("known_material", "new_material")
 _HASHES = ("sha256", "md5", "pdq")
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def missing_information(report: dict[str, Any]) -> list[dict[str, str]]:
     """One `feedback/v1` reason per missing field; empty when nothing is missing."""
     out: list[dict[str, str]] = []
-    location = report.get("location") if isinstance(report.get("location"), dict) else {}
+    location = _object(report.get("location"))
     if not location.get("ip_events"):
         out.append(m.reason(
             "missing_ip_events",
@@ -31,7 +36,7 @@ def missing_information(report: dict[str, Any]) -> list[dict[str, str]]:
             "no user: the account that shared or solicited the material (and any victim) is "
             "not identified; send a supplement with users",
             "$.users"))
-    incident = report.get("incident") if isinstance(report.get("incident"), dict) else {}
+    incident = _object(report.get("incident"))
     content = [c for c in report.get("content") or [] if isinstance(c, dict)]
     if incident.get("kind") in _MATERIAL and not any(
             c.get(h) for c in content for h in _HASHES):

@@ -10,16 +10,14 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, TypedDict, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 
-from centre import audit
+from centre import audit, metrics
 from centre import messages as m
-from centre import metrics
 from centre.crypto import Sealer, key_id
 from centre.db import Report, ReportContent, prepare_rows, quarantine_report
-from routing.tables import Delivery
 from centre.kafka import ProviderTopics
 from centre.keys import KeySet
 from centre.runtime import Finish, QuarantineNotice, Record, StageBase
@@ -28,6 +26,7 @@ from centre.topology import DELIVERY_ACKS, EUROPOL, feedback_topic, le_topic, ur
 from routing.geo import make_geolocator
 from routing.information import missing_information
 from routing.jurisdiction import decide_jurisdiction
+from routing.tables import Delivery
 
 log = logging.getLogger(__name__)
 STAGE = "routing"
@@ -66,6 +65,14 @@ def recipients_of(jurisdiction: dict[str, Any]) -> list[str]:
     return [c["country"] for c in jurisdiction["countries"]] + [EUROPOL]
 
 
+class _Ack(TypedDict):
+    """One delivery-ack/v1 as the deliveries' update takes it."""
+
+    c: str  # case id
+    r: str  # recipient
+    t: dt.datetime  # when the recipient pulled the case
+
+
 class AckReader:
     """Reads `delivery-ack/v1` from `le.acks` and records delivered-at on the deliveries;
     offsets are committed after the database. A malformed ack is counted and skipped."""
@@ -86,7 +93,7 @@ class AckReader:
         msgs = [x for x in self.consumer.consume(5000, timeout=0) if x.error() is None]
         if not msgs:
             return 0
-        rows = []
+        rows: list[_Ack] = []
         for x in msgs:
             try:
                 ack = m.loads(x.value() or b"")
@@ -96,7 +103,7 @@ class AckReader:
             except (ValueError, KeyError, TypeError):
                 metrics.ERRORS.labels(STAGE, "malformed_ack").inc()
         if rows:
-            table = Delivery.__table__
+            table = cast(Table, Delivery.__table__)
             with sessions.begin() as s:
                 s.execute(update(table).where(
                     table.c.case_id == bindparam("c"), table.c.recipient == bindparam("r"),
@@ -347,12 +354,12 @@ class RoutingStage(StageBase):
             received = m.parse_time(t["received_at"])
             latency.setdefault(t["priority"], []).append((now - received).total_seconds())
         self._send(to_seal, deliveries, feedback, events)
-        sent = self.producer.detach()
+        outgoing = self.producer.detach()
         batch = self._inflight = _Inflight({t["report_id"] for t in todo})
 
         def finish() -> None:
             try:
-                self.producer.wait_or_raise(sent)
+                self.producer.wait_or_raise(outgoing)
                 # Acknowledged by the broker: now the record says where the cases went.
                 if updates or updates_again:
                     with self.sessions.begin() as s:
@@ -417,7 +424,7 @@ class RoutingStage(StageBase):
         self._send(to_seal, deliveries, feedback, events)
         self.producer.flush_or_raise()
         with self.sessions.begin() as s:
-            table = Delivery.__table__
+            table = cast(Table, Delivery.__table__)
             s.execute(update(table).where(
                 table.c.case_id == bindparam("c"), table.c.recipient == bindparam("r")).values(
                     state="forwarded", key_id=bindparam("k"), forwarded_at=bindparam("t")),

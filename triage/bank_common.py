@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
+from sqlalchemy import Table
 from sqlalchemy.engine import Engine
 
 from centre.db import make_engine
@@ -24,7 +25,7 @@ FORMATS = ("jsonl", "csv")
 # The columns of an export, and what an import row may carry besides its hashes.
 FIELDS = ("kind", "value", "source", "added_by", "added_at", "reason", "enabled",
           "changed_at", "changed_by", "change_reason")
-_T = Indicator.__table__
+_T = cast(Table, Indicator.__table__)  # a mapped class's table (typed as a FromClause)
 
 
 class BankError(ValueError):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Table
 
 import orjson
 
@@ -47,7 +49,7 @@ def _random_pdq_indicators(engine: Any, n: int, seed: int) -> list[str]:
             values = [row.tobytes().hex() for row in codes]
             if len(sample) < 1000:
                 sample += values[:1000 - len(sample)]
-            c.execute(Indicator.__table__.insert(), [
+            c.execute(cast(Table, Indicator.__table__).insert(), [
                 {"bank": "known_material", "kind": "pdq", "value": v, "source": "bench",
                  "added_by": "bench", "added_at": now, "reason": None, "enabled": True}
                 for v in values])

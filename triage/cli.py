@@ -56,7 +56,8 @@ def indicators_import(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from triage.banks import BankError, import_file
+    from triage.bank_common import BankError
+    from triage.bank_import import import_file
 
     s = _settings()
     try:
@@ -85,7 +86,8 @@ def indicators_export(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from triage.banks import BankError, export_file
+    from triage.bank_common import BankError
+    from triage.bank_export import export_file
 
     s = _settings()
     try:
@@ -99,7 +101,8 @@ def _bank_switch(enabled: bool, bank: str, value: Optional[str], source: Optiona
                  id_: Optional[int], kind: Optional[str], reason: str, by: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from triage.banks import BankError, Selector, set_enabled
+    from triage.bank_changes import set_enabled
+    from triage.bank_common import BankError, Selector
 
     s = _settings()
     which = Selector(value=value, source=source, id=id_, kind=kind)
@@ -165,7 +168,8 @@ def indicators_remove(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from triage.banks import BankError, Selector, remove
+    from triage.bank_changes import remove
+    from triage.bank_common import BankError, Selector
 
     s = _settings()
     which = Selector(value=value, source=source, id=id_, kind=kind)
@@ -195,7 +199,8 @@ def indicators_list(
     from rich.table import Table
     from sqlalchemy.exc import SQLAlchemyError
 
-    from triage.banks import BANKS, BankError, list_entries, summary
+    from triage.bank_common import BANKS, BankError
+    from triage.banks import list_entries, summary
 
     s = _settings()
     out = Console(width=None if sys.stdout.isatty() else 240)

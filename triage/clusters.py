@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from centre import messages as m
 from centre.db import prepare_rows
-from triage.tables import Cluster, ClusterSignal, ReportCluster
 from triage.pdq_index import _pdqscan, scan_hits
+from triage.tables import Cluster, ClusterSignal, ReportCluster
 
 RECENT_CASES = 100  # related_case_ids shows the most recent ones; times_reported counts all
 

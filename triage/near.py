@@ -12,12 +12,11 @@ import time
 from typing import Iterable, Sequence
 
 import numpy as np
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from triage.tables import BankState, ClusterSignal, Indicator
 from triage.pdq_index import PDQIndex, pdq_to_bytes
+from triage.tables import BankState, ClusterSignal, Indicator
 
 
 class ClusterPDQ:
@@ -140,7 +139,7 @@ class IndicatorPDQ:
             self.sorted_ids = np.zeros(0, np.int64)
             self.sorted_banks = np.zeros(0, np.int16)
             self.index = PDQIndex(self.max_distance)
-        self.exact = ExactKeys(tuple(r) for r in session.execute(
+        self.exact = ExactKeys((kind, value) for kind, value in session.execute(
             select(Indicator.kind, Indicator.value).where(
                 Indicator.kind != "pdq", Indicator.enabled.is_(True))
             .execution_options(yield_per=100_000)))
@@ -171,6 +170,6 @@ class IndicatorPDQ:
                     bank = self.bank_names[b]
                     if d < best.get(bank, 1 << 16):
                         best[bank] = d
-            found = sorted(best.items(), key=lambda bd: (bd[1], bd[0]))
-            answers[value] = out[value] = found
+            nearest = sorted(best.items(), key=lambda bd: (bd[1], bd[0]))
+            answers[value] = out[value] = nearest
         return {v: a for v, a in out.items() if a}

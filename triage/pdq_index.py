@@ -26,15 +26,33 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-try:  # the candidate scan compiled at install (triage/_pdqscan.c); numpy does it otherwise
-    from triage import _pdqscan
-except ImportError:  # pragma: no cover - a source tree that was never built
-    _pdqscan = None
+_Bytes = bytes | np.ndarray[Any, Any]  # what the compiled scans read (as buffers)
+
+
+class _Scans(Protocol):
+    """The scans compiled from triage/_pdqscan.c (typed in triage/_pdqscan.pyi)."""
+
+    def main(self, q: _Bytes, codes: _Bytes, order: _Bytes, starts: _Bytes, dead: _Bytes,
+             n: int, cap: int, maxd: int, one_bit: bool, /) -> tuple[bytes, bytes, bytes]: ...
+
+    def brute(self, q: _Bytes, codes: _Bytes, dead: _Bytes, n: int, maxd: int, /
+              ) -> tuple[bytes, bytes, bytes]: ...
+
+
+def _compiled_scans() -> _Scans | None:
+    try:  # the candidate scan compiled at install (triage/_pdqscan.c); numpy does it otherwise
+        from triage import _pdqscan
+    except ImportError:  # pragma: no cover - a source tree that was never built
+        return None
+    return _pdqscan
+
+
+_pdqscan = _compiled_scans()
 
 __all__ = ["PDQIndex", "pdq_to_bytes", "MAX_SUPPORTED_DISTANCE"]
 
@@ -96,7 +114,7 @@ def pdq_to_bytes(hexes: Sequence[str]) -> Codes:
         raise ValueError(f"PDQ hash {at // PDQ_HEX_CHARS}: not hexadecimal "
                          f"(character {at % PDQ_HEX_CHARS})")
     nib = nib.reshape(n, PDQ_HEX_CHARS)
-    out: Codes = (nib[:, 0::2] << 4) | nib[:, 1::2]
+    out: Codes = (nib[:, 0::2] << np.uint8(4)) | nib[:, 1::2]
     return out
 
 
@@ -419,6 +437,7 @@ class PDQIndex:
     def _search_main(self, q: Codes, first: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(query no., id, distance) of main-segment hits, deduplicated and live."""
         if self.compiled:
+            assert _pdqscan is not None  # `compiled` is only set when it was built
             qn, rows, d = scan_hits(_pdqscan.main(
                 q, self._codes, self._order, self._starts, self._dead, self._n, self._cap,
                 self._max_distance, len(self._flips) > 1))
@@ -488,6 +507,7 @@ class PDQIndex:
         """(query no., id, distance) of delta-segment hits, by brute force in blocks."""
         dn, maxd = self._dn, self._max_distance
         if self.compiled:
+            assert _pdqscan is not None  # `compiled` is only set when it was built
             qn, rows, d = scan_hits(_pdqscan.brute(q, self._dcodes, self._ddead, dn, maxd))
             return [(qn, self._dids[rows], d)] if qn.size else []
         d64 = self._dcodes[:dn].view(np.uint64)

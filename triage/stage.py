@@ -19,18 +19,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from centre import audit
+from centre import audit, metrics
 from centre import messages as m
-from centre import metrics
 from centre.db import Report, prepare_rows, quarantine_report
-from triage.tables import Indicator, ReportCluster
 from centre.runtime import Finish, QuarantineNotice, Record, StageBase
 from centre.settings import Settings
 from centre.topology import TRIAGED
 from triage.clusters import ClusterBatch, ClusterWrites, Signal, Unwritten, prepare_clusters
-from triage.rules import Match, classify, media_items
 from triage.near import ClusterPDQ, IndicatorPDQ
+from triage.rules import Match, classify, media_items
 from triage.signals import PDQ, content_signals
+from triage.tables import Indicator, ReportCluster
 
 log = logging.getLogger(__name__)
 STAGE = "triage"
@@ -199,8 +198,9 @@ class TriageStage(StageBase):
                     todo.append(e)
                 taken[rid] = seq
             if todo:
-                runs.append(self._triage(s, signals, todo, None if at_once else
-                                         pending and pending.clusters))
+                runs.append(self._triage(s, signals, todo,
+                                         None if at_once or pending is None
+                                         else pending.clusters))
                 if at_once:
                     self._write(s, runs[-1])
                 results += runs[-1].results

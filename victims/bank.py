@@ -212,7 +212,8 @@ def cluster_families(session: Session, cluster_ids: Iterable[str]) -> set[str]:
     while frontier:  # up: the clusters these were merged into
         up = {m for chunk in _chunks(sorted(frontier)) for m in session.scalars(
             select(Cluster.merged_into).where(Cluster.cluster_id.in_(list(chunk)),
-                                              Cluster.merged_into.is_not(None)))}
+                                              Cluster.merged_into.is_not(None)))
+              if m is not None}  # none is, by the query; for the type
         frontier = up - family
         family |= frontier
     frontier = set(family)

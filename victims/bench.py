@@ -39,7 +39,7 @@ from centre.audit.sink import drop
 from centre.db import Provider, Report, ReportContent, make_engine, make_sessionmaker
 from triage.tables import Cluster, ClusterSignal, ReportCluster
 from victims.tables import VictimMatch
-from centre.bench import scratch
+from centre.benchkit import scratch
 from centre.settings import Settings
 from victims.model import Item
 
@@ -114,7 +114,7 @@ def seed_stored(engine: Any, stored: int, items: list[Item], now: dt.datetime,
             rid = m.report_id_for(pid, prid)
             public = i % 2 == 0
             kind, it = holder.get(i, ("", None))
-            h = {"sha256": sha[j], "md5": md5[j], "pdq": pdq[j]}
+            h: dict[str, str | None] = {"sha256": sha[j], "md5": md5[j], "pdq": pdq[j]}
             if kind in ("viral", "exact") and it is not None:
                 h = {"sha256": it.sha256, "md5": it.md5, "pdq": it.pdq}
             elif kind == "near" and it is not None:
@@ -135,7 +135,9 @@ def seed_stored(engine: Any, stored: int, items: list[Item], now: dt.datetime,
             if kind == "viral":
                 links.append({"report_id": rid, "cluster_id": viral_cluster})
                 continue
-            cid = m.cluster_id_for("sha256", h["sha256"])
+            sha256 = h["sha256"]
+            assert sha256 is not None  # the bench's items carry every hash (`victim_items`)
+            cid = m.cluster_id_for("sha256", sha256)
             clusters.append({"cluster_id": cid, "created_at": now, "merged_into": None,
                              "times_reported": 1, "recent_cases": []})
             signals += [{"kind": k2, "value": v, "cluster_id": cid} for k2, v in h.items()]
@@ -155,7 +157,7 @@ def _count_notices(settings: Settings, providers: list[str], timeout: float = 60
     """Notices on the providers' topics, read to their ends."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from centre.kafka import base_config
+    from centre.kafka import base_config, position
     from centre.topology import notices_topic
 
     c = Consumer({**base_config(settings), "group.id": f"bench-{uuid.uuid4()}",
@@ -176,7 +178,8 @@ def _count_notices(settings: Settings, providers: list[str], timeout: float = 60
             for msg in c.consume(2000, timeout=0.5):
                 if msg.error():
                     continue
-                seen[(msg.topic(), msg.partition())] = msg.offset() + 1
+                topic, partition, offset = position(msg)
+                seen[(topic, partition)] = offset + 1
                 n += 1
         return n
     finally:
@@ -298,20 +301,20 @@ def _triage_once(settings: Settings, reports: list[dict[str, Any]], bank: list[I
     """A fresh stack with intake only; the reports accepted; `bank` filed as requests of
     1,000; then the victims worker and the triage worker: triage's rate from first to last
     output, and how long after the last output the victims worker had matched them all."""
-    from centre.bench import (
-        _collect_cases,
-        _fresh,
-        _ids,
-        _produce,
-        _producer,
-        _span_rate,
-        _start_worker,
+    from centre.benchkit import (
+        bench_producer,
+        collect_cases,
+        fresh,
+        intake_ids,
+        produce_stamped,
+        span_rate,
+        start_worker,
     )
     from centre.stack import Stack
     from centre.topology import ACCEPTED, INTAKE, TRIAGED
     from victims import flow
 
-    run, home, s = _fresh(settings)
+    run, home, s = fresh(settings)
     if s.kafka_bootstrap is not None:
         s = s.with_(topic_prefix=f"{s.topic_prefix}vt{run}.")
     try:
@@ -328,13 +331,13 @@ def _triage_once(settings: Settings, reports: list[dict[str, Any]], bank: list[I
             msgs = [(f"{r['provider_id']}/{r['provider_report_id']}".encode(), orjson.dumps(r))
                     for r in reports]
             sent_at: dict[bytes, float] = {}
-            _produce(_producer(s), s.topic(INTAKE), msgs, sent_at=sent_at)
-            keys = {rid for rid, _case in _ids(sent_at).values()}
-            accepted = _collect_cases(s, keys, 600, s.topic(ACCEPTED))
-            v, _vstarted, vrss = _start_worker("victims", s, home)
-            w, _started, rss = _start_worker("triage", s, home)
+            produce_stamped(bench_producer(s), s.topic(INTAKE), msgs, sent_at=sent_at)
+            keys = {rid for rid, _case in intake_ids(sent_at).values()}
+            accepted = collect_cases(s, keys, 600, s.topic(ACCEPTED))
+            v, _vstarted, vrss = start_worker("victims", s, home)
+            w, _started, rss = start_worker("triage", s, home)
             try:
-                out = _collect_cases(s, keys, 900, s.topic(TRIAGED), alive=w.alive)
+                out = collect_cases(s, keys, 900, s.topic(TRIAGED), alive=w.alive)
                 cpu = rss.cpu_seconds().get("worker triage", float("nan"))
                 caught = _caught_up_at(s, 300) if out else float("nan")
                 vcpu = vrss.cpu_seconds().get("worker victims", float("nan"))
@@ -349,7 +352,7 @@ def _triage_once(settings: Settings, reports: list[dict[str, Any]], bank: list[I
         if not out:
             return {"rate": 0.0, "cpu": cpu, "vcpu": vcpu, "matches": matches, "triaged": 0,
                     "accepted": len(accepted), "behind": float("nan")}
-        _first, rate = _span_rate(out)
+        _first, rate = span_rate(out)
         return {"rate": rate, "cpu": cpu, "vcpu": vcpu, "matches": matches,
                 "triaged": len(out), "accepted": len(accepted),
                 "behind": max(0.0, caught - max(out.values()))}
@@ -361,7 +364,7 @@ def _triage_once(settings: Settings, reports: list[dict[str, Any]], bank: list[I
 def matching_cost(reports: list[dict[str, Any]], bank: list[Item]) -> float:
     """µs per report of the live matching (in-process, as `live_rows` does it)."""
     from victims.bank import VictimBank
-    from victims.flow import live_rows
+    from victims.matching import live_rows
 
     vb = VictimBank.from_rows([("r", it.item, k, v, it.pdq_quality) for it in bank
                                for k, v in it.hashes()])

@@ -142,7 +142,7 @@ def _desk_run(fn: Callable[[Any], T]) -> T:
     from centre.audit import AuditError
     from centre.kafka import DeliveryError
     from centre.keys import KeySetError, UnknownKeyError
-    from victims.flow import NotFoundOrWrongPin, VictimError
+    from victims.common import NotFoundOrWrongPin, VictimError
     from victims.service import VictimDesk
 
     desk = VictimDesk(_settings())
@@ -205,7 +205,7 @@ def request_command(
         help="seconds to wait for the search of the stored reports (0: do not wait)")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    from victims.flow import VictimError
+    from victims.common import VictimError
     from victims.model import HashListError, parse_hash_list
     from victims.service import VictimDesk
 

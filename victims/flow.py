@@ -34,10 +34,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from sqlalchemy import delete, literal, select, update
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 from centre import messages as m
 from centre import metrics
@@ -205,8 +208,9 @@ def withdraw(s: Session, request_id: str, *, by: str, now: dt.datetime) -> Withd
         return Withdrawn(r.request_id, repeated=True)
     out = Withdrawn(r.request_id)
     r.state, r.withdrawn_at, r.withdrawn_by, r.rescan_at = WITHDRAWN, now, by[:100], None
-    out.hashes_removed = s.execute(delete(VictimHash).where(
-        VictimHash.request_id == r.request_id)).rowcount or 0
+    deleted = cast("CursorResult[Any]", s.execute(delete(VictimHash).where(
+        VictimHash.request_id == r.request_id)))
+    out.hashes_removed = deleted.rowcount or 0
     bump_version(s)
     s.execute(update(VictimMatch).where(VictimMatch.request_id == r.request_id,
                                         VictimMatch.state == "new").values(state="withdrawn"))

@@ -81,8 +81,10 @@ class TopicReader:
         self.consumer.subscribe([self.topic])
 
     def poll(self, max_messages: int = 500) -> list[Record]:
+        from centre.kafka import position
+
         msgs = [x for x in self.consumer.consume(max_messages, timeout=0) if x.error() is None]
-        return [Record(x.topic(), x.partition(), x.offset(), x.key(), x.value(),
+        return [Record(*position(x), x.key(), x.value(),
                        _headers(x.headers()), x.timestamp()[1] / 1000.0) for x in msgs]
 
     def commit(self) -> None:

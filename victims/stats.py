@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from victims.reading import removal_hours
 from victims.tables import VictimHash, VictimMatch, VictimNotice, VictimRequest
-from victims.flow import removal_hours
 
 
 def victim_figures(conn: Any, since: dt.datetime | None = None,

@@ -60,7 +60,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from centre.audit.format import ACTIONS as ACTIONS
-    from centre.audit.format import AUDIT_EVENTS as AUDIT_EVENTS
     from centre.audit.format import EVENT_SCHEMA as EVENT_SCHEMA
     from centre.audit.format import EXPORT_FORMAT as EXPORT_FORMAT
     from centre.audit.format import NS_AUDIT as NS_AUDIT
@@ -89,6 +88,7 @@ if TYPE_CHECKING:
     from centre.audit.verify import VerifyResult as VerifyResult
     from centre.audit.verify import _Broken as _Broken
     from centre.audit.verify import verify_file as verify_file
+    from centre.topology import AUDIT_EVENTS as AUDIT_EVENTS  # `format`'s, at run time
 
 __all__ = [
     "AUDIT_EVENTS", "EVENT_SCHEMA", "EXPORT_FORMAT", "AppendResult", "AuditAccessDenied",

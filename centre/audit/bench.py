@@ -94,7 +94,7 @@ def _records(start: int, n: int, run: str) -> list[Any]:
 
 def _bench_backend(label: str, url: str, home: Path, entries: int, batch: int,
                    say: Callable[[str], None]) -> dict[str, float]:
-    from centre.audit import verify_file
+    from centre.audit import VerifyResult, verify_file
     from centre.audit.writer import AuditWriterStage
     from centre.db import upgrade
     from centre.keys import KeySet
@@ -119,10 +119,12 @@ def _bench_backend(label: str, url: str, home: Path, entries: int, batch: int,
 
         names = {"verify_db": "verify (db)", "export": "export",
                  "verify_file": "verify (file)"}
-        for name, phase in (("verify_db", lambda: stage.log.verify()),
-                            ("export", lambda: stage.log.export(home / "audit.jsonl")),
-                            ("verify_file", lambda: verify_file(
-                                home / "audit.jsonl", stage.log.keys.centre_public_keys()))):
+        phases: tuple[tuple[str, Callable[[], VerifyResult]], ...] = (
+            ("verify_db", lambda: stage.log.verify()),
+            ("export", lambda: stage.log.export(home / "audit.jsonl")),
+            ("verify_file", lambda: verify_file(
+                home / "audit.jsonl", stage.log.keys.centre_public_keys())))
+        for name, phase in phases:
             with _Peak() as mem:
                 t = time.perf_counter()
                 result = phase()

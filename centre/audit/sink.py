@@ -32,7 +32,8 @@ def queue(s: Session, actor: str, action: str, subject: str, details: dict[str, 
 
 def drop(s: Session) -> list[Any]:
     """The session's queued events, taken away (a bench that writes no trail)."""
-    return s.info.pop(_KEY, [])
+    events: list[Any] = s.info.pop(_KEY, [])
+    return events
 
 
 class AuditSink:

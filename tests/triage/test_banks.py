@@ -17,7 +17,7 @@ from centre.db import make_engine, make_sessionmaker, upgrade
 from triage.tables import Indicator
 from centre.settings import Settings
 from triage import banks
-from triage.banks import BankError, Selector
+from triage.bank_common import BankError, Selector
 
 
 def h(kind: str, seed: object) -> str:
