@@ -29,8 +29,15 @@ from centre.topology import ACCEPTED, INTAKE, TRIAGED
 
 
 @cleaning
-def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: float = 1000.0,
-              paced_seconds: float = 30.0, postgres: str | None = None) -> int:
+def run_bench(
+    settings: Settings,
+    *,
+    reports: int,
+    p1_share: float,
+    paced_rate: float = 1000.0,
+    paced_seconds: float = 30.0,
+    postgres: str | None = None,
+) -> int:
     """The whole pipeline; on a scratch database made on the PostgreSQL server of
     `postgres` (and dropped after) when given, else on a new SQLite file."""
     if not postgres:
@@ -44,8 +51,14 @@ def run_bench(settings: Settings, *, reports: int, p1_share: float, paced_rate: 
         drop()
 
 
-def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_share: float,
-               paced_rate: float, paced_seconds: float) -> int:
+def _run_bench(
+    settings: Settings,
+    database_url: str | None,
+    reports: int,
+    p1_share: float,
+    paced_rate: float,
+    paced_seconds: float,
+) -> int:
     run, home, settings = fresh(settings, database_url)
     console.print(f"bench {run}: starting a fresh stack under {home} …")
     with Stack(settings) as stack:
@@ -91,8 +104,11 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         paced_arrived = collect_cases(settings, case_ids_of(ids), 300)
         paced_took = time.time() - paced_started
         locks_after = lock_figures(logs)
-        cpu_paced = {k: (v - cpu_at_pace[k]) / paced_took
-                     for k, v in rss.cpu_seconds().items() if k in cpu_at_pace}
+        cpu_paced = {
+            k: (v - cpu_at_pace[k]) / paced_took
+            for k, v in rss.cpu_seconds().items()
+            if k in cpu_at_pace
+        }
         lat: dict[str, list[float]] = {"P1": [], "P2": []}
         for k, t0 in sent_at.items():
             case = ids[k][1]
@@ -119,8 +135,9 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         rss.stop()
 
     backend = "PostgreSQL" if settings.database_url.startswith("postgresql") else "SQLite"
-    table = figures(f"centre bench ({reports} reports, {backend}, 2-core machine, broker on the "
-                 "same host)")
+    table = figures(
+        f"centre bench ({reports} reports, {backend}, 2-core machine, broker on the same host)"
+    )
     table.add_row("reports produced in", f"{produced_in:.2f} s")
     table.add_row("cases delivered (phase 1)", f"{len(arrived)} / {reports}")
     table.add_row("end-to-end throughput", f"{e2e:,.0f} reports/s")
@@ -128,21 +145,27 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
     table.add_row("ratio end-to-end / raw", f"{e2e / raw:.3f}" if raw else "n/a")
     for p in ("P1", "P2"):
         v = lat[p]
-        table.add_row(f"{p} latency at {paced_rate:.0f}/s (n={len(v)}) p50 / p99",
-                  f"{pct(v, .5) * 1000:,.0f} ms / {pct(v, .99) * 1000:,.0f} ms")
+        table.add_row(
+            f"{p} latency at {paced_rate:.0f}/s (n={len(v)}) p50 / p99",
+            f"{pct(v, 0.5) * 1000:,.0f} ms / {pct(v, 0.99) * 1000:,.0f} ms",
+        )
     for hop, v in hops.items():
-        table.add_row(f"  P1 time in {hop} (produce or previous output → its output) p50 / p99",
-                  f"{pct(v, .5) * 1000:,.0f} ms / {pct(v, .99) * 1000:,.0f} ms")
+        table.add_row(
+            f"  P1 time in {hop} (produce or previous output → its output) p50 / p99",
+            f"{pct(v, 0.5) * 1000:,.0f} ms / {pct(v, 0.99) * 1000:,.0f} ms",
+        )
     for name in sorted(locks_after):
         after, before = locks_after[name], locks_before.get(name, (0.0, 0.0, 0.0, 0.0))
         n = after[1] - before[1]
         if n < 1:
             continue
-        table.add_row(f"  SQLite write lock at {paced_rate:.0f}/s, {name}: transactions / mean wait "
-                  "/ mean held / share of time held",
-                  f"{n:,.0f} / {(after[0] - before[0]) / n * 1000:,.1f} ms / "
-                  f"{(after[2] - before[2]) / n * 1000:,.1f} ms / "
-                  f"{(after[2] - before[2]) / paced_took:.0%}")
+        table.add_row(
+            f"  SQLite write lock at {paced_rate:.0f}/s, {name}: transactions / mean wait "
+            "/ mean held / share of time held",
+            f"{n:,.0f} / {(after[0] - before[0]) / n * 1000:,.1f} ms / "
+            f"{(after[2] - before[2]) / n * 1000:,.1f} ms / "
+            f"{(after[2] - before[2]) / paced_took:.0%}",
+        )
     for name, b in sorted(rss.peak.items()):
         table.add_row(f"peak RSS {name}", f"{b / 1e6:,.0f} MB")
     for name, secs in sorted(cpu.items()):
@@ -154,5 +177,3 @@ def _run_bench(settings: Settings, database_url: str | None, reports: int, p1_sh
         console.print(f"[red]{reports - len(arrived)} cases did not arrive[/]")
         return 1
     return 0
-
-

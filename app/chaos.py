@@ -28,9 +28,10 @@ import signal
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from centre import isolated
 from centre.settings import Settings
@@ -66,8 +67,8 @@ class ChaosResult:
 
 # -- child processes ------------------------------------------------------------------------
 
-def _sender(settings: Settings, run: str, n: int, rate: float, start: int,
-            progress: str) -> None:
+
+def _sender(settings: Settings, run: str, n: int, rate: float, start: int, progress: str) -> None:
     """Send reports start…n-1 at `rate`, writing how many are acknowledged in order."""
     import logging
 
@@ -80,9 +81,16 @@ def _sender(settings: Settings, run: str, n: int, rate: float, start: int,
     from centre.kafka import base_config
     from centre.topology import INTAKE
 
-    p = Producer({**base_config(settings), "enable.idempotence": True, "acks": "all",
-                  "partitioner": "murmur2_random", "linger.ms": 5,
-                  "message.timeout.ms": 600_000})
+    p = Producer(
+        {
+            **base_config(settings),
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "message.timeout.ms": 600_000,
+        }
+    )
     topic = settings.topic(INTAKE)
     began = time.monotonic()
     for i in range(start, n):
@@ -115,9 +123,15 @@ def _reader(settings: Settings, out: str) -> None:
 
     logging.getLogger("centre.kafka.librdkafka").disabled = True  # faults are expected here
 
-    c = Consumer({**base_config(settings), "group.id": f"chaos-{uuid.uuid4()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "topic.metadata.refresh.interval.ms": 1000})
+    c = Consumer(
+        {
+            **base_config(settings),
+            "group.id": f"chaos-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "topic.metadata.refresh.interval.ms": 1000,
+        }
+    )
     europol = {settings.topic(le_topic("europol")), settings.topic(urgent_topic("europol"))}
     c.subscribe([settings.topic(feedback_topic(p)) for p in PROVIDERS] + sorted(europol))
     with open(out, "w") as f:
@@ -130,8 +144,7 @@ def _reader(settings: Settings, out: str) -> None:
                     lines.append(["c", (msg.key() or b"").decode()])
                 else:
                     fb = json.loads(msg.value() or b"")
-                    lines.append(["f", fb["provider_report_id"], fb["status"],
-                                  msg.timestamp()[1]])
+                    lines.append(["f", fb["provider_report_id"], fb["status"], msg.timestamp()[1]])
             if lines:
                 f.write("".join(json.dumps(x) + "\n" for x in lines))
                 f.flush()
@@ -147,9 +160,15 @@ def _pull_europol(settings: Settings) -> dict[str, int]:
     group = f"chaos-pull-{uuid.uuid4().hex[:8]}"
     while True:
         n = 0
-        for opened in pull(settings, "europol", keys.recipient_private_keys("europol"),
-                           keys.centre_public_keys(), timeout=3.0, group=group,
-                           on_refused=lambda _m: None):
+        for opened in pull(
+            settings,
+            "europol",
+            keys.recipient_private_keys("europol"),
+            keys.centre_public_keys(),
+            timeout=3.0,
+            group=group,
+            on_refused=lambda _m: None,
+        ):
             doc = opened.document
             if doc.get("schema") == "case/v1":
                 cid = str(doc["case_id"])
@@ -188,11 +207,13 @@ class _Child:
 
 # -- the run ----------------------------------------------------------------------------------
 
+
 def default_plan(send_seconds: float, stages: list[str], postgres: bool) -> list[FaultRun]:
     """Faults spread over the sending: each worker killed, the broker paused and crashed,
     PostgreSQL restarted; each with time after it to recover while reports keep coming."""
-    plan = [FaultRun(f"SIGKILL {st}", send_seconds * (0.08 + 0.06 * i))
-            for i, st in enumerate(stages)]
+    plan = [
+        FaultRun(f"SIGKILL {st}", send_seconds * (0.08 + 0.06 * i)) for i, st in enumerate(stages)
+    ]
     plan.append(FaultRun("broker SIGSTOP/SIGCONT", send_seconds * 0.48))
     plan.append(FaultRun("broker SIGKILL and restart", send_seconds * 0.64))
     if postgres:
@@ -200,9 +221,16 @@ def default_plan(send_seconds: float, stages: list[str], postgres: bool) -> list
     return plan
 
 
-def run_chaos(settings: Settings, *, reports: int, rate: float, pause_s: float = 10.0,
-              postgres: Any = None, timeout: float = 900.0,
-              say: Callable[[str], None] = print) -> ChaosResult:
+def run_chaos(
+    settings: Settings,
+    *,
+    reports: int,
+    rate: float,
+    pause_s: float = 10.0,
+    postgres: Any = None,
+    timeout: float = 900.0,
+    say: Callable[[str], None] = print,
+) -> ChaosResult:
     """One chaos run on `settings` (a home of its own; no CENTRE_KAFKA_BOOTSTRAP: the stack
     starts, pauses and crashes its own broker). `postgres`: a `PrivatePostgres` whose
     database the stack uses and which is restarted mid-stream."""
@@ -219,9 +247,17 @@ def run_chaos(settings: Settings, *, reports: int, rate: float, pause_s: float =
     stack = Stack(settings)
     say(f"chaos {run}: starting a stack under {home} …")
     stack.start(ready_timeout=300)
-    sender = _Child(_sender, lambda: (settings, run, reports, rate,
-                                      int(progress.read_text()) if progress.exists() else 0,
-                                      str(progress)))
+    sender = _Child(
+        _sender,
+        lambda: (
+            settings,
+            run,
+            reports,
+            rate,
+            int(progress.read_text()) if progress.exists() else 0,
+            str(progress),
+        ),
+    )
     reader = _Child(_reader, lambda: (settings, str(out)))
     send_seconds = reports / rate
     plan = default_plan(send_seconds, list(stack.workers), postgres is not None)
@@ -237,8 +273,9 @@ def run_chaos(settings: Settings, *, reports: int, rate: float, pause_s: float =
                 time.sleep(0.1)
             fault.at = time.monotonic() - t0  # a fault before may have taken longer
             say(f"  {fault.at:6.1f}s  {fault.name}")
-            fault.answering_at = _inflict(fault.name, stack, settings, postgres, pause_s,
-                                          broker_answers)
+            fault.answering_at = _inflict(
+                fault.name, stack, settings, postgres, pause_s, broker_answers
+            )
         prids = {f"{run}-{i:07d}" for i in range(reports)}
         deadline = time.monotonic() + timeout
         while True:
@@ -279,19 +316,34 @@ def run_chaos(settings: Settings, *, reports: int, rate: float, pause_s: float =
         case_count[cid] = case_count.get(cid, 0) + 1
     lost = sorted(p for p in prids if final.get(p, ("", 0))[0] != "forwarded")
     if sender.restarts or reader.restarts:
-        notes.append(f"the sender was started again {sender.restarts}x, the reader "
-                     f"{reader.restarts}x")
+        notes.append(
+            f"the sender was started again {sender.restarts}x, the reader {reader.restarts}x"
+        )
     return ChaosResult(
-        sent=reports, forwarded=len(forwarded_ms), lost=lost,
+        sent=reports,
+        forwarded=len(forwarded_ms),
+        lost=lost,
         conflicting=sorted(p for p, s in statuses.items() if len(s) > 1),
         shown_twice=sum(1 for n in shown.values() if n > 1),
         carried_twice=sum(1 for n in case_count.values() if n > 1),
-        audit_ok=verdict.ok, audit_summary=verdict.summary(), faults=plan,
-        restarts=restarts, supervisor_alive=alive, seconds=seconds, notes=notes)
+        audit_ok=verdict.ok,
+        audit_summary=verdict.summary(),
+        faults=plan,
+        restarts=restarts,
+        supervisor_alive=alive,
+        seconds=seconds,
+        notes=notes,
+    )
 
 
-def _inflict(name: str, stack: Any, settings: Settings, postgres: Any, pause_s: float,
-             broker_answers: Callable[..., str | None]) -> float:
+def _inflict(
+    name: str,
+    stack: Any,
+    settings: Settings,
+    postgres: Any,
+    pause_s: float,
+    broker_answers: Callable[..., str | None],
+) -> float:
     """Do the fault; returns the monotonic time the broker (or the database) answers again."""
     if name.startswith("SIGKILL "):
         stack.workers[name.split(" ", 1)[1]].kill()
@@ -347,8 +399,7 @@ def _all_finals(out: Path) -> list[tuple[str, str]]:
         return [(x[1], x[2]) for x in map(json.loads, f) if x[0] == "f" and x[2] in finals]
 
 
-def _recovery(forwarded_ms: list[int], fault: FaultRun, t0: float,
-              rate: float) -> float | None:
+def _recovery(forwarded_ms: list[int], fault: FaultRun, t0: float, rate: float) -> float | None:
     """Seconds from the broker answering again to forwarding at 90 % of the rate of the 10 s
     before the fault (at most the sending rate: a backlog worked off before the fault is no
     rate to return to) for 3 s in a row; None when it never did before the reports ran out."""
@@ -361,8 +412,7 @@ def _recovery(forwarded_ms: list[int], fault: FaultRun, t0: float,
     per_s: dict[int, int] = {}
     for ms in forwarded_ms:
         per_s[ms // 1000] = per_s.get(ms // 1000, 0) + 1
-    before = [per_s.get(s, 0) for s in range(int(start_ms // 1000) - 11,
-                                             int(start_ms // 1000) - 1)]
+    before = [per_s.get(s, 0) for s in range(int(start_ms // 1000) - 11, int(start_ms // 1000) - 1)]
     earlier = min(statistics.median(before) if before else 0, rate)
     last = max(per_s)
     s = int(back_ms // 1000)
@@ -380,8 +430,10 @@ def print_result(r: ChaosResult, say: Callable[[str], None] = print) -> None:
     say(f"lost                         {len(r.lost)}")
     say(f"told two final statuses      {len(r.conflicting)}")
     say(f"shown twice (liaison pull)   {r.shown_twice}")
-    say(f"carried twice on le.europol  {r.carried_twice}  (at least once; the pull shows "
-        "each case once)")
+    say(
+        f"carried twice on le.europol  {r.carried_twice}  (at least once; the pull shows "
+        "each case once)"
+    )
     say(f"audit trail                  {r.audit_summary}")
     say(f"supervisor alive at the end  {'yes' if r.supervisor_alive else 'NO'}")
     say(f"worker exits seen            {json.dumps(r.restarts, sort_keys=True)}")
@@ -393,8 +445,9 @@ def print_result(r: ChaosResult, say: Callable[[str], None] = print) -> None:
         say(f"note: {n}")
 
 
-def run_chaos_bench(settings: Settings, *, reports: int, rate: float, postgres: bool,
-                    keep: bool = False) -> int:
+def run_chaos_bench(
+    settings: Settings, *, reports: int, rate: float, postgres: bool, keep: bool = False
+) -> int:
     """`centre bench chaos`: a run in a home of its own under CENTRE_HOME/bench (removed after
     unless `keep`), on a new SQLite file or a private PostgreSQL server. Exit status 0 when
     nothing was lost or shown twice, the trail verified and every fault was recovered from
@@ -407,21 +460,31 @@ def run_chaos_bench(settings: Settings, *, reports: int, rate: float, postgres: 
     home = settings.home / "bench" / f"chaos-{uuid.uuid4().hex[:8]}"
     pg = private_postgres() if postgres else None
     port = settings.local_kafka_port
-    s = settings.with_(home=home, kafka_bootstrap=None,
-                       local_kafka_port=free_port() if _port_in_use(port) else port,
-                       database_url=pg.url if pg else f"sqlite:///{home / 'centre.db'}")
+    s = settings.with_(
+        home=home,
+        kafka_bootstrap=None,
+        local_kafka_port=free_port() if _port_in_use(port) else port,
+        database_url=pg.url if pg else f"sqlite:///{home / 'centre.db'}",
+    )
     try:
-        r = run_chaos(s, reports=reports, rate=rate, postgres=pg,
-                      say=lambda t: print(t, flush=True))
+        r = run_chaos(
+            s, reports=reports, rate=rate, postgres=pg, say=lambda t: print(t, flush=True)
+        )
     finally:
         if pg is not None:
             pg.remove()
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
-    print(f"centre bench chaos: {reports} reports at {rate:.0f}/s on "
-          f"{'PostgreSQL' if postgres else 'SQLite'}")
+    print(
+        f"centre bench chaos: {reports} reports at {rate:.0f}/s on "
+        f"{'PostgreSQL' if postgres else 'SQLite'}"
+    )
     print_result(r)
-    ok = (not r.lost and not r.shown_twice and r.audit_ok and r.supervisor_alive
-          and all(f.recovery_s is not None and f.recovery_s <= RECOVERY_TARGET_S
-                  for f in r.faults))
+    ok = (
+        not r.lost
+        and not r.shown_twice
+        and r.audit_ok
+        and r.supervisor_alive
+        and all(f.recovery_s is not None and f.recovery_s <= RECOVERY_TARGET_S for f in r.faults)
+    )
     return 0 if ok else 1

@@ -18,31 +18,38 @@ from centre.topology import EUROPOL, MEMBER_STATES, STAGES
 
 app = typer.Typer(
     help="The EU centre's report pipeline: intake, triage, routing to law enforcement.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-liaison_app = typer.Typer(help="A law-enforcement liaison's view: pull sealed cases.",
-                          no_args_is_help=True, rich_markup_mode="markdown")
-keys_app = typer.Typer(help="Keys: the centre's signing key, recipients' and providers' keys.",
-                       no_args_is_help=True, rich_markup_mode="markdown")
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True,
-                          rich_markup_mode="markdown")
+liaison_app = typer.Typer(
+    help="A law-enforcement liaison's view: pull sealed cases.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+keys_app = typer.Typer(
+    help="Keys: the centre's signing key, recipients' and providers' keys.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(liaison_app, name="liaison")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
-from victims.cli import victims_app  # noqa: E402  (a sub-app of its own package)
+from victims.cli import victims_app
 
 app.add_typer(victims_app, name="victims")
-from complaints.cli import complaints_app  # noqa: E402
+from complaints.cli import complaints_app
 
 app.add_typer(complaints_app, name="complaints")
-from centre.audit.cli import audit_app  # noqa: E402  (a sub-app of its own module)
+from centre.audit.cli import audit_app
 
 app.add_typer(audit_app, name="audit")
 # Each domain's part of the command line, and the benches.
-from app.cli_bench import bench_app  # noqa: E402
-from routing.cli import cases_app, liaison_hold  # noqa: E402
-from triage.cli import indicators_app  # noqa: E402
+from app.cli_bench import bench_app
+from routing.cli import cases_app, liaison_hold
+from triage.cli import indicators_app
 
 app.add_typer(indicators_app, name="indicators")
 app.add_typer(cases_app, name="cases")
@@ -52,23 +59,32 @@ liaison_app.command("hold")(liaison_hold)
 err = Console(stderr=True)
 
 
-def _record_staff_step(s: settings_mod.Settings, action: str, subject: str,
-                       details: dict[str, object]) -> None:
+def _record_staff_step(
+    s: settings_mod.Settings, action: str, subject: str, details: dict[str, object]
+) -> None:
     """An audit entry for a step a member of staff took through this command line."""
     import getpass
 
     from centre.audit import AuditEvent, AuditLog, staff_actor
 
     try:
-        AuditLog(s).record([AuditEvent(actor=staff_actor(getpass.getuser()), action=action,
-                                       subject=subject, discriminator=str(details),
-                                       details=details)])
+        AuditLog(s).record(
+            [
+                AuditEvent(
+                    actor=staff_actor(getpass.getuser()),
+                    action=action,
+                    subject=subject,
+                    discriminator=str(details),
+                    details=details,
+                )
+            ]
+        )
     except Exception as exc:  # the step is done; saying it is not recorded is the honest part
         err.print(f"[red]done, but not recorded in the audit trail: {exc}[/]")
         raise typer.Exit(1) from None
 
 
-from centre.cli_errors import load_settings as _settings  # noqa: E402
+from centre.cli_errors import load_settings as _settings
 
 
 @app.command()
@@ -88,8 +104,10 @@ def up() -> None:
     except Exception as exc:
         err.print(f"[red]could not start:[/] {exc}")
         raise typer.Exit(1) from None
-    print(f"centre ready: bootstrap={s.bootstrap} home={s.home} "
-          f"processes={json.dumps(pids(stack))}", flush=True)
+    print(
+        f"centre ready: bootstrap={s.bootstrap} home={s.home} processes={json.dumps(pids(stack))}",
+        flush=True,
+    )
     try:
         stop.wait()
     finally:
@@ -99,8 +117,10 @@ def up() -> None:
 
 
 @app.command()
-def worker(stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
-           loglevel: str = "warn") -> None:
+def worker(
+    stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
+    loglevel: str = "warn",
+) -> None:
     """Run one pipeline stage until stopped (CENTRE_RUNTIME: kafka or faust). `centre up`
     runs one per stage; run more, on other machines too, to share a stage's partitions."""
     from centre.runtime import run_worker
@@ -120,10 +140,14 @@ def demo(reports: int = typer.Option(12, help="how many sample reports to push")
 @app.command()
 def submit(
     files: Annotated[list[Path], typer.Argument(help="JSON object, JSON array or JSON lines")],
-    sign_key: Annotated[Optional[Path], typer.Option(help="provider's Ed25519 private key "
-                                                           "(PEM) to sign each report")] = None,
-    raw: Annotated[bool, typer.Option(help="send each file's bytes unchanged as one message "
-                                           "(to test rejections)")] = False,
+    sign_key: Annotated[
+        Optional[Path],
+        typer.Option(help="provider's Ed25519 private key (PEM) to sign each report"),
+    ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(help="send each file's bytes unchanged as one message (to test rejections)"),
+    ] = False,
 ) -> None:
     """Send reports to reports.intake; prints how many were sent."""
     from app.submit import submit_files
@@ -136,11 +160,14 @@ def submit(
 def liaison_pull(
     country: Annotated[Optional[str], typer.Option(help="member state, e.g. de")] = None,
     europol: Annotated[bool, typer.Option("--europol", help="pull Europol's cases")] = False,
-    key: Annotated[Optional[Path], typer.Option(help="the liaison's X25519 private key (PEM); "
-                                                     "default: the local key set")] = None,
+    key: Annotated[
+        Optional[Path],
+        typer.Option(help="the liaison's X25519 private key (PEM); default: the local key set"),
+    ] = None,
     max: Annotated[Optional[int], typer.Option("--max", help="stop after N cases")] = None,
-    timeout: Annotated[float, typer.Option(help="stop after this many seconds without a new "
-                                                "message")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option(help="stop after this many seconds without a new message")
+    ] = 10.0,
 ) -> None:
     """Print the cases sealed for one recipient, one JSON object per line, and commit them."""
     from centre.keys import KeySet, load_private_x25519
@@ -181,8 +208,9 @@ def keys_init(force: bool = typer.Option(False, help="replace existing keys (dan
 @keys_app.command("add-recipient")
 def keys_add_recipient(
     recipient: Annotated[str, typer.Argument(help="member state code (de, fr, …) or europol")],
-    public_key_file: Annotated[Path, typer.Argument(help="the liaison's X25519 public key, "
-                                                    "PEM or 32 raw bytes")],
+    public_key_file: Annotated[
+        Path, typer.Argument(help="the liaison's X25519 public key, PEM or 32 raw bytes")
+    ],
 ) -> None:
     """Register a liaison's public key as the one new cases are sealed to. Earlier keys stay
     on record, so cases already sealed still open with the liaison's old private key; cases
@@ -199,8 +227,7 @@ def keys_add_recipient(
     except (KeySetError, ValueError) as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    _record_staff_step(s, "key.recipient_added", f"recipient:{recipient.lower()}",
-                       {"key_id": kid})
+    _record_staff_step(s, "key.recipient_added", f"recipient:{recipient.lower()}", {"key_id": kid})
     print(f"key {kid} registered for {recipient.lower()}; new cases are sealed to it")
 
 
@@ -235,8 +262,9 @@ def keys_rotate_audit() -> None:
 
 @app.command()
 def stats(
-    since: Optional[str] = typer.Option(None, help="only reports received on or after this "
-                                        "date (YYYY-MM-DD, UTC)"),
+    since: Optional[str] = typer.Option(
+        None, help="only reports received on or after this date (YYYY-MM-DD, UTC)"
+    ),
     until: Optional[str] = typer.Option(None, help="only reports received before this date"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
@@ -252,7 +280,7 @@ def stats(
         if v is None:
             return None
         try:
-            return dt.datetime.strptime(v, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+            return dt.datetime.strptime(v, "%Y-%m-%d").replace(tzinfo=dt.UTC)
         except ValueError:
             err.print(f"[red]--{name} must be a date like 2026-11-23, not {v!r}[/]")
             raise typer.Exit(2) from None

@@ -13,7 +13,8 @@ bench_app = typer.Typer(
     "and CPU per process, raw Kafka pass-through of the same messages and the ratio). "
     "`centre bench index`: the PDQ near-duplicate index alone; `triage`, `routing`, "
     "`complaints`, `victims`, `audit`: one part each.",
-    rich_markup_mode="markdown")
+    rich_markup_mode="markdown",
+)
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -24,8 +25,11 @@ def bench(
     paced_rate: float = typer.Option(1000.0, help="reports/s of the latency phase"),
     paced_seconds: float = typer.Option(30.0, help="length of the latency phase"),
     keep: bool = typer.Option(False, help="keep the bench's stack directory (logs, data)"),
-    postgres: str = typer.Option("", help="a PostgreSQL URL: the stack runs on a scratch "
-                                 "database made on that server (dropped after)"),
+    postgres: str = typer.Option(
+        "",
+        help="a PostgreSQL URL: the stack runs on a scratch "
+        "database made on that server (dropped after)",
+    ),
 ) -> None:
     """Without a subcommand: measure the pipeline on a fresh local stack (end-to-end
     throughput, latency per priority at a steady rate, peak memory and CPU per process, and
@@ -35,16 +39,27 @@ def bench(
         return
     from app.bench import run_bench
 
-    raise typer.Exit(run_bench(_settings(), reports=reports, p1_share=p1_share,
-                               paced_rate=paced_rate, paced_seconds=paced_seconds, keep=keep,
-                               postgres=postgres or None))
+    raise typer.Exit(
+        run_bench(
+            _settings(),
+            reports=reports,
+            p1_share=p1_share,
+            paced_rate=paced_rate,
+            paced_seconds=paced_seconds,
+            keep=keep,
+            postgres=postgres or None,
+        )
+    )
 
 
 @bench_app.command("index")
 def bench_index(
     sizes: str = typer.Option("1000000,10000000", help="index sizes to build, comma-separated"),
-    queries: int = typer.Option(10000, help="single-hash queries per size (half near "
-                                "duplicates, half random), checked against brute force"),
+    queries: int = typer.Option(
+        10000,
+        help="single-hash queries per size (half near "
+        "duplicates, half random), checked against brute force",
+    ),
 ) -> None:
     """Build the PDQ near-duplicate index at each size from random hashes and print build
     time, memory, query latency p50/p99 at distance 31, batched query rate, and recall
@@ -70,16 +85,18 @@ def bench_triage(
     time."""
     from triage.bench import run_triage_bench
 
-    raise typer.Exit(run_triage_bench(_settings(), reports=reports, indicators=indicators,
-                                      keep=keep))
+    raise typer.Exit(
+        run_triage_bench(_settings(), reports=reports, indicators=indicators, keep=keep)
+    )
 
 
 @bench_app.command("chaos")
 def bench_chaos(
     reports: int = typer.Option(100_000, help="how many reports to send"),
     rate: float = typer.Option(500.0, help="reports per second sent while the faults happen"),
-    postgres: bool = typer.Option(False, help="on a private PostgreSQL server (Debian's "
-                                              "packages), restarted mid-stream too"),
+    postgres: bool = typer.Option(
+        False, help="on a private PostgreSQL server (Debian's packages), restarted mid-stream too"
+    ),
     keep: bool = typer.Option(False, help="keep the run's stack directory (logs, data)"),
 ) -> None:
     """The pipeline under faults: every worker killed, the broker paused and crashed (and
@@ -87,15 +104,17 @@ def bench_chaos(
     each fault's time to recover. Exit 1 when anything was lost or not recovered from."""
     from app.chaos import run_chaos_bench
 
-    raise typer.Exit(run_chaos_bench(_settings(), reports=reports, rate=rate,
-                                     postgres=postgres, keep=keep))
+    raise typer.Exit(
+        run_chaos_bench(_settings(), reports=reports, rate=rate, postgres=postgres, keep=keep)
+    )
 
 
 @bench_app.command("routing")
 def bench_routing(
     reports: int = typer.Option(20000, help="synthetic reports triaged before routing starts"),
-    backlog: int = typer.Option(10000, help="P3 cases queued for one member state before a "
-                                "new P1 arrives"),
+    backlog: int = typer.Option(
+        10000, help="P3 cases queued for one member state before a new P1 arrives"
+    ),
     keep: bool = typer.Option(False, help="keep the bench's stack directory (logs, data)"),
 ) -> None:
     """Routing alone on a backlog of triaged reports: its throughput including sealing for
@@ -104,14 +123,14 @@ def bench_routing(
     return the P1."""
     from routing.bench import run_routing_bench
 
-    raise typer.Exit(run_routing_bench(_settings(), reports=reports, backlog=backlog,
-                                       keep=keep))
+    raise typer.Exit(run_routing_bench(_settings(), reports=reports, backlog=backlog, keep=keep))
 
 
 @bench_app.command("complaints")
 def bench_complaints(
-    cluster_size: int = typer.Option(100_000, help="reports of the same picture in the "
-                                     "complaint's cluster"),
+    cluster_size: int = typer.Option(
+        100_000, help="reports of the same picture in the complaint's cluster"
+    ),
     keep: bool = typer.Option(False, help="keep the bench's directory (broker logs, database)"),
 ) -> None:
     """Uphold a complaint about content reported CLUSTER_SIZE times on a fresh database and
@@ -135,8 +154,11 @@ def bench_victims(
     rounds: int = typer.Option(2, help="alternated triage runs with and without (best of)"),
     live: bool = typer.Option(True, help="also measure live matching in triage"),
     keep: bool = typer.Option(False, help="keep the bench's directories (logs, data)"),
-    database_url: str = typer.Option("", help="an empty scratch database for the first "
-                                     "part (e.g. PostgreSQL); default: a new SQLite file"),
+    database_url: str = typer.Option(
+        "",
+        help="an empty scratch database for the first "
+        "part (e.g. PostgreSQL); default: a new SQLite file",
+    ),
 ) -> None:
     """A victim's request of HASHES items filed against STORED reports on a fresh database
     (target ≤ 10 s for the filing, the search of every stored report and the notices
@@ -146,13 +168,23 @@ def bench_victims(
     from victims.bench import run_victims_bench
 
     if min(stored, hashes, reports, victim_hashes, rounds) < 1:
-        err.print("[red]--stored, --hashes, --reports, --victim-hashes and --rounds must be "
-                  "at least 1[/]")
+        err.print(
+            "[red]--stored, --hashes, --reports, --victim-hashes and --rounds must be at least 1[/]"
+        )
         raise typer.Exit(2)
-    raise typer.Exit(run_victims_bench(
-        _settings(), stored=stored, hashes=hashes, reports=reports,
-        victim_hashes=victim_hashes, rounds=rounds, live=live, keep=keep,
-        database_url=database_url or None))
+    raise typer.Exit(
+        run_victims_bench(
+            _settings(),
+            stored=stored,
+            hashes=hashes,
+            reports=reports,
+            victim_hashes=victim_hashes,
+            rounds=rounds,
+            live=live,
+            keep=keep,
+            database_url=database_url or None,
+        )
+    )
 
 
 @bench_app.command("audit")
@@ -166,5 +198,3 @@ def bench_audit(
     from centre.audit.bench import run_audit_bench
 
     run_audit_bench(_settings(), entries=entries, batch=batch)
-
-

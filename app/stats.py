@@ -19,8 +19,7 @@ from routing.tables import Delivery
 from triage.tables import Cluster
 
 # Buckets of the times-reported distribution: exact up to 5, then ranges.
-_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 100), (101, 1000),
-            (1001, None))
+_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 100), (101, 1000), (1001, None))
 
 
 def _bucket(n: int) -> str:
@@ -32,9 +31,11 @@ def _bucket(n: int) -> str:
     return "0"
 
 
-def collect(engine: Engine, since: dt.datetime | None = None,
-            until: dt.datetime | None = None) -> dict[str, Any]:
+def collect(
+    engine: Engine, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> dict[str, Any]:
     """All figures as plain data (for `--json` and for tests)."""
+
     def window(q: Any, col: Any) -> Any:
         if since is not None:
             q = q.where(col >= since)
@@ -44,27 +45,62 @@ def collect(engine: Engine, since: dt.datetime | None = None,
 
     with engine.connect() as c:
         by_provider: dict[str, dict[str, int]] = {}
-        for pid, status, n in c.execute(window(
-                select(Report.provider_id, Report.status, func.count())
-                .group_by(Report.provider_id, Report.status), Report.received_at)):
+        for pid, status, n in c.execute(
+            window(
+                select(Report.provider_id, Report.status, func.count()).group_by(
+                    Report.provider_id, Report.status
+                ),
+                Report.received_at,
+            )
+        ):
             row = by_provider.setdefault(pid, {"reports": 0})
             row["reports"] += n
             row[status] = row.get(status, 0) + n
-        categories = Counter({cat or "not_triaged": n for cat, n in c.execute(window(
-            select(Report.category, func.count()).group_by(Report.category),
-            Report.received_at))})
-        unfounded = c.execute(window(select(func.count()).where(
-            Report.manifestly_unfounded.is_(True)), Report.received_at)).scalar_one()
-        by_recipient = {r: n for r, n in c.execute(window(
-            select(Delivery.recipient, func.count()).where(Delivery.state == "forwarded")
-            .group_by(Delivery.recipient), Delivery.forwarded_at))}
-        awaiting = {r: n for r, n in c.execute(
-            select(Delivery.recipient, func.count()).where(Delivery.state == "awaiting_key")
-            .group_by(Delivery.recipient))}
+        categories = Counter(
+            {
+                cat or "not_triaged": n
+                for cat, n in c.execute(
+                    window(
+                        select(Report.category, func.count()).group_by(Report.category),
+                        Report.received_at,
+                    )
+                )
+            }
+        )
+        unfounded = c.execute(
+            window(
+                select(func.count()).where(Report.manifestly_unfounded.is_(True)),
+                Report.received_at,
+            )
+        ).scalar_one()
+        by_recipient = {
+            r: n
+            for r, n in c.execute(
+                window(
+                    select(Delivery.recipient, func.count())
+                    .where(Delivery.state == "forwarded")
+                    .group_by(Delivery.recipient),
+                    Delivery.forwarded_at,
+                )
+            )
+        }
+        awaiting = {
+            r: n
+            for r, n in c.execute(
+                select(Delivery.recipient, func.count())
+                .where(Delivery.state == "awaiting_key")
+                .group_by(Delivery.recipient)
+            )
+        }
         times: Counter[str] = Counter()
-        for t, n in c.execute(window(
-                select(Cluster.times_reported, func.count()).where(Cluster.merged_into.is_(None))
-                .group_by(Cluster.times_reported), Cluster.created_at)):
+        for t, n in c.execute(
+            window(
+                select(Cluster.times_reported, func.count())
+                .where(Cluster.merged_into.is_(None))
+                .group_by(Cluster.times_reported),
+                Cluster.created_at,
+            )
+        ):
             times[_bucket(int(t))] += n
         from complaints.stats import complaint_figures  # Art. 83 figures about complaints
 
@@ -74,8 +110,10 @@ def collect(engine: Engine, since: dt.datetime | None = None,
         victims = victim_figures(c, since, until)
     order = [_bucket(lo) for lo, _hi in _BUCKETS]
     return {
-        "window": {"since": since.isoformat() if since else None,
-                   "until": until.isoformat() if until else None},
+        "window": {
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+        },
         "reports_total": sum(r["reports"] for r in by_provider.values()),
         "by_provider": dict(sorted(by_provider.items())),
         "by_category": dict(sorted(categories.items())),
@@ -126,8 +164,7 @@ def render(figures: dict[str, Any]) -> list[Any]:
         t.add_row(f"{r} (waiting for its key)", str(n), style="red")
     tables.append(t)
 
-    t = _counts("How many times the same item was reported (clusters)", "times reported",
-                "items")
+    t = _counts("How many times the same item was reported (clusters)", "times reported", "items")
     for b, n in figures["times_reported_distribution"].items():
         t.add_row(b, str(n))
     tables.append(t)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives import serialization
@@ -34,8 +35,9 @@ def read_reports(path: Path) -> Iterator[Any]:
                 try:
                     yield orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    raise SubmitError(f"{path}:{n}: not JSON ({exc}); use --raw to send it "
-                                      "anyway") from None
+                    raise SubmitError(
+                        f"{path}:{n}: not JSON ({exc}); use --raw to send it anyway"
+                    ) from None
         return
     if isinstance(doc, list):
         yield from doc
@@ -58,8 +60,14 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def submit_files(settings: Settings, files: list[Path], *, sign_key: Path | None = None,
-                 raw: bool = False, errors: Console | None = None) -> int:
+def submit_files(
+    settings: Settings,
+    files: list[Path],
+    *,
+    sign_key: Path | None = None,
+    raw: bool = False,
+    errors: Console | None = None,
+) -> int:
     producer = BatchProducer(settings)
     signer = load_signing_key(sign_key) if sign_key else None
     sent = 0

@@ -25,10 +25,11 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import psutil
@@ -52,7 +53,7 @@ class RssSampler:
     peak: dict[str, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> "RssSampler":
+    def start(self) -> RssSampler:
         threading.Thread(target=self._run, daemon=True).start()
         return self
 
@@ -86,13 +87,25 @@ class RssSampler:
 
 
 def bench_producer(settings: Settings) -> Producer:
-    return Producer({**base_config(settings), "enable.idempotence": True, "acks": "all",
-                     "partitioner": "murmur2_random", "linger.ms": 5,
-                     "queue.buffering.max.messages": 1_000_000})
+    return Producer(
+        {
+            **base_config(settings),
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
 
 
-def produce_stamped(p: Producer, topic: str, msgs: list[tuple[bytes, bytes]],
-             sent_at: dict[bytes, float] | None = None, rate: float | None = None) -> float:
+def produce_stamped(
+    p: Producer,
+    topic: str,
+    msgs: list[tuple[bytes, bytes]],
+    sent_at: dict[bytes, float] | None = None,
+    rate: float | None = None,
+) -> float:
     """Returns the time of the first produce. `sent_at`: each key's message timestamp, in
     seconds, which the bench sets itself (`ids` derives the pipeline's ids from it)."""
     first = time.time()
@@ -127,14 +140,24 @@ def intake_ids(sent_at: dict[bytes, float]) -> dict[bytes, tuple[bytes, bytes]]:
     return out
 
 
-def collect_cases(settings: Settings, expected: set[bytes], timeout: float,
-                   topic: str | None = None,
-                   alive: Any = None) -> dict[bytes, float]:
+def collect_cases(
+    settings: Settings,
+    expected: set[bytes],
+    timeout: float,
+    topic: str | None = None,
+    alive: Any = None,
+) -> dict[bytes, float]:
     """Message key → broker append time on `topic` (default le.europol) for expected keys;
     stops early when `alive()` says the process producing them has died."""
     topic = topic or settings.topic(le_topic("europol"))
-    c = Consumer({**base_config(settings), "group.id": f"bench-{uuid.uuid4()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c = Consumer(
+        {
+            **base_config(settings),
+            "group.id": f"bench-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     c.subscribe([topic])
     seen: dict[bytes, float] = {}
     deadline = time.monotonic() + timeout
@@ -153,7 +176,9 @@ def collect_cases(settings: Settings, expected: set[bytes], timeout: float,
     return seen
 
 
-def synthetic_messages(run: str, n: int, p1_share: float, seed: int) -> tuple[list[tuple[bytes, bytes]], dict[bytes, str]]:
+def synthetic_messages(
+    run: str, n: int, p1_share: float, seed: int
+) -> tuple[list[tuple[bytes, bytes]], dict[bytes, str]]:
     """Synthetic reports as (key, value), and each key's priority."""
     rng = random.Random(seed)
     msgs, prio = [], {}
@@ -174,9 +199,15 @@ def raw_passthrough(settings: Settings, n: int, source: str = INTAKE) -> float:
     """consume → produce of n messages of `source` with no processing, messages/s."""
     out = settings.topic("bench.passthrough")
     ensure_topics(settings, [TopicSpec("bench.passthrough", settings.partitions, "bench")])
-    c = Consumer({**base_config(settings), "group.id": f"bench-raw-{uuid.uuid4()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "fetch.max.bytes": 52428800})
+    c = Consumer(
+        {
+            **base_config(settings),
+            "group.id": f"bench-raw-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 52428800,
+        }
+    )
     c.subscribe([settings.topic(source)])
     p = bench_producer(settings)
     done, first = 0, None
@@ -207,8 +238,9 @@ def fresh(settings: Settings, database_url: str | None = None) -> tuple[str, Any
     its own broker port when the default one is taken)."""
     run = uuid.uuid4().hex[:8]
     home = settings.home / "bench" / run
-    settings = settings.with_(home=home,
-                              database_url=database_url or f"sqlite:///{home / 'centre.db'}")
+    settings = settings.with_(
+        home=home, database_url=database_url or f"sqlite:///{home / 'centre.db'}"
+    )
     if settings.kafka_bootstrap is None and _port_in_use(settings.local_kafka_port):
         settings = settings.with_(local_kafka_port=free_port())
     return run, home, settings
@@ -248,17 +280,25 @@ def lock_figures(logs: dict[str, Any]) -> dict[str, tuple[float, float, float, f
         v = {}
         for phase in ("wait", "held"):
             for part in ("sum", "count"):
-                hit = re.search(r'^centre_db_write_lock_seconds_%s\{phase="%s"\} (\S+)$'
-                                % (part, phase), text, re.M)
+                hit = re.search(
+                    r'^centre_db_write_lock_seconds_%s\{phase="%s"\} (\S+)$' % (part, phase),
+                    text,
+                    re.M,
+                )
                 v[phase, part] = float(hit.group(1)) if hit else 0.0
         out[name] = (v["wait", "sum"], v["wait", "count"], v["held", "sum"], v["held", "count"])
     return out
 
 
 @contextmanager
-def scratch(settings: Settings, name: str, *, database_url: str | None = None,
-            keep: bool = False,
-            topic_tag: str | None = None) -> Iterator[tuple[str, Path, Settings]]:
+def scratch(
+    settings: Settings,
+    name: str,
+    *,
+    database_url: str | None = None,
+    keep: bool = False,
+    topic_tag: str | None = None,
+) -> Iterator[tuple[str, Path, Settings]]:
     """A throw-away home for one part's bench: (run id, home, its settings). Its own
     database (a fresh SQLite file unless `database_url` names an empty one) at the newest
     migration, its own keys, and a broker of its own when none is configured (stopped
@@ -322,6 +362,5 @@ def cleaning(fn: Any) -> Any:
             if not keep and root.exists():
                 for d in set(root.iterdir()) - before:
                     shutil.rmtree(d, ignore_errors=True)
+
     return wrapper
-
-

@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from centre import isolated
 
@@ -54,8 +55,14 @@ def ensure_jars(kafka_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     cmd = [
-        mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"),
-        "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(DEPLOY_DIR / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
     ]
     log.info("fetching Kafka %s jars with Maven", KAFKA_VERSION)
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -135,27 +142,47 @@ class LocalBroker:
         logs = self.kafka_dir / "logs"
         logs.mkdir(exist_ok=True)
         fmt = subprocess.run(
-            [java, "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
-             f"--cluster-id={self._cluster_id()}", "-c", str(conf), "--ignore-formatted"],
-            capture_output=True, text=True,
+            [
+                java,
+                "-cp",
+                self._classpath(),
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={self._cluster_id()}",
+                "-c",
+                str(conf),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
         )
         if fmt.returncode != 0:
-            raise BrokerError(f"formatting Kafka storage failed:\n{(fmt.stdout + fmt.stderr)[-2000:]}")
+            raise BrokerError(
+                f"formatting Kafka storage failed:\n{(fmt.stdout + fmt.stderr)[-2000:]}"
+            )
         cmd = [
-            java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
             # C1 only: on a 2-core machine shared with the workers, C2 spent more CPU
             # compiling for minutes than its faster code saved (measured: the broker's CPU
             # per report halved at 300-1,000 reports/s).
             "-XX:TieredStopAtLevel=1",
             f"-Dkafka.logs.dir={logs}",
             f"-Dlog4j.configuration=file:{DEPLOY_DIR / 'log4j.properties'}",
-            "-cp", self._classpath(), "kafka.Kafka", str(conf),
+            "-cp",
+            self._classpath(),
+            "kafka.Kafka",
+            str(conf),
         ]
         out = open(logs / "stdout.log", "ab")
         # A new session: Ctrl-C in the terminal reaches `centre up`, which stops the broker in order.
-        self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         out.close()
         self.pid_file.write_text(str(self.process.pid))
         try:
@@ -178,8 +205,7 @@ class LocalBroker:
                 )
             window = max(0.5, min(5.0, deadline - time.monotonic()))
             try:
-                answer = isolated.call(broker_answers, self.bootstrap, window,
-                                       timeout=window + 30)
+                answer = isolated.call(broker_answers, self.bootstrap, window, timeout=window + 30)
             except (isolated.ChildDied, TimeoutError) as exc:
                 answer = str(exc)
             if answer is None:
@@ -214,7 +240,7 @@ class LocalBroker:
         self.process = None
         self.pid_file.unlink(missing_ok=True)
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:
         self.start()
         return self
 
@@ -228,8 +254,12 @@ def broker_answers(bootstrap: str, seconds: float) -> str | None:
     from confluent_kafka.admin import AdminClient
 
     # confluent-kafka's stub wants scalar values only; librdkafka's "logger" is a Logger.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                         "logger": logging.getLogger("centre.broker.admin")})  # type: ignore[dict-item]
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "log_level": 0,
+        "logger": logging.getLogger("centre.broker.admin"),
+    }
+    admin = AdminClient(conf)
     deadline = time.monotonic() + seconds
     last = "no answer"
     while time.monotonic() < deadline:

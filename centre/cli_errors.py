@@ -18,8 +18,11 @@ def failed(exc: Exception) -> typer.Exit:
 
     if isinstance(exc, SQLAlchemyError):
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        err.print(f"[red]database error:[/] {escape(detail)} (is the database at the newest "
-                  "migration? `centre db upgrade` brings it there)", soft_wrap=True)
+        err.print(
+            f"[red]database error:[/] {escape(detail)} (is the database at the newest "
+            "migration? `centre db upgrade` brings it there)",
+            soft_wrap=True,
+        )
         return typer.Exit(1)
     err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
     return typer.Exit(2)

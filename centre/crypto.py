@@ -204,8 +204,14 @@ class Sealer:
         self._signer_kid = _kid(signer.public_key().public_bytes_raw()).encode("ascii")
         self._per_recipient: dict[tuple[str, bytes], tuple[bytes, bytes, AESGCM]] = {}
 
-    def _encrypt(self, plaintext: bytes, recipient_id: str, recipient_public: X25519PublicKey,
-                 leaf: int, leaves: int) -> tuple[bytes, bytes]:
+    def _encrypt(
+        self,
+        plaintext: bytes,
+        recipient_id: str,
+        recipient_public: X25519PublicKey,
+        leaf: int,
+        leaves: int,
+    ) -> tuple[bytes, bytes]:
         rpk = recipient_public.public_bytes_raw()
         cached = self._per_recipient.get((recipient_id, rpk))
         if cached is None:
@@ -214,17 +220,30 @@ class Sealer:
             epk = ephemeral.public_key().public_bytes_raw()
             kid = _kid(rpk)
             key = _derive_key(ephemeral.exchange(recipient_public), epk, rpk, recipient_id, kid)
-            cached = (b'{"v":%d,"alg":"%s","recipient":"%s","kid":"%s","signer":"%s","epk":"%s",'
-                      % (VERSION, ALG.encode("ascii"), recipient_id.encode("ascii"),
-                         kid.encode("ascii"), self._signer_kid, base64.b64encode(epk)),
-                      epk, AESGCM(key))
+            cached = (
+                b'{"v":%d,"alg":"%s","recipient":"%s","kid":"%s","signer":"%s","epk":"%s",'
+                % (
+                    VERSION,
+                    ALG.encode("ascii"),
+                    recipient_id.encode("ascii"),
+                    kid.encode("ascii"),
+                    self._signer_kid,
+                    base64.b64encode(epk),
+                ),
+                epk,
+                AESGCM(key),
+            )
             self._per_recipient[(recipient_id, rpk)] = cached
         prefix, _epk, aead = cached
         nonce = os.urandom(_NONCE_LEN)
         # Formatted by hand: every value is an id from a fixed alphabet, base64 or a number,
         # so no JSON escaping is needed, and it is several times cheaper than json.dumps.
         header = b'%s"nonce":"%s","leaf":%d,"leaves":%d}' % (
-            prefix, base64.b64encode(nonce), leaf, leaves)
+            prefix,
+            base64.b64encode(nonce),
+            leaf,
+            leaves,
+        )
         return header, aead.encrypt(nonce, plaintext, header)
 
     def seal_batch(self, items: list[tuple[bytes, str, X25519PublicKey]]) -> list[bytes]:
@@ -234,11 +253,14 @@ class Sealer:
         parts = [self._encrypt(p, r, k, i, len(items)) for i, (p, r, k) in enumerate(items)]
         root, proofs = _merkle([_leaf_hash(h, c) for h, c in parts])
         signature = self._signer.sign(_ROOT_PREFIX + root)
-        return [b"%s\n%s%s%c%s" % (h, c, b"".join(proof), len(proof), signature)
-                for (h, c), proof in zip(parts, proofs)]
+        return [
+            b"%s\n%s%s%c%s" % (h, c, b"".join(proof), len(proof), signature)
+            for (h, c), proof in zip(parts, proofs)
+        ]
 
-    def seal(self, plaintext: bytes, *, recipient_id: str,
-             recipient_public: X25519PublicKey) -> bytes:
+    def seal(
+        self, plaintext: bytes, *, recipient_id: str, recipient_public: X25519PublicKey
+    ) -> bytes:
         """One envelope, signed on its own (a batch of one)."""
         return self.seal_batch([(plaintext, recipient_id, recipient_public)])[0]
 
@@ -252,8 +274,9 @@ def seal(
 ) -> bytes:
     """Encrypt `plaintext` for one recipient and sign it as the centre; returns the envelope.
     A fresh ephemeral key for this one message (see `Sealer` for many)."""
-    return Sealer(signer).seal(plaintext, recipient_id=recipient_id,
-                               recipient_public=recipient_public)
+    return Sealer(signer).seal(
+        plaintext, recipient_id=recipient_id, recipient_public=recipient_public
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +338,8 @@ def _parse(envelope: bytes) -> _Parsed:
     version = header.get("v")
     if type(version) is not int or version != VERSION:  # `type is`: JSON true must not pass as 1
         raise MalformedError(
-            f"unsupported envelope version {str(version)[:20]!r} (expected {VERSION})")
+            f"unsupported envelope version {str(version)[:20]!r} (expected {VERSION})"
+        )
     if header.get("alg") != ALG:
         raise MalformedError(f"unsupported envelope algorithm {str(header.get('alg'))[:60]!r}")
     recipient = header.get("recipient")
@@ -324,12 +348,12 @@ def _parse(envelope: bytes) -> _Parsed:
     leaf, leaves = header.get("leaf"), header.get("leaves")
     if type(leaf) is not int or type(leaves) is not int or not 0 <= leaf < leaves:
         raise MalformedError("envelope header fields 'leaf' and 'leaves' are not a position")
-    proof_bytes = envelope[proof_start:-_SIG_LEN - 1]
+    proof_bytes = envelope[proof_start : -_SIG_LEN - 1]
     return _Parsed(
         header=header,
         header_bytes=header_bytes,
         ciphertext=envelope[newline + 1 : proof_start],
-        proof=[proof_bytes[i:i + _HASH_LEN] for i in range(0, len(proof_bytes), _HASH_LEN)],
+        proof=[proof_bytes[i : i + _HASH_LEN] for i in range(0, len(proof_bytes), _HASH_LEN)],
         leaf=leaf,
         leaves=leaves,
         signature=envelope[-_SIG_LEN:],
@@ -373,8 +397,9 @@ def open_envelope(
     signer = next((k for k in _as_tuple(centre_public) if key_id(k) == parsed.signer), None)
     if signer is None:
         raise ForgedError(f"envelope is signed by key {parsed.signer}, not a known centre key")
-    root = _root_from_proof(_leaf_hash(parsed.header_bytes, parsed.ciphertext), parsed.leaf,
-                            parsed.leaves, parsed.proof)
+    root = _root_from_proof(
+        _leaf_hash(parsed.header_bytes, parsed.ciphertext), parsed.leaf, parsed.leaves, parsed.proof
+    )
     if root is None:
         raise ForgedError("envelope's proof does not fit its position: forged or altered")
     _verify_root(signer, parsed.signer, root, parsed.signature)
@@ -411,8 +436,7 @@ def open_envelope(
 _VERIFIED: dict[tuple[str, bytes, bytes], None] = {}  # roots already verified, oldest first
 
 
-def _verify_root(signer: Ed25519PublicKey, signer_kid: str, root: bytes,
-                 signature: bytes) -> None:
+def _verify_root(signer: Ed25519PublicKey, signer_kid: str, root: bytes, signature: bytes) -> None:
     """Check the centre's signature over a batch root; a root seen verified is not rechecked
     (a liaison pulls many envelopes of the same batch)."""
     memo = (signer_kid, root, signature)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from sqlalchemy import (
@@ -53,7 +54,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
     def process_result_value(self, value: dt.datetime | None, _dialect: Any) -> dt.datetime | None:
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
+            return value.replace(tzinfo=dt.UTC)
         return value
 
 
@@ -88,12 +89,16 @@ class Report(Base):
     received_at: Mapped[dt.datetime]
     submitted_at: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(16))  # absent | valid | invalid | unchecked
-    status: Mapped[str] = mapped_column(String(32), index=True)  # received | triaged | forwarded | manifestly_unfounded
+    status: Mapped[str] = mapped_column(
+        String(32), index=True
+    )  # received | triaged | forwarded | manifestly_unfounded
     category: Mapped[str | None] = mapped_column(String(32))
     severity: Mapped[str | None] = mapped_column(String(16))
     priority: Mapped[str | None] = mapped_column(String(4))
     manifestly_unfounded: Mapped[bool | None] = mapped_column(Boolean)
-    triage: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the triage result, re-sent on replay
+    triage: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON
+    )  # the triage result, re-sent on replay
     jurisdiction: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
     triaged_at: Mapped[dt.datetime | None]
@@ -171,12 +176,15 @@ class DeadLetter(Base):
 
 
 # JSON columns hold whole reports: orjson writes and reads them several times faster.
-_JSON: dict[str, Any] = {"json_serializer": lambda obj: orjson.dumps(obj).decode(),
-                         "json_deserializer": orjson.loads}
+_JSON: dict[str, Any] = {
+    "json_serializer": lambda obj: orjson.dumps(obj).decode(),
+    "json_deserializer": orjson.loads,
+}
 
 
-def quarantine_report(s: Session, report_id: str, reason: dict[str, Any],
-                      at: dt.datetime) -> tuple[str, str] | None:
+def quarantine_report(
+    s: Session, report_id: str, reason: dict[str, Any], at: dt.datetime
+) -> tuple[str, str] | None:
     """Mark a report that a stage set aside (centre/poison.py) as `quarantined`, with the
     reason; returns its (provider_id, provider_report_id) when its company has yet to hear a
     final status, else None (unknown, or already told)."""
@@ -194,8 +202,9 @@ def quarantine_report(s: Session, report_id: str, reason: dict[str, Any],
     return rep.provider_id, rep.provider_report_id
 
 
-def insert_ignoring_conflicts(s: Any, table: Any, rows: list[dict[str, Any]],
-                              unique: list[str]) -> None:
+def insert_ignoring_conflicts(
+    s: Any, table: Any, rows: list[dict[str, Any]], unique: list[str]
+) -> None:
     """INSERT the rows, leaving alone those whose `unique` columns are already stored (SQLite
     and PostgreSQL both say it as ON CONFLICT DO NOTHING)."""
     from sqlalchemy.dialects import postgresql
@@ -212,8 +221,10 @@ def _sqlite_time(v: dt.datetime | None) -> str | None:
     """SQLAlchemy's SQLite text for a time (its zone dropped, as SQLAlchemy drops it)."""
     if v is None:
         return None
-    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-            f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}")
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
 
 
 def _sqlite_value(column: Any) -> Any:
@@ -230,15 +241,15 @@ def _sqlite_value(column: Any) -> Any:
     return None
 
 
-def write_rows(s: Any, table: Any, rows: list[dict[str, Any]], *,
-               key: str | None = None) -> None:
+def write_rows(s: Any, table: Any, rows: list[dict[str, Any]], *, key: str | None = None) -> None:
     """INSERT `rows` into `table` or, with `key`, UPDATE each row found by that column, in
     the caller's transaction (a Session or a Connection). Every row has the same keys."""
     prepare_rows(s, table, rows, key=key)()
 
 
-def prepare_rows(s: Any, table: Any, rows: list[dict[str, Any]], *,
-                 key: str | None = None) -> Callable[[], None]:
+def prepare_rows(
+    s: Any, table: Any, rows: list[dict[str, Any]], *, key: str | None = None
+) -> Callable[[], None]:
     """`write_rows`, in two steps: every value is converted now, and the statement runs
     when the returned callable is called. A transaction that prepares all its statements
     before it runs the first holds SQLite's one write lock (taken at its first write,
@@ -257,21 +268,31 @@ def prepare_rows(s: Any, table: Any, rows: list[dict[str, Any]], *,
         if key is None:
             stmt, params = table.insert(), rows
         else:
-            stmt = table.update().where(table.c[key] == bindparam(f"b_{key}")).values(
-                {c: bindparam(f"b_{c}") for c in columns if c != key})
+            stmt = (
+                table.update()
+                .where(table.c[key] == bindparam(f"b_{key}"))
+                .values({c: bindparam(f"b_{c}") for c in columns if c != key})
+            )
             params = [{f"b_{c}": r[c] for c in columns} for r in rows]
 
         def run_core() -> None:
             conn.execute(stmt, params)
+
         return run_core
     if key is None:
         order = columns
         sql = 'INSERT INTO "%s" (%s) VALUES (%s)' % (
-            table.name, ", ".join(f'"{c}"' for c in order), ", ".join("?" * len(order)))
+            table.name,
+            ", ".join(f'"{c}"' for c in order),
+            ", ".join("?" * len(order)),
+        )
     else:
         order = [c for c in columns if c != key] + [key]
         sql = 'UPDATE "%s" SET %s WHERE "%s" = ?' % (
-            table.name, ", ".join(f'"{c}" = ?' for c in order[:-1]), key)
+            table.name,
+            ", ".join(f'"{c}" = ?' for c in order[:-1]),
+            key,
+        )
     convert = [_sqlite_value(table.c[c]) for c in order]
     if not any(convert):
         values = [tuple(r[c] for c in order) for r in rows]
@@ -281,6 +302,7 @@ def prepare_rows(s: Any, table: Any, rows: list[dict[str, Any]], *,
 
     def run() -> None:
         conn.exec_driver_sql(sql, values)
+
     return run
 
 
@@ -307,8 +329,9 @@ def make_engine(url: str, *, background_checkpoint: bool = False) -> Engine:
             event.listen(engine, "connect", no_autocheckpoint)
             event.listen(engine, "engine_disposed", lambda _e: checkpointer.stop())
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                         hide_parameters=True, **_JSON)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True, **_JSON
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:

@@ -46,30 +46,37 @@ def _timestamp(v: str) -> str:
     if parsed is None or parsed.tzinfo is None:
         raise PydanticCustomError(
             "invalid_value",
-            "must be an ISO-8601 date-time with a time zone, such as 2026-11-20T10:15:00Z")
+            "must be an ISO-8601 date-time with a time zone, such as 2026-11-20T10:15:00Z",
+        )
     return v
 
 
 Hex64 = Annotated[str, StringConstraints(pattern=HEX64), AfterValidator(_lower)]
 Hex32 = Annotated[str, StringConstraints(pattern=HEX32), AfterValidator(_lower)]
 Country = Annotated[str, StringConstraints(pattern=COUNTRY), AfterValidator(_upper)]
-Timestamp = Annotated[str, AfterValidator(_timestamp),
-                      WithJsonSchema({"type": "string", "format": "date-time"})]
+Timestamp = Annotated[
+    str, AfterValidator(_timestamp), WithJsonSchema({"type": "string", "format": "date-time"})
+]
 NonBlank = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
 ProviderId = Annotated[str, StringConstraints(pattern=PROVIDER_ID)]
-ProviderReportId = Annotated[str, StringConstraints(pattern=NOT_BLANK,
-                                                    max_length=MAX_PROVIDER_REPORT_ID)]
+ProviderReportId = Annotated[
+    str, StringConstraints(pattern=NOT_BLANK, max_length=MAX_PROVIDER_REPORT_ID)
+]
 
 
 def _as_init_error(err: Any) -> InitErrorDetails:
     # Rebuilt as a custom error of the same type: from_exception_data only knows pydantic's own
     # types by name, and ours (invalid_value from _timestamp) would be refused.
-    return {"type": PydanticCustomError(err["type"], err["msg"], err.get("ctx")),
-            "loc": err["loc"], "input": err["input"]}
+    return {
+        "type": PydanticCustomError(err["type"], err["msg"], err.get("ctx")),
+        "loc": err["loc"],
+        "input": err["input"],
+    }
 
 
-def validate_with_rules(name: str, data: Any, handler: Callable[[Any], _M],
-                        rules: list[InitErrorDetails]) -> _M:
+def validate_with_rules(
+    name: str, data: Any, handler: Callable[[Any], _M], rules: list[InitErrorDetails]
+) -> _M:
     """Run pydantic's validation and report its errors together with the cross-field
     `rules` errors, so the sender gets every problem at once."""
     try:

@@ -10,8 +10,9 @@ by a short-lived child process each. A child that dies is a failed question, ask
 from __future__ import annotations
 
 import multiprocessing as mp
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -43,14 +44,16 @@ def call(fn: Callable[..., T], *args: Any, timeout: float) -> T:
     child.close()
     try:
         if not parent.poll(timeout):
-            raise TimeoutError(f"{getattr(fn, '__name__', fn)} gave no answer within "
-                               f"{timeout:.0f}s")
+            raise TimeoutError(
+                f"{getattr(fn, '__name__', fn)} gave no answer within {timeout:.0f}s"
+            )
         try:
             ok, value = parent.recv()
         except EOFError:
             proc.join(5)
-            raise ChildDied(f"{getattr(fn, '__name__', fn)}: the child process died "
-                            f"(exit {proc.exitcode})") from None
+            raise ChildDied(
+                f"{getattr(fn, '__name__', fn)}: the child process died (exit {proc.exitcode})"
+            ) from None
     finally:
         parent.close()
         proc.join(5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -39,8 +39,12 @@ def admin(settings: Settings) -> AdminClient:
     return AdminClient(base_config(settings))  # type: ignore[arg-type]
 
 
-def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], client: AdminClient | None = None,
-                  timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: Settings,
+    specs: Iterable[TopicSpec],
+    client: AdminClient | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
     """Create the topics that are missing; existing ones are left as they are. Returns created."""
     client = client or admin(settings)
     existing = set(client.list_topics(timeout=timeout).topics)
@@ -48,9 +52,17 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], client: AdminC
     if not wanted:
         return []
     futures = client.create_topics(
-        [NewTopic(settings.topic(s.name), num_partitions=s.partitions, replication_factor=-1,
-                  config=s.config) for s in wanted],
-        operation_timeout=timeout, request_timeout=timeout,
+        [
+            NewTopic(
+                settings.topic(s.name),
+                num_partitions=s.partitions,
+                replication_factor=-1,
+                config=s.config,
+            )
+            for s in wanted
+        ],
+        operation_timeout=timeout,
+        request_timeout=timeout,
     )
     created = []
     for name, fut in futures.items():
@@ -141,8 +153,14 @@ class BatchProducer:
         self._batch = Deliveries()
         self._unpolled = 0
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None,
-             headers: list[tuple[str, bytes]] | None = None, prefixed: bool = False) -> None:
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        prefixed: bool = False,
+    ) -> None:
         """Queue one message; `topic` is unprefixed unless `prefixed`."""
         name = topic if prefixed else self._settings.topic(topic)
         batch = self._batch
@@ -151,9 +169,13 @@ class BatchProducer:
             try:
                 # confluent-kafka's stub types headers as an invariant list of str | bytes |
                 # None values, which a list of bytes values is not (it only reads them).
-                self._producer.produce(name, value=value, key=key,
-                                       headers=headers,  # type: ignore[arg-type]
-                                       on_delivery=batch.on_delivery)
+                self._producer.produce(
+                    name,
+                    value=value,
+                    key=key,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=batch.on_delivery,
+                )
                 break
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
@@ -174,17 +196,20 @@ class BatchProducer:
     def wait_or_raise(self, batch: Deliveries, timeout: float = 60.0) -> None:
         """Block until every message of `batch` is acknowledged; DeliveryError otherwise."""
         if self._errors_only:
-            raise TypeError("a producer told of errors only cannot wait for one batch: "
-                            "flush_or_raise")
+            raise TypeError(
+                "a producer told of errors only cannot wait for one batch: flush_or_raise"
+            )
         deadline = time.monotonic() + timeout
         while batch.pending > 0:
             if time.monotonic() > deadline:
-                raise DeliveryError(f"{batch.pending} messages not acknowledged within "
-                                    f"{timeout:.0f}s")
+                raise DeliveryError(
+                    f"{batch.pending} messages not acknowledged within {timeout:.0f}s"
+                )
             self._producer.poll(0.005)
         if batch.errors:
-            raise DeliveryError(f"{len(batch.errors)} messages failed: "
-                                f"{sorted(set(batch.errors))[:3]}")
+            raise DeliveryError(
+                f"{len(batch.errors)} messages failed: {sorted(set(batch.errors))[:3]}"
+            )
 
     def flush_or_raise(self, timeout: float = 60.0) -> None:
         remaining = self._producer.flush(timeout)
@@ -192,8 +217,9 @@ class BatchProducer:
         if remaining:
             raise DeliveryError(f"{remaining} messages not acknowledged within {timeout:.0f}s")
         if batch.errors:
-            raise DeliveryError(f"{len(batch.errors)} messages failed: "
-                                f"{sorted(set(batch.errors))[:3]}")
+            raise DeliveryError(
+                f"{len(batch.errors)} messages failed: {sorted(set(batch.errors))[:3]}"
+            )
 
     def close(self) -> None:
         self._producer.flush(10)

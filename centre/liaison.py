@@ -10,9 +10,9 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -58,23 +58,30 @@ class _Lane:
 
     def __init__(self, settings: Settings, topic: str, group: str) -> None:
         self.topic = topic
-        self.consumer = Consumer({
-            **base_config(settings),
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "fetch.max.bytes": 16 * 1024 * 1024,
-            "fetch.wait.max.ms": 50,
-        })
+        self.consumer = Consumer(
+            {
+                **base_config(settings),
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "fetch.max.bytes": 16 * 1024 * 1024,
+                "fetch.wait.max.ms": 50,
+            }
+        )
         md = self.consumer.list_topics(topic, timeout=10)
         meta = md.topics.get(topic)
         parts = sorted(meta.partitions) if meta is not None and not meta.error else []
         self.partitions = [TopicPartition(topic, p) for p in parts]
         committed = self.consumer.committed(self.partitions, timeout=10) if parts else []
-        self.consumer.assign([TopicPartition(topic, tp.partition,
-                                             tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-                              for tp in committed])
+        self.consumer.assign(
+            [
+                TopicPartition(
+                    topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                )
+                for tp in committed
+            ]
+        )
         self.next = {tp.partition: tp.offset for tp in committed}
 
     def pending(self) -> bool:
@@ -108,9 +115,15 @@ class _Acks:
 
     def add(self, doc: dict[str, object]) -> None:
         if doc.get("schema") == "case/v1" and isinstance(doc.get("case_id"), str):
-            self.pending.append({"schema": "delivery-ack/v1", "case_id": doc["case_id"],
-                                 "recipient": self.recipient, "pulled_by": self.group,
-                                 "pulled_at": m.iso(m.now())})
+            self.pending.append(
+                {
+                    "schema": "delivery-ack/v1",
+                    "case_id": doc["case_id"],
+                    "recipient": self.recipient,
+                    "pulled_by": self.group,
+                    "pulled_at": m.iso(m.now()),
+                }
+            )
 
     def send(self) -> None:
         for ack in self.pending:
@@ -170,9 +183,12 @@ def pull(
                 last[partition] = offset
                 where = f"{topic} partition {partition} offset {offset}"
                 try:
-                    plain = open_envelope(msg.value() or b"", recipient_id=recipient,
-                                          recipient_private=private_keys,
-                                          centre_public=centre_keys)
+                    plain = open_envelope(
+                        msg.value() or b"",
+                        recipient_id=recipient,
+                        recipient_private=private_keys,
+                        centre_public=centre_keys,
+                    )
                     doc = m.loads(plain)
                 except SealError as exc:
                     on_refused(f"refused: {where}: {type(exc).__name__}: {exc}")
@@ -214,5 +230,6 @@ def _commit_upto(lane: _Lane, last: dict[int, int], stop_at: tuple[int, int] | N
     if last:
         lane.consumer.commit(
             offsets=[TopicPartition(lane.topic, p, o + 1) for p, o in last.items()],
-            asynchronous=False)
+            asynchronous=False,
+        )
         lane.next.update({p: o + 1 for p, o in last.items()})

@@ -19,11 +19,15 @@ NS_CASE = uuid.uuid5(_NS, "case")
 NS_CLUSTER = uuid.uuid5(_NS, "cluster")
 NS_FEEDBACK = uuid.uuid5(_NS, "feedback")
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)
 
 FEEDBACK_STATUSES = (
-    "rejected", "received", "duplicate_submission", "manifestly_unfounded", "forwarded",
+    "rejected",
+    "received",
+    "duplicate_submission",
+    "manifestly_unfounded",
+    "forwarded",
     "information_requested",
 )
 
@@ -42,11 +46,12 @@ def time_ordered_text(at: dt.datetime, namespace: uuid.UUID, name: str) -> str:
     `uuid5_text` for the same time, and ids made about the same time sort together, so an
     index on them grows at its end instead of at a random page for every row."""
     if at.tzinfo is None:  # SQLite hands back naive datetimes for UTC columns
-        at = at.replace(tzinfo=dt.timezone.utc)
+        at = at.replace(tzinfo=dt.UTC)
     ms = ((at - _EPOCH) // _MS) & 0xFFFFFFFFFFFF  # exact: `iso` keeps the same milliseconds
     h = hashlib.sha1(namespace.bytes + name.encode()).digest()
-    x = (ms.to_bytes(6, "big") + bytes(((h[0] & 0x0F) | 0x80, h[1], (h[2] & 0x3F) | 0x80))
-         + h[3:10]).hex()
+    x = (
+        ms.to_bytes(6, "big") + bytes(((h[0] & 0x0F) | 0x80, h[1], (h[2] & 0x3F) | 0x80)) + h[3:10]
+    ).hex()
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
@@ -58,8 +63,9 @@ def derived_id(namespace: uuid.UUID, name: str, at: dt.datetime | None = None) -
     return uuid5_text(namespace, name)
 
 
-def report_id_for(provider_id: str, provider_report_id: str,
-                  received_at: dt.datetime | None = None) -> str:
+def report_id_for(
+    provider_id: str, provider_report_id: str, received_at: dt.datetime | None = None
+) -> str:
     """A report's id. Intake gives the time the report was received (its message's
     timestamp on the intake topic, the same when the message is read again), which leads
     the id: the indexes on report ids (reports, their contents, cluster links, deliveries,
@@ -86,13 +92,13 @@ def cluster_id_for(kind: str, value: str, founded_at: dt.datetime | None = None)
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def iso(t: dt.datetime) -> str:
     if t.tzinfo is None:  # SQLite hands back naive datetimes for UTC columns
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        t = t.replace(tzinfo=dt.UTC)
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> dt.datetime:

@@ -22,9 +22,10 @@ class PostgresError(RuntimeError):
 
 def server_bin() -> Path | None:
     """The newest installed server's bin directory (Debian: /usr/lib/postgresql/N/bin)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
-                   else 0)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     return found[-1].parent if found else None
 
 
@@ -39,8 +40,9 @@ class PrivatePostgres:
     def __post_init__(self) -> None:
         self.bin = server_bin()
         if self.bin is None:
-            raise PostgresError("no PostgreSQL server installed (Debian: apt-get install "
-                                "postgresql)")
+            raise PostgresError(
+                "no PostgreSQL server installed (Debian: apt-get install postgresql)"
+            )
         self.port = self.port or free_port()
 
     @property
@@ -66,10 +68,23 @@ class PrivatePostgres:
         self._pg_ctl("start")
 
     def _pg_ctl(self, action: str) -> None:
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} "
-                "-c fsync=off -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.directory / "data"), "-l",
-                  str(self.directory / "log"), "-w", "-m", "fast", "-o", opts, action)
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} "
+            "-c fsync=off -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.directory / "data"),
+            "-l",
+            str(self.directory / "log"),
+            "-w",
+            "-m",
+            "fast",
+            "-o",
+            opts,
+            action,
+        )
 
     def restart(self) -> None:
         """Stop (fast: every connection is cut) and start again on the same port."""

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from sqlalchemy import exc as sa_exc
 
@@ -53,9 +54,20 @@ def transient(exc: BaseException) -> bool:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError,
-                          sa_exc.DisconnectionError, sa_exc.TimeoutError, DeliveryError,
-                          KafkaException, ConnectionError, TimeoutError, BufferError)):
+        if isinstance(
+            e,
+            (
+                sa_exc.OperationalError,
+                sa_exc.InterfaceError,
+                sa_exc.DisconnectionError,
+                sa_exc.TimeoutError,
+                DeliveryError,
+                KafkaException,
+                ConnectionError,
+                TimeoutError,
+                BufferError,
+            ),
+        ):
             return True
         if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
             return True
@@ -163,8 +175,12 @@ class PoisonGuard:
                 continue
             kind = "batch" if n == 0 else ("alone" if n >= self.max_attempts - 1 else "group")
             last = out[-1] if out else None
-            if (last and last[0] == kind and kind != "alone"
-                    and (kind == "batch" or len(last[1]) < self.group)):
+            if (
+                last
+                and last[0] == kind
+                and kind != "alone"
+                and (kind == "batch" or len(last[1]) < self.group)
+            ):
                 last[1].append(r)
             else:
                 out.append((kind, [r]))

@@ -23,28 +23,41 @@ from centre.fields import COUNTRY, HASH_FIELDS, HEX32, HEX64, NOT_BLANK, PROVIDE
 SignatureStatus = Literal["absent", "valid", "invalid", "unchecked"]
 
 # Codes that model.py raises itself (custom pydantic errors): their message is already a phrase.
-_OWN_CODES = frozenset({"invalid_value", "invalid_hash", "missing_hash", "urgent_reason_required",
-                        "content_or_description_required", "duplicate_content_id"})
+_OWN_CODES = frozenset(
+    {
+        "invalid_value",
+        "invalid_hash",
+        "missing_hash",
+        "urgent_reason_required",
+        "content_or_description_required",
+        "duplicate_content_id",
+    }
+)
 _PATTERN_PHRASES = {
     HEX64: "must be 64 hexadecimal characters",
     HEX32: "must be 32 hexadecimal characters",
     COUNTRY: "must be a two-letter ISO 3166-1 alpha-2 country code",
     PROVIDER_ID: "must match ^[a-z0-9][a-z0-9._-]{0,99}$ because it names the provider's Kafka "
-                 "topics (lower-case letters, digits, '.', '_' and '-', at most 100 characters)",
+    "topics (lower-case letters, digits, '.', '_' and '-', at most 100 characters)",
     NOT_BLANK: "must not be empty",
 }
 _TYPE_NAMES = {
-    "string_type": "a string", "int_type": "an integer", "bool_type": "a boolean (true or false)",
-    "list_type": "an array", "dict_type": "an object", "model_type": "an object",
-    "model_attributes_type": "an object", "float_type": "a number",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "bool_type": "a boolean (true or false)",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "float_type": "a number",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    code: str     # machine-readable, stable: companies branch on it
+    code: str  # machine-readable, stable: companies branch on it
     message: str  # one English sentence naming the field and what is expected, no values
-    path: str     # JSONPath of the field, "$" for the whole message
+    path: str  # JSONPath of the field, "$" for the whole message
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message, "path": self.path}
@@ -84,11 +97,15 @@ def phrase(err: Any, own_codes: frozenset[str] = _OWN_CODES) -> tuple[str, str]:
     if kind == "missing":
         return "missing_field", "is required"
     if name in HASH_FIELDS and kind in ("string_pattern_mismatch", "string_type"):
-        return "invalid_hash", ("must be a string of 64 hexadecimal characters" if name != "md5"
-                                else "must be a string of 32 hexadecimal characters")
+        return "invalid_hash", (
+            "must be a string of 64 hexadecimal characters"
+            if name != "md5"
+            else "must be a string of 32 hexadecimal characters"
+        )
     if kind == "string_pattern_mismatch":
-        return "invalid_value", _PATTERN_PHRASES.get(ctx.get("pattern", ""),
-                                                     "does not have the expected form")
+        return "invalid_value", _PATTERN_PHRASES.get(
+            ctx.get("pattern", ""), "does not have the expected form"
+        )
     if kind == "literal_error":
         return "invalid_value", f"must be one of {ctx.get('expected', 'the listed values')}"
     if kind == "string_too_long":
@@ -105,8 +122,9 @@ def phrase(err: Any, own_codes: frozenset[str] = _OWN_CODES) -> tuple[str, str]:
     return "invalid_value", f"is not valid ({kind})"
 
 
-def schema_problems(exc: ValidationError, whole: str = "the report",
-                    own_codes: frozenset[str] = _OWN_CODES) -> list[Problem]:
+def schema_problems(
+    exc: ValidationError, whole: str = "the report", own_codes: frozenset[str] = _OWN_CODES
+) -> list[Problem]:
     """One Problem per distinct pydantic error, in the order pydantic found them, naming the
     field (or `whole`), never the value."""
     out: list[Problem] = []
@@ -120,9 +138,12 @@ def schema_problems(exc: ValidationError, whole: str = "the report",
     return out
 
 
-def check_signature(value: bytes, signature_b64: str | None,
-                    provider_key: Ed25519PublicKey | None,
-                    require_signature: bool) -> tuple[SignatureStatus, list[Problem]]:
+def check_signature(
+    value: bytes,
+    signature_b64: str | None,
+    provider_key: Ed25519PublicKey | None,
+    require_signature: bool,
+) -> tuple[SignatureStatus, list[Problem]]:
     """The signature's status and the problems it causes.
 
     When signatures are required, a missing signature and a provider without a registered key
@@ -132,8 +153,14 @@ def check_signature(value: bytes, signature_b64: str | None,
     problems: list[Problem] = []
     if not signature_b64:
         if require_signature:
-            problems.append(Problem("missing_signature", "A signature header is required: the "
-                                    "base64 Ed25519 signature of the value bytes.", "$"))
+            problems.append(
+                Problem(
+                    "missing_signature",
+                    "A signature header is required: the "
+                    "base64 Ed25519 signature of the value bytes.",
+                    "$",
+                )
+            )
             if provider_key is None:
                 problems.append(_UNKNOWN_KEY)
         return "absent", problems
@@ -142,13 +169,21 @@ def check_signature(value: bytes, signature_b64: str | None,
     try:
         provider_key.verify(base64.b64decode(signature_b64, validate=True), value)
     except (binascii.Error, ValueError, InvalidSignature):
-        return "invalid", [Problem("bad_signature", "The signature header is not a base64 "
-                                   "Ed25519 signature of the value bytes by the provider's "
-                                   "registered key.", "$")]
+        return "invalid", [
+            Problem(
+                "bad_signature",
+                "The signature header is not a base64 "
+                "Ed25519 signature of the value bytes by the provider's "
+                "registered key.",
+                "$",
+            )
+        ]
     return "valid", []
 
 
-_UNKNOWN_KEY = Problem("unknown_provider_key", "No public key is registered for this provider, "
-                       "so its signature cannot be checked; register one with the centre.", "$")
-
-
+_UNKNOWN_KEY = Problem(
+    "unknown_provider_key",
+    "No public key is registered for this provider, "
+    "so its signature cannot be checked; register one with the centre.",
+    "$",
+)

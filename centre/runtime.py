@@ -26,8 +26,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import faust
 
@@ -53,13 +54,25 @@ from centre.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 # What stages and tests import from here (their home is centre/stage.py, centre/watchdog.py).
-__all__ = ["QUIET_SOURCE", "Finish", "QuarantineNotice", "Record", "Stage", "StageBase",
-           "Watchdog", "_headers", "load_stage", "process_now", "run_worker",
-           "stage_batch_size"]
+__all__ = [
+    "QUIET_SOURCE",
+    "Finish",
+    "QuarantineNotice",
+    "Record",
+    "Stage",
+    "StageBase",
+    "Watchdog",
+    "_headers",
+    "load_stage",
+    "process_now",
+    "run_worker",
+    "stage_batch_size",
+]
 
 
-def _fatal(what: str, stage_name: str, n: int | None = None,
-           guard: PoisonGuard | None = None) -> NoReturn:
+def _fatal(
+    what: str, stage_name: str, n: int | None = None, guard: PoisonGuard | None = None
+) -> NoReturn:
     """A batch that failed is not acknowledged: the worker stops and the restarted one reads
     it again (faust would restart the agent past it). When the world failed (the database or
     the broker unreachable) the messages in flight are not counted as suspects of it."""
@@ -71,8 +84,9 @@ def _fatal(what: str, stage_name: str, n: int | None = None,
     if n is None:
         log.exception("stage %s failed in %s (%s); stopping the worker", stage_name, what, cause)
     else:
-        log.exception("stage %s failed on a batch of %d (%s); stopping the worker",
-                      stage_name, n, cause)
+        log.exception(
+            "stage %s failed on a batch of %d (%s); stopping the worker", stage_name, n, cause
+        )
     logging.shutdown()
     os._exit(70)
 
@@ -91,8 +105,13 @@ def poison_guard(settings: Settings, stage_name: str) -> PoisonGuard:
     return PoisonGuard(path, settings.poison_attempts)
 
 
-def take_suspects(stage: Stage, guard: PoisonGuard, records: list[Record],
-                  done: Callable[[list[Record]], None], stage_name: str) -> None:
+def take_suspects(
+    stage: Stage,
+    guard: PoisonGuard,
+    records: list[Record],
+    done: Callable[[list[Record]], None],
+    stage_name: str,
+) -> None:
     """A batch holding suspects, taken as `guard.plan` says: quarantined, alone, in small
     groups or as one batch, each completely (its finish too) before the next, and `done`
     (commit) called after each."""
@@ -107,9 +126,13 @@ def take_suspects(stage: Stage, guard: PoisonGuard, records: list[Record],
                 # Never a loop: what cannot even be set aside is passed over, its position
                 # logged (the message itself stays on its topic for its retention).
                 metrics.QUARANTINED.labels(stage_name).inc()
-                log.exception("stage %s could not set the message at %s/%d/%d aside; passed "
-                              "over", stage_name, recs[0].topic, recs[0].partition,
-                              recs[0].offset)
+                log.exception(
+                    "stage %s could not set the message at %s/%d/%d aside; passed over",
+                    stage_name,
+                    recs[0].topic,
+                    recs[0].partition,
+                    recs[0].offset,
+                )
             guard.quarantined(recs[0])
         else:
             token = guard.begin(recs)
@@ -132,8 +155,11 @@ class _IdleUnderLoad:
         self.last = time.monotonic()
 
     def due(self) -> bool:
-        return (self.idle is not None and self.every is not None
-                and time.monotonic() - self.last >= self.every)
+        return (
+            self.idle is not None
+            and self.every is not None
+            and time.monotonic() - self.last >= self.every
+        )
 
     def run(self) -> None:
         self.last = time.monotonic()
@@ -141,8 +167,9 @@ class _IdleUnderLoad:
             self.idle()
 
 
-def build_app(settings: Settings, stage_name: str, stage: Stage,
-              watchdog: Watchdog | None = None) -> faust.App:
+def build_app(
+    settings: Settings, stage_name: str, stage: Stage, watchdog: Watchdog | None = None
+) -> faust.App:
     spec = STAGES[stage_name]
     datadir = settings.home / "faust" / stage_name
     datadir.mkdir(parents=True, exist_ok=True)
@@ -191,8 +218,15 @@ def build_app(settings: Settings, stage_name: str, stage: Stage,
         # take_events: faust's own batching that acks after the loop body (no stub for it)
         async for events in stream.take_events(batch, within=within):  # type: ignore[attr-defined]
             records = [
-                Record(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                       e.message.value, _headers(e.message.headers), e.message.timestamp)
+                Record(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    _headers(e.message.headers),
+                    e.message.timestamp,
+                )
                 for e in events
             ]
             started = time.perf_counter()
@@ -222,16 +256,23 @@ def build_app(settings: Settings, stage_name: str, stage: Stage,
     return app
 
 
-def run_faust(settings: Settings, stage_name: str, stage: Stage, loglevel: str,
-              watchdog: Watchdog | None = None) -> None:
+def run_faust(
+    settings: Settings,
+    stage_name: str,
+    stage: Stage,
+    loglevel: str,
+    watchdog: Watchdog | None = None,
+) -> None:
     app = build_app(settings, stage_name, stage, watchdog)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
-                          override_logging=True)
+    worker = faust.Worker(
+        app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=True
+    )
     worker.execute_from_commandline()
 
 
-def run_confluent(settings: Settings, stage_name: str, stage: Stage,
-                  watchdog: Watchdog | None = None) -> None:
+def run_confluent(
+    settings: Settings, stage_name: str, stage: Stage, watchdog: Watchdog | None = None
+) -> None:
     """The same contract as the faust agent, on librdkafka's consumer: take a batch, process
     it, commit its offsets, and on SIGTERM finish the batch in hand, commit and leave."""
     from confluent_kafka import Consumer, TopicPartition
@@ -252,28 +293,31 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
     def on_error(err: Any) -> None:
         if err.fatal():
             fatal.append(err.str())
-    consumer = Consumer({
-        "bootstrap.servers": settings.bootstrap,
-        "group.id": group_id(settings, stage_name),
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        # A static member that dies is replaced at once by its restart, so the session
-        # only has to outlast what a live worker may not answer for: a broker paused or
-        # restarted (a session that expires then gets the member fenced, a fatal error).
-        "session.timeout.ms": 30000 if static else 10000,
-        "heartbeat.interval.ms": 1000,
-        "max.poll.interval.ms": 300000,
-        "partition.assignment.strategy": "cooperative-sticky",
-        # Fewer, fuller fetches: under load a fetch per few messages costs the broker more
-        # CPU than all the stages' work; when idle a message waits at most 50 ms for company.
-        "fetch.wait.max.ms": 50,
-        "fetch.min.bytes": 65536,
-        "queued.min.messages": stage_batch_size(settings, stage) * 4,
-        "logger": log,
-        "error_cb": on_error,
-        **static,
-        **getattr(stage, "consumer_options", {}),
-    })
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": group_id(settings, stage_name),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # A static member that dies is replaced at once by its restart, so the session
+            # only has to outlast what a live worker may not answer for: a broker paused or
+            # restarted (a session that expires then gets the member fenced, a fatal error).
+            "session.timeout.ms": 30000 if static else 10000,
+            "heartbeat.interval.ms": 1000,
+            "max.poll.interval.ms": 300000,
+            "partition.assignment.strategy": "cooperative-sticky",
+            # Fewer, fuller fetches: under load a fetch per few messages costs the broker more
+            # CPU than all the stages' work; when idle a message waits at most 50 ms for company.
+            "fetch.wait.max.ms": 50,
+            "fetch.min.bytes": 65536,
+            "queued.min.messages": stage_batch_size(settings, stage) * 4,
+            "logger": log,
+            "error_cb": on_error,
+            **static,
+            **getattr(stage, "consumer_options", {}),
+        }
+    )
     consumer.subscribe([topic])
     batch_size = stage_batch_size(settings, stage)
     under_load = _IdleUnderLoad(stage)
@@ -316,8 +360,12 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
         while not stop.is_set():
             if fatal:
                 guard.excuse()  # the client failed, not the messages in flight
-                log.error("stage %s: the Kafka client failed for good (%s); exiting so that "
-                          "the worker is started again", stage_name, fatal[0])
+                log.error(
+                    "stage %s: the Kafka client failed for good (%s); exiting so that "
+                    "the worker is started again",
+                    stage_name,
+                    fatal[0],
+                )
                 logging.shutdown()
                 os._exit(71)
             # Wait for the first message only, then take whatever else is already fetched: at
@@ -335,9 +383,15 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
             errors = [e for e in (m_.error() for m_ in msgs) if e is not None]
             fatal += [e.str() for e in errors if e.fatal()]
             records = [
-                Record(*position(msg), msg.key(), msg.value(), _headers(msg.headers()),
-                       msg.timestamp()[1] / 1000.0)
-                for msg in msgs if msg.error() is None
+                Record(
+                    *position(msg),
+                    msg.key(),
+                    msg.value(),
+                    _headers(msg.headers()),
+                    msg.timestamp()[1] / 1000.0,
+                )
+                for msg in msgs
+                if msg.error() is None
             ]
             if not records:
                 continue
@@ -345,8 +399,13 @@ def run_confluent(settings: Settings, stage_name: str, stage: Stage,
             if guard.any_suspect(records):
                 # What was in flight when the worker died: found out one by one, alone.
                 settle()
-                take_suspects(stage, guard, records, lambda recs: consumer.commit(
-                    offsets=offsets_of(recs), asynchronous=True), stage_name)
+                take_suspects(
+                    stage,
+                    guard,
+                    records,
+                    lambda recs: consumer.commit(offsets=offsets_of(recs), asynchronous=True),
+                    stage_name,
+                )
                 continue
             started = time.perf_counter()
             token = guard.begin(records)
@@ -400,8 +459,12 @@ def run_worker(settings: Settings, stage_name: str, loglevel: str = "warn") -> N
     # it only has to keep up on average, while a P1 report waits for every core it shares.
     if getattr(stage, "niceness", 0):
         os.nice(int(stage.niceness))  # type: ignore[attr-defined]
-    print(f"worker {stage_name} pid={os.getpid()} runtime={settings.runtime} consuming "
-          f"{settings.topic(STAGES[stage_name].source)}", file=sys.stderr, flush=True)
+    print(
+        f"worker {stage_name} pid={os.getpid()} runtime={settings.runtime} consuming "
+        f"{settings.topic(STAGES[stage_name].source)}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         if settings.runtime == "faust":
             run_faust(settings, stage_name, stage, loglevel, watchdog)

@@ -10,8 +10,13 @@ from typing import Any
 
 # Public addresses whose country the shipped geolocation data knows (checked by tests).
 IPS = {
-    "de": "80.128.0.1", "fr": "90.0.0.1", "nl": "145.1.0.1", "it": "79.0.0.1",
-    "es": "83.32.0.1", "pl": "83.0.0.1", "us": "8.8.8.8",
+    "de": "80.128.0.1",
+    "fr": "90.0.0.1",
+    "nl": "145.1.0.1",
+    "it": "79.0.0.1",
+    "es": "83.32.0.1",
+    "pl": "83.0.0.1",
+    "us": "8.8.8.8",
 }
 
 
@@ -50,7 +55,7 @@ def report(
     text: str | None = None,
     near_copy_of: str | None = None,
 ) -> dict[str, Any]:
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     doc: dict[str, Any] = {
         "schema": "report/v1",
         "provider_id": provider_id,
@@ -72,9 +77,15 @@ def report(
         doc["incident"]["urgent_reason"] = "ongoing abuse indicated"
     if media_seed is not None or near_copy_of is not None:
         hashes = near_copy(near_copy_of) if near_copy_of else fake_hashes(str(media_seed))
-        item: dict[str, Any] = {"content_id": "f1", "media_type": "video" if live else "image",
-                                **hashes, "pdq_quality": 90,
-                                "publicly_available": False, "removed": True, "annotations": []}
+        item: dict[str, Any] = {
+            "content_id": "f1",
+            "media_type": "video" if live else "image",
+            **hashes,
+            "pdq_quality": 90,
+            "publicly_available": False,
+            "removed": True,
+            "annotations": [],
+        }
         if live:
             item["annotations"].append("live_streaming")
         if classification:
@@ -84,25 +95,36 @@ def report(
         doc["content"].append({"content_id": "m1", "media_type": "text", "text": text})
     if ip_country:
         doc["location"]["ip_events"].append(
-            {"ip": IPS[ip_country], "port": 443, "at": doc["submitted_at"], "event": "upload"})
+            {"ip": IPS[ip_country], "port": 443, "at": doc["submitted_at"], "event": "upload"}
+        )
     if hint:
         doc["location"]["country_hint"] = hint
     if suspect_country:
-        doc["users"].append({"role": "suspect", "account_id": "u-1", "country": suspect_country,
-                             "age_band": "adult", "account_action": "terminated"})
+        doc["users"].append(
+            {
+                "role": "suspect",
+                "account_id": "u-1",
+                "country": suspect_country,
+                "age_band": "adult",
+                "account_action": "terminated",
+            }
+        )
     if victim_country:
-        doc["users"].append({"role": "victim", "account_id": "u-2", "country": victim_country,
-                             "age_band": "child"})
+        doc["users"].append(
+            {"role": "victim", "account_id": "u-2", "country": victim_country, "age_band": "child"}
+        )
     return doc
 
 
-def synthetic(i: int, run: str, rng: random.Random, p1_share: float = 0.05,
-              dup_share: float = 0.2) -> dict[str, Any]:
+def synthetic(
+    i: int, run: str, rng: random.Random, p1_share: float = 0.05, dup_share: float = 0.2
+) -> dict[str, Any]:
     """The benchmark's mix: mostly new material from a few countries, some repeats, some P1."""
     countries = ["de", "fr", "nl", "it", "es", "pl"]
     seed = f"bench-{rng.randrange(200)}" if rng.random() < dup_share else f"{run}-{i}"
     doc = report(
-        f"bench-{i % 4}", f"{run}-{i:07d}",
+        f"bench-{i % 4}",
+        f"{run}-{i:07d}",
         media_seed=seed,
         urgent=rng.random() < p1_share,
         ip_country=rng.choice(countries),
@@ -110,6 +132,7 @@ def synthetic(i: int, run: str, rng: random.Random, p1_share: float = 0.05,
         classification=rng.choice(["A1", "A2", "B1", "B2"]),
     )
     if not doc["users"]:  # the uploader is known, if not the country: no information request
-        doc["users"].append({"role": "suspect", "account_id": f"u-{i}",
-                             "account_action": "suspended"})
+        doc["users"].append(
+            {"role": "suspect", "account_id": f"u-{i}", "account_action": "suspended"}
+        )
     return doc

@@ -19,12 +19,20 @@ def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def main(module: str, file_name: str, schema: Callable[[], dict[str, Any]], doc: str | None,
-         argv: list[str] | None = None) -> int:
+def main(
+    module: str,
+    file_name: str,
+    schema: Callable[[], dict[str, Any]],
+    doc: str | None,
+    argv: list[str] | None = None,
+) -> int:
     """Write the schema file; with `--check`, exit 1 when it is missing or stale."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc)
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 when the file is missing or not current")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 when the file is missing or not current",
+    )
     args = parser.parse_args(argv)
     path, text = SCHEMAS_DIR / file_name, render(schema())
     if args.check:

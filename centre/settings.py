@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]{0,100}$")
 _BOOTSTRAP_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}(,[A-Za-z0-9.\-\[\]:]+:\d{1,5})*$")
@@ -112,7 +112,7 @@ class Settings:
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
-    def with_(self, **changes: object) -> "Settings":
+    def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def child_env(self) -> dict[str, str]:
@@ -134,8 +134,9 @@ class Settings:
             CENTRE_AUDIT_CHECKPOINT_EVERY=str(self.audit_checkpoint_every),
             CENTRE_AUDIT_CHECKPOINT_SECONDS=str(self.audit_checkpoint_seconds),
             CENTRE_AUDIT_READER_ROLES=",".join(self.audit_reader_roles),
-            CENTRE_AUDIT_RETENTION=",".join(f"{k}={v}" for k, v in
-                                            sorted(self.audit_retention_days.items())),
+            CENTRE_AUDIT_RETENTION=",".join(
+                f"{k}={v}" for k, v in sorted(self.audit_retention_days.items())
+            ),
             CENTRE_POISON_ATTEMPTS=str(self.poison_attempts),
             CENTRE_STUCK_AFTER_S=repr(self.stuck_after_s),
         )
@@ -154,8 +155,10 @@ def _roles(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple
     roles = tuple(r.strip() for r in raw.split(",") if r.strip())
     bad = [r for r in roles if not _ROLE_RE.match(r)]
     if bad or not roles:
-        raise SettingsError(f"{name} must be role names separated by commas (lower-case "
-                            f"letters, digits, '_' and '-'), not {raw!r}")
+        raise SettingsError(
+            f"{name} must be role names separated by commas (lower-case "
+            f"letters, digits, '_' and '-'), not {raw!r}"
+        )
     return roles
 
 
@@ -169,16 +172,19 @@ def _retention(env: Mapping[str, str], name: str) -> dict[str, int]:
     for item in raw.split(","):
         kind, sep, value = item.strip().partition("=")
         if not sep or not _ROLE_RE.match(kind.strip()):
-            raise SettingsError(f"{name} must look like victim=730,suspect=365,default=365, "
-                                f"not {raw!r}")
+            raise SettingsError(
+                f"{name} must look like victim=730,suspect=365,default=365, not {raw!r}"
+            )
         try:
             n = int(value)
         except ValueError:
-            raise SettingsError(f"{name}: days for {kind.strip()!r} must be a whole number, "
-                                f"not {value.strip()!r}") from None
+            raise SettingsError(
+                f"{name}: days for {kind.strip()!r} must be a whole number, not {value.strip()!r}"
+            ) from None
         if not 1 <= n <= 36500:
-            raise SettingsError(f"{name}: days for {kind.strip()!r} must be between 1 and "
-                                f"36500, not {n}")
+            raise SettingsError(
+                f"{name}: days for {kind.strip()!r} must be between 1 and 36500, not {n}"
+            )
         days[kind.strip()] = n
     return days
 
@@ -216,7 +222,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     try:
         within = float(within_raw) / 1000.0 if within_raw else 0.05
     except ValueError:
-        raise SettingsError(f"CENTRE_BATCH_WITHIN_MS must be a number, not {within_raw!r}") from None
+        raise SettingsError(
+            f"CENTRE_BATCH_WITHIN_MS must be a number, not {within_raw!r}"
+        ) from None
 
     runtime = env.get("CENTRE_RUNTIME") or "kafka"
     if runtime not in ("kafka", "faust"):
@@ -231,10 +239,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         require_signatures=_bool(env, "CENTRE_REQUIRE_SIGNATURES", False),
         extended_p1=_bool(env, "CENTRE_EXTENDED_P1", False),
         complaint_sla_days=_int(env, "CENTRE_COMPLAINT_SLA_DAYS", 7, 1, 365),
-        victim_notice_repeat_hours=_float(env, "CENTRE_VICTIM_NOTICE_REPEAT_HOURS", 24.0,
-                                          0.0001, 8760.0),
-        victim_notice_escalate_after=_int(env, "CENTRE_VICTIM_NOTICE_ESCALATE_AFTER", 3, 1,
-                                          1000),
+        victim_notice_repeat_hours=_float(
+            env, "CENTRE_VICTIM_NOTICE_REPEAT_HOURS", 24.0, 0.0001, 8760.0
+        ),
+        victim_notice_escalate_after=_int(env, "CENTRE_VICTIM_NOTICE_ESCALATE_AFTER", 3, 1, 1000),
         geoip_db=geoip,
         partitions=_int(env, "CENTRE_PARTITIONS", 12, 1, 1000),
         local_kafka_port=_int(env, "CENTRE_KAFKA_PORT", 9092, 1, 65535),

@@ -136,8 +136,14 @@ class Checkpointer:
     `restart_backoff_s` later, not at every round (`centre bench`, 20,000 reports: P1 p99
     at 1,000/s went from 372–527 ms in five runs to 308–506, median 402, in seven)."""
 
-    def __init__(self, path: str, every_s: float = 0.5, min_bytes: int = 8 << 20,
-                 restart_frames: int = 20_000, restart_backoff_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str,
+        every_s: float = 0.5,
+        min_bytes: int = 8 << 20,
+        restart_frames: int = 20_000,
+        restart_backoff_s: float = 5.0,
+    ) -> None:
         self.path, self.wal = path, f"{path}-wal"
         self.every_s, self.min_bytes, self.restart_frames = every_s, min_bytes, restart_frames
         self.restart_backoff_s = restart_backoff_s
@@ -145,8 +151,7 @@ class Checkpointer:
         self.restarts = self.restart_attempts = 0  # RESTART checkpoints done, tried
         self._restart_after = 0.0  # monotonic time before which none is tried
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -160,7 +165,8 @@ class Checkpointer:
                     if conn is None:
                         conn = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
                     _busy, frames, _copied = conn.execute(
-                        "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        "PRAGMA wal_checkpoint(PASSIVE)"
+                    ).fetchone()
                     if frames > self.restart_frames and time.monotonic() >= self._restart_after:
                         self._restart(conn)
                 except (OSError, sqlite3.Error):
@@ -177,15 +183,16 @@ class Checkpointer:
             fcntl.flock(fd, fcntl.LOCK_EX)
             conn.execute("PRAGMA busy_timeout=100")
             try:
-                busy, _frames, _copied = conn.execute(
-                    "PRAGMA wal_checkpoint(RESTART)").fetchone()
+                busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             finally:
                 conn.execute("PRAGMA busy_timeout=0")
             if busy:
                 self._restart_after = time.monotonic() + self.restart_backoff_s
-                log.warning("sqlite: the log could not be started again (a reader of an old "
-                            "snapshot, or another worker's checkpoint); next try in %.0f s",
-                            self.restart_backoff_s)
+                log.warning(
+                    "sqlite: the log could not be started again (a reader of an old "
+                    "snapshot, or another worker's checkpoint); next try in %.0f s",
+                    self.restart_backoff_s,
+                )
             else:
                 self.restarts += 1
         finally:

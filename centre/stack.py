@@ -38,8 +38,15 @@ HEALTHY_AFTER_S = 60.0
 # A worker starts beating once its imports are done: until then it is not taken for frozen.
 START_GRACE_S = 120.0
 # Exit codes a worker uses for what it found (centre/runtime.py).
-_EXIT_CAUSES = {70: "a batch failed", 71: "its Kafka client failed", 75: "stuck", -9: "killed", -6: "aborted",
-                -11: "crashed (segmentation fault)", -15: "terminated"}
+_EXIT_CAUSES = {
+    70: "a batch failed",
+    71: "its Kafka client failed",
+    75: "stuck",
+    -9: "killed",
+    -6: "aborted",
+    -11: "crashed (segmentation fault)",
+    -15: "terminated",
+}
 
 
 @dataclass
@@ -61,12 +68,17 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.liveness_file.parent.mkdir(parents=True, exist_ok=True)
         self.liveness_file.unlink(missing_ok=True)
-        env = {**self.settings.child_env(), "CENTRE_WORKER_SLOT": str(self.slot),
-               "CENTRE_LIVENESS_FILE": str(self.liveness_file)}
+        env = {
+            **self.settings.child_env(),
+            "CENTRE_WORKER_SLOT": str(self.slot),
+            "CENTRE_LIVENESS_FILE": str(self.liveness_file),
+        }
         out = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "centre.worker", self.stage],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # our SIGTERM, not the terminal's SIGINT, stops it in order
         )
         out.close()
@@ -125,8 +137,7 @@ class Stack:
         s.home.mkdir(parents=True, exist_ok=True)
         KeySet.init(s.keys_dir)
         if s.kafka_bootstrap is None:
-            self.broker = LocalBroker(s.kafka_dir, port=s.local_kafka_port,
-                                      partitions=s.partitions)
+            self.broker = LocalBroker(s.kafka_dir, port=s.local_kafka_port, partitions=s.partitions)
             self.broker.start()
         try:
             db.upgrade(s.database_url)
@@ -153,12 +164,13 @@ class Stack:
                     raise RuntimeError(f"worker {w.stage} exited while starting; see {w.log_path}")
             window = max(0.5, min(5.0, deadline - time.monotonic()))
             try:
-                if isolated.call(groups_stable, self.settings, groups, window,
-                                 timeout=window + 30):
+                if isolated.call(groups_stable, self.settings, groups, window, timeout=window + 30):
                     return
             except (isolated.ChildDied, TimeoutError) as exc:
                 log.debug("waiting for workers: %s", exc)
-        raise TimeoutError(f"workers not ready within {timeout:.0f}s; see {self.settings.home}/logs")
+        raise TimeoutError(
+            f"workers not ready within {timeout:.0f}s; see {self.settings.home}/logs"
+        )
 
     def group(self, stage: str) -> str:
         return group_id(self.settings, stage)
@@ -166,8 +178,7 @@ class Stack:
     def wait_caught_up(self, timeout: float) -> None:
         """Until every worker has committed all of its source topic (a backlog is worked
         off), or TimeoutError. Asked from a child process, as every broker question here."""
-        isolated.call(caught_up, self.settings, list(self.workers), timeout,
-                      timeout=timeout + 60)
+        isolated.call(caught_up, self.settings, list(self.workers), timeout, timeout=timeout + 60)
 
     def _say(self, text: str) -> None:
         print(f"supervisor: {text}", file=sys.stderr, flush=True)
@@ -182,8 +193,12 @@ class Stack:
 
     def _watch_once(self) -> None:
         now = time.monotonic()
-        if self.broker is not None and self.broker.process is not None \
-                and self.broker.process.poll() is not None and not self._stopping.is_set():
+        if (
+            self.broker is not None
+            and self.broker.process is not None
+            and self.broker.process.poll() is not None
+            and not self._stopping.is_set()
+        ):
             code = self.broker.process.returncode
             self.exits["broker"] = self.exits.get("broker", 0) + 1
             self._say(f"the local broker exited with code {code}; starting it again")
@@ -191,8 +206,10 @@ class Stack:
             began = time.monotonic()
             try:
                 self.broker.start()
-                self._say(f"the local broker answers again after {time.monotonic() - began:.1f}s"
-                          f" (pid {self.broker.process.pid if self.broker.process else '?'})")
+                self._say(
+                    f"the local broker answers again after {time.monotonic() - began:.1f}s"
+                    f" (pid {self.broker.process.pid if self.broker.process else '?'})"
+                )
             except Exception as exc:
                 self._say(f"the local broker did not start again ({exc}); trying again")
         for w in list(self.workers.values()):
@@ -203,8 +220,10 @@ class Stack:
                     w.restarts = 0
                 silent = w.silent_for(time.time())
                 if silent > self.settings.stuck_after_s:
-                    self._say(f"worker {w.stage} (pid {w.pid}) has not beaten for {silent:.0f}s; "
-                              "killing it")
+                    self._say(
+                        f"worker {w.stage} (pid {w.pid}) has not beaten for {silent:.0f}s; "
+                        "killing it"
+                    )
                     w.kill()
                 continue
             if w.restart_at is None:
@@ -214,10 +233,12 @@ class Stack:
                 delay = 0.0 if w.restarts == 0 else min(30.0, 0.5 * 2 ** min(w.restarts, 6))
                 w.restarts += 1
                 w.restart_at = now + delay
-                self._say(f"worker {w.stage} (pid {w.pid}) exited with code {code} "
-                          f"({_EXIT_CAUSES.get(code, 'exited')}); restarting "
-                          f"{'now' if not delay else f'in {delay:.1f}s'} (restart {w.restarts} "
-                          f"in a row); log: {w.log_path}")
+                self._say(
+                    f"worker {w.stage} (pid {w.pid}) exited with code {code} "
+                    f"({_EXIT_CAUSES.get(code, 'exited')}); restarting "
+                    f"{'now' if not delay else f'in {delay:.1f}s'} (restart {w.restarts} "
+                    f"in a row); log: {w.log_path}"
+                )
             if now >= w.restart_at:
                 w.start()
                 self._say(f"worker {w.stage} restarted (pid {w.pid})")
@@ -233,7 +254,7 @@ class Stack:
             self.broker.stop()
             self.broker = None
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         self.start()
         return self
 
@@ -267,8 +288,9 @@ def caught_up(settings: Settings, stages: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     try:
         while True:
-            lags = {st: group_lag(c, settings.topic(STAGES[st].source))
-                    for st, c in consumers.items()}
+            lags = {
+                st: group_lag(c, settings.topic(STAGES[st].source)) for st, c in consumers.items()
+            }
             if not any(lags.values()):
                 return
             if time.monotonic() > deadline:

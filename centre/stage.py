@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Protocol, cast
+from typing import Any, Optional, Protocol, cast
 
 from centre import metrics
 from centre.settings import Settings
@@ -67,8 +68,9 @@ class StageBase:
 
     # -- poison messages (centre/poison.py) ---------------------------------------------------
 
-    def quarantine_notice(self, s: Any, record: Record, reason: dict[str, str],
-                          at: Any) -> Optional[QuarantineNotice]:
+    def quarantine_notice(
+        self, s: Any, record: Record, reason: dict[str, str], at: Any
+    ) -> Optional[QuarantineNotice]:
         """Who is to be told that `record` was set aside, recording it on the stage's own rows
         in session `s`; None: nobody outside (the default). Must not parse the value: it may
         be what made the stage fail."""
@@ -88,40 +90,81 @@ class StageBase:
             "quarantined",
             f"The centre could not process this message ({self.name} failed on it {attempts} "
             "times). It is kept whole and set aside for the centre's staff to examine; it need "
-            "not be sent again.", "$")
+            "not be sent again.",
+            "$",
+        )
         with self.sessions.begin() as s:
             notice = self.quarantine_notice(s, record, reason, at)
-            insert_ignoring_conflicts(s, DeadLetter.__table__, [dict(
-                topic=record.topic, partition=record.partition, offset=record.offset,
-                key=record.key, value=record.value,
-                headers={k: v.decode("utf-8", "replace") for k, v in record.headers.items()},
-                provider_id=notice.provider_id if notice else None, reasons=[reason],
-                received_at=at)], ["topic", "partition", "offset"])
+            insert_ignoring_conflicts(
+                s,
+                DeadLetter.__table__,
+                [
+                    dict(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        key=record.key,
+                        value=record.value,
+                        headers={
+                            k: v.decode("utf-8", "replace") for k, v in record.headers.items()
+                        },
+                        provider_id=notice.provider_id if notice else None,
+                        reasons=[reason],
+                        received_at=at,
+                    )
+                ],
+                ["topic", "partition", "offset"],
+            )
         if notice is not None:
             if self.provider_topics is None:
                 from centre.kafka import ProviderTopics
 
                 self.provider_topics = ProviderTopics(self.settings)
             self.provider_topics.ensure([notice.provider_id])
-            fb = m.feedback(provider_id=notice.provider_id,
-                            provider_report_id=notice.provider_report_id,
-                            report_id=notice.report_id, status="rejected", reasons=[reason],
-                            at=at, source=f"quarantine/{where}")
-            self.producer.send(feedback_topic(notice.provider_id), m.dumps(fb),
-                               key=(notice.provider_report_id or "").encode())
-        audit.emit(self.producer, [audit.AuditEvent(
-            actor=self.name, action="message.quarantined",
-            subject=f"report:{notice.report_id}" if notice and notice.report_id
-            else f"message:{where}",
-            discriminator=where, at=at,
-            details={"message": where, "attempts": attempts,
-                     "provider_id": notice.provider_id if notice else None,
-                     "feedback": "rejected" if notice else None})])
+            fb = m.feedback(
+                provider_id=notice.provider_id,
+                provider_report_id=notice.provider_report_id,
+                report_id=notice.report_id,
+                status="rejected",
+                reasons=[reason],
+                at=at,
+                source=f"quarantine/{where}",
+            )
+            self.producer.send(
+                feedback_topic(notice.provider_id),
+                m.dumps(fb),
+                key=(notice.provider_report_id or "").encode(),
+            )
+        audit.emit(
+            self.producer,
+            [
+                audit.AuditEvent(
+                    actor=self.name,
+                    action="message.quarantined",
+                    subject=f"report:{notice.report_id}"
+                    if notice and notice.report_id
+                    else f"message:{where}",
+                    discriminator=where,
+                    at=at,
+                    details={
+                        "message": where,
+                        "attempts": attempts,
+                        "provider_id": notice.provider_id if notice else None,
+                        "feedback": "rejected" if notice else None,
+                    },
+                )
+            ],
+        )
         self.producer.flush_or_raise()
         metrics.QUARANTINED.labels(self.name).inc()
         metrics.DEAD_LETTERS.labels(self.name).inc()
-        log.error("stage %s set the message at %s aside after %d attempts (dead-lettered%s)",
-                  self.name, where, attempts, ", its company told" if notice else "")
+        log.error(
+            "stage %s set the message at %s aside after %d attempts (dead-lettered%s)",
+            self.name,
+            where,
+            attempts,
+            ", its company told" if notice else "",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,5 +213,3 @@ def _headers(raw: object) -> dict[str, bytes]:
         key = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
         out[key] = v if isinstance(v, bytes) else str(v).encode()
     return out
-
-

@@ -23,8 +23,33 @@ from dataclasses import dataclass, field
 from centre.settings import Settings
 
 MEMBER_STATES: tuple[str, ...] = (
-    "at", "be", "bg", "cy", "cz", "de", "dk", "ee", "es", "fi", "fr", "gr", "hr", "hu",
-    "ie", "it", "lt", "lu", "lv", "mt", "nl", "pl", "pt", "ro", "se", "si", "sk",
+    "at",
+    "be",
+    "bg",
+    "cy",
+    "cz",
+    "de",
+    "dk",
+    "ee",
+    "es",
+    "fi",
+    "fr",
+    "gr",
+    "hr",
+    "hu",
+    "ie",
+    "it",
+    "lt",
+    "lu",
+    "lv",
+    "mt",
+    "nl",
+    "pl",
+    "pt",
+    "ro",
+    "se",
+    "si",
+    "sk",
 )
 EUROPOL = "europol"
 RECIPIENTS: tuple[str, ...] = MEMBER_STATES + (EUROPOL,)
@@ -98,33 +123,52 @@ def static_topics(settings: Settings) -> list[TopicSpec]:
     topics = [
         TopicSpec(INTAKE, hot, "report/v1 from companies", _retention(14, 4 * MIB)),
         TopicSpec(ACCEPTED, hot, "validated reports with their report_id", _retention(14, 4 * MIB)),
-        TopicSpec(TRIAGED, hot, "reports with cluster, bank, category and priority decisions",
-                  _retention(14, 4 * MIB)),
+        TopicSpec(
+            TRIAGED,
+            hot,
+            "reports with cluster, bank, category and priority decisions",
+            _retention(14, 4 * MIB),
+        ),
         TopicSpec(NOTICE_RESPONSES, 3, "notice-response/v1 from companies", _retention(30, MIB)),
-        TopicSpec(COMPLAINTS_INTAKE, 3, "complaint/v1 from companies and coordinating "
-                  "authorities", _retention(30, MIB)),
+        TopicSpec(
+            COMPLAINTS_INTAKE,
+            3,
+            "complaint/v1 from companies and coordinating authorities",
+            _retention(30, MIB),
+        ),
         # Hashes of a victim's pictures (never the pictures, never who they are): kept a
         # week, long enough for a worker that is down; the bank lives in the database.
-        TopicSpec(VICTIMS_REQUESTS, 1, "victim-request/v1 from case handlers",
-                  _retention(7, 4 * MIB)),
-        TopicSpec(DELIVERY_ACKS, 1, "delivery-ack/v1: which liaison pulled which case, when",
-                  _retention(30, MIB)),
+        TopicSpec(
+            VICTIMS_REQUESTS, 1, "victim-request/v1 from case handlers", _retention(7, 4 * MIB)
+        ),
+        TopicSpec(
+            DELIVERY_ACKS,
+            1,
+            "delivery-ack/v1: which liaison pulled which case, when",
+            _retention(30, MIB),
+        ),
         # One partition: one writer reads it, and every stage's batch sends to it, so each
         # partition more would be one more produce request per batch of every stage.
-        TopicSpec(AUDIT_EVENTS, 1, "audit-event/v1: every decision and access, for the "
-                  "audit writer", _retention(14, 4 * MIB)),
+        TopicSpec(
+            AUDIT_EVENTS,
+            1,
+            "audit-event/v1: every decision and access, for the audit writer",
+            _retention(14, 4 * MIB),
+        ),
     ]
     # Liaison topics keep cases long enough for a liaison that is away for weeks. One
     # partition each: one liaison reads them, and a partition more would cost the broker a
     # produce request more per routing batch (librdkafka sends one request per partition).
     topics += [
-        TopicSpec(le_topic(r), 1, f"sealed case/v1 and retraction/v1 for {r}",
-                  _retention(90, 8 * MIB))
+        TopicSpec(
+            le_topic(r), 1, f"sealed case/v1 and retraction/v1 for {r}", _retention(90, 8 * MIB)
+        )
         for r in RECIPIENTS
     ]
     topics += [
-        TopicSpec(urgent_topic(r), 1, f"sealed P1 case/v1 for {r}, read first",
-                  _retention(90, 8 * MIB))
+        TopicSpec(
+            urgent_topic(r), 1, f"sealed P1 case/v1 for {r}, read first", _retention(90, 8 * MIB)
+        )
         for r in RECIPIENTS
     ]
     return topics
@@ -133,25 +177,32 @@ def static_topics(settings: Settings) -> list[TopicSpec]:
 def provider_topics(provider_id: str) -> list[TopicSpec]:
     return [
         # One partition: the provider reads its feedback in the order it was sent.
-        TopicSpec(feedback_topic(provider_id), 1, "feedback/v1 for the provider",
-                  _retention(30, MIB)),
-        TopicSpec(notices_topic(provider_id), 1, "notice/v1 for the provider",
-                  _retention(90, MIB)),
+        TopicSpec(
+            feedback_topic(provider_id), 1, "feedback/v1 for the provider", _retention(30, MIB)
+        ),
+        TopicSpec(notices_topic(provider_id), 1, "notice/v1 for the provider", _retention(90, MIB)),
     ]
 
 
 STAGES: dict[str, StageSpec] = {
-    "intake": StageSpec("intake", INTAKE, (ACCEPTED, "provider.<p>.feedback"),
-                        "intake.stage:IntakeStage"),
+    "intake": StageSpec(
+        "intake", INTAKE, (ACCEPTED, "provider.<p>.feedback"), "intake.stage:IntakeStage"
+    ),
     "triage": StageSpec("triage", ACCEPTED, (TRIAGED,), "triage.stage:TriageStage"),
-    "routing": StageSpec("routing", TRIAGED, ("le.<cc>", "provider.<p>.feedback"),
-                         "routing.stage:RoutingStage"),
+    "routing": StageSpec(
+        "routing", TRIAGED, ("le.<cc>", "provider.<p>.feedback"), "routing.stage:RoutingStage"
+    ),
     "audit": StageSpec("audit", AUDIT_EVENTS, (), "centre.audit.writer:AuditWriterStage"),
-    "complaints": StageSpec("complaints", COMPLAINTS_INTAKE, ("provider.<p>.notices", "le.<cc>"),
-                            "complaints.stage:ComplaintIntakeStage"),
+    "complaints": StageSpec(
+        "complaints",
+        COMPLAINTS_INTAKE,
+        ("provider.<p>.notices", "le.<cc>"),
+        "complaints.stage:ComplaintIntakeStage",
+    ),
     # Also reads notices.responses and reports.triaged (READERS).
-    "victims": StageSpec("victims", VICTIMS_REQUESTS, ("provider.<p>.notices",),
-                         "victims.stage:VictimStage"),
+    "victims": StageSpec(
+        "victims", VICTIMS_REQUESTS, ("provider.<p>.notices",), "victims.stage:VictimStage"
+    ),
 }
 
 

@@ -41,10 +41,10 @@ class Watchdog:
 
     def start(self) -> None:
         self.beat()
-        threading.Thread(target=self._beat_loop, name=f"beat-{self.stage_name}",
-                         daemon=True).start()
-        threading.Thread(target=self._run, name=f"watchdog-{self.stage_name}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._beat_loop, name=f"beat-{self.stage_name}", daemon=True
+        ).start()
+        threading.Thread(target=self._run, name=f"watchdog-{self.stage_name}", daemon=True).start()
 
     def _beat_loop(self) -> None:
         # On a thread of its own: a probe waiting on an absent broker must not look like a
@@ -68,18 +68,21 @@ class Watchdog:
         topic = self.settings.topic(STAGES[self.stage_name].source)
         while True:
             try:
-                offsets: dict[int, tuple[int, int]] | None = metrics.group_offsets(
-                    consumer, topic)
+                offsets: dict[int, tuple[int, int]] | None = metrics.group_offsets(consumer, topic)
             except Exception as exc:  # the broker away: nothing to judge by
                 log.debug("lag probe: %s", exc)
                 offsets = None
             if offsets is not None:
                 metrics.CONSUMER_LAG.labels(self.stage_name).set(
-                    sum(max(0, hi - max(c, 0)) for c, hi in offsets.values()))
+                    sum(max(0, hi - max(c, 0)) for c, hi in offsets.values())
+                )
             if self.stuck(offsets, time.monotonic()):
-                log.error("worker %s is stuck: its input has waited %.0fs and it consumed "
-                          "nothing; exiting so that it is started again", self.stage_name,
-                          self.settings.stuck_after_s)
+                log.error(
+                    "worker %s is stuck: its input has waited %.0fs and it consumed "
+                    "nothing; exiting so that it is started again",
+                    self.stage_name,
+                    self.settings.stuck_after_s,
+                )
                 logging.shutdown()
                 os._exit(75)
             time.sleep(self.every)
@@ -94,16 +97,20 @@ class Watchdog:
         self._last_committed = committed
         lag = {p: max(0, hi - max(c, 0)) for p, (c, hi) in offsets.items()}
         assigned = self.assigned
-        waiting = (sum(lag.get(p, 0) for p in assigned) if assigned
-                   else (0 if progressing else sum(lag.values())))
-        busy = self.busy_since is not None and now - self.busy_since < 5 * \
-            self.settings.stuck_after_s
+        waiting = (
+            sum(lag.get(p, 0) for p in assigned)
+            if assigned
+            else (0 if progressing else sum(lag.values()))
+        )
+        busy = (
+            self.busy_since is not None and now - self.busy_since < 5 * self.settings.stuck_after_s
+        )
         idle = now - self.consumed_at >= self.every and not busy
         if waiting > 0 and idle:
             self._stalled_since = self._stalled_since or now
         else:
             self._stalled_since = None
-        return (self._stalled_since is not None
-                and now - self._stalled_since >= self.settings.stuck_after_s)
-
-
+        return (
+            self._stalled_since is not None
+            and now - self._stalled_since >= self.settings.stuck_after_s
+        )

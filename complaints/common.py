@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -75,19 +76,41 @@ def _text(name: str, value: str | None, limit: int) -> str:
     return v
 
 
-def _event(s: Session, c: Complaint, actor: str, action: str, now: dt.datetime,
-           details: dict[str, Any], *, by_staff: bool, discriminator: str = "",
-           personal: dict[str, Any] | None = None) -> None:
+def _event(
+    s: Session,
+    c: Complaint,
+    actor: str,
+    action: str,
+    now: dt.datetime,
+    details: dict[str, Any],
+    *,
+    by_staff: bool,
+    discriminator: str = "",
+    personal: dict[str, Any] | None = None,
+) -> None:
     """A step in the complaint's history, and its audit entry. `actor` is the case handler
     (`by_staff`), or the filer / the centre for what the worker does. `personal` (a note's
     text) goes to the audit trail sealed under the complaint's own key, erasable."""
-    s.add(ComplaintEvent(complaint_id=c.complaint_id, at=now, actor=actor, action=action,
-                         details={**details, **(personal or {})}))
-    _audit(s, staff(actor) if by_staff else STAGE, f"complaint.{action}",
-           f"complaint:{c.complaint_id}",
-           {"state": c.state, "case_id": c.case_id, "by": actor, **details}, at=now,
-           discriminator=discriminator or (uuid.uuid4().hex if by_staff else ""),
-           person=f"complaint:{c.complaint_id}" if personal else None, personal=personal)
+    s.add(
+        ComplaintEvent(
+            complaint_id=c.complaint_id,
+            at=now,
+            actor=actor,
+            action=action,
+            details={**details, **(personal or {})},
+        )
+    )
+    _audit(
+        s,
+        staff(actor) if by_staff else STAGE,
+        f"complaint.{action}",
+        f"complaint:{c.complaint_id}",
+        {"state": c.state, "case_id": c.case_id, "by": actor, **details},
+        at=now,
+        discriminator=discriminator or (uuid.uuid4().hex if by_staff else ""),
+        person=f"complaint:{c.complaint_id}" if personal else None,
+        personal=personal,
+    )
 
 
 def get(s: Session, complaint_id: str, *, lock: bool = False) -> Complaint:
@@ -98,12 +121,18 @@ def get(s: Session, complaint_id: str, *, lock: bool = False) -> Complaint:
     return c
 
 
-def active_holds(s: Session, case_ids: Iterable[str | None],
-                 now: dt.datetime) -> dict[str, dt.datetime]:
+def active_holds(
+    s: Session, case_ids: Iterable[str | None], now: dt.datetime
+) -> dict[str, dt.datetime]:
     """For each case under an Art. 48(6) hold now: when the last of its holds ends."""
     ids = sorted({c for c in case_ids if c})
     if not ids:
         return {}
-    return {cid: until for cid, until in s.execute(
-        select(Hold.case_id, func.max(Hold.until)).where(
-            Hold.case_id.in_(ids), Hold.until > now).group_by(Hold.case_id))}
+    return {
+        cid: until
+        for cid, until in s.execute(
+            select(Hold.case_id, func.max(Hold.until))
+            .where(Hold.case_id.in_(ids), Hold.until > now)
+            .group_by(Hold.case_id)
+        )
+    }

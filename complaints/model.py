@@ -27,7 +27,6 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from centre.topology import MEMBER_STATES
 from centre.fields import (
     JSON_SCHEMA_DIALECT,
     NOT_BLANK,
@@ -40,6 +39,7 @@ from centre.fields import (
     validate_with_rules,
 )
 from centre.problems import Problem, parse_key, schema_problems
+from centre.topology import MEMBER_STATES
 
 SCHEMA = "complaint/v1"
 SCHEMA_ID = "https://centre.europa.eu/schemas/complaint-v1.json"
@@ -57,8 +57,9 @@ GROUNDS: tuple[str, ...] = (
 CHANNELS: tuple[str, ...] = ("provider", "coordinating_authority", "centre")
 HASH_KINDS: tuple[str, ...] = ("sha256", "md5", "pdq")
 
-Grounds = Literal["not_child_sexual_abuse", "wrongful_removal", "wrongful_report",
-                  "wrong_account", "other"]
+Grounds = Literal[
+    "not_child_sexual_abuse", "wrongful_removal", "wrongful_report", "wrong_account", "other"
+]
 Channel = Literal["provider", "coordinating_authority", "centre"]
 
 _OPEN = ConfigDict(extra="allow", strict=True)
@@ -67,71 +68,107 @@ _OPEN = ConfigDict(extra="allow", strict=True)
 def _member_state(v: str) -> str:
     v = v.lower()
     if v not in MEMBER_STATES:
-        raise PydanticCustomError("invalid_value", "must be the ISO 3166-1 alpha-2 code of an "
-                                  "EU member state")
+        raise PydanticCustomError(
+            "invalid_value", "must be the ISO 3166-1 alpha-2 code of an EU member state"
+        )
     return v
 
 
 Ref = Annotated[str, StringConstraints(pattern=NOT_BLANK, max_length=MAX_REF)]
-MemberState = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$"),
-                        AfterValidator(_member_state)]
+MemberState = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z]{2}$"), AfterValidator(_member_state)
+]
 
 
 class Concerns(BaseModel):
     """What the complaint is about: give one of report_id, case_id, provider_report_id (with
     provider_id, which defaults to the filing provider's), or a content hash."""
 
-    model_config = ConfigDict(**_OPEN, json_schema_extra={"anyOf": [
-        {"required": [k]} for k in ("report_id", "case_id", "provider_report_id", *HASH_KINDS)]})
+    model_config = ConfigDict(
+        **_OPEN,
+        json_schema_extra={
+            "anyOf": [
+                {"required": [k]}
+                for k in ("report_id", "case_id", "provider_report_id", *HASH_KINDS)
+            ]
+        },
+    )
     report_id: Ref | None = Field(None, description="The centre's report_id.")
     case_id: Ref | None = Field(None, description="The centre's case_id.")
     provider_id: ProviderId | None = Field(
-        None, description="The reporting company; defaults to provider_id of the complaint "
-        "when channel is provider.")
+        None,
+        description="The reporting company; defaults to provider_id of the complaint "
+        "when channel is provider.",
+    )
     provider_report_id: ProviderReportId | None = Field(
-        None, description="The company's own id of the report.")
+        None, description="The company's own id of the report."
+    )
     sha256: Hex64 | None = None
     md5: Hex32 | None = None
     pdq: Hex64 | None = None
 
 
 class ComplaintV1(BaseModel):
-    model_config = ConfigDict(**_OPEN, title="complaint/v1", json_schema_extra={
-        "$id": SCHEMA_ID,
-        "allOf": [
-            {"if": {"properties": {"channel": {"const": "provider"}}, "required": ["channel"]},
-             "then": {"required": ["provider_id"]}},
-            {"if": {"properties": {"channel": {"const": "coordinating_authority"}},
-                    "required": ["channel"]},
-             "then": {"required": ["authority"]}},
-        ],
-    })
+    model_config = ConfigDict(
+        **_OPEN,
+        title="complaint/v1",
+        json_schema_extra={
+            "$id": SCHEMA_ID,
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"channel": {"const": "provider"}},
+                        "required": ["channel"],
+                    },
+                    "then": {"required": ["provider_id"]},
+                },
+                {
+                    "if": {
+                        "properties": {"channel": {"const": "coordinating_authority"}},
+                        "required": ["channel"],
+                    },
+                    "then": {"required": ["authority"]},
+                },
+            ],
+        },
+    )
     schema_: Literal["complaint/v1"] = Field(alias="schema")
-    complaint_ref: Ref = Field(description="The filer's own reference, unique per filer: a "
-                               "second message with the same reference is the same complaint.")
-    channel: Channel = Field(description="Who files it and where the answers go: provider (a "
-                             "company forwarding its user's complaint; answers on "
-                             "provider.<provider_id>.notices), coordinating_authority (a "
-                             "member state's coordinating authority), centre (a case handler "
-                             "of the centre).")
-    provider_id: ProviderId | None = Field(None, description="Required when channel is "
-                                           "provider: the company filing it.")
-    authority: MemberState | None = Field(None, description="Required when channel is "
-                                          "coordinating_authority: its member state.")
+    complaint_ref: Ref = Field(
+        description="The filer's own reference, unique per filer: a "
+        "second message with the same reference is the same complaint."
+    )
+    channel: Channel = Field(
+        description="Who files it and where the answers go: provider (a "
+        "company forwarding its user's complaint; answers on "
+        "provider.<provider_id>.notices), coordinating_authority (a "
+        "member state's coordinating authority), centre (a case handler "
+        "of the centre)."
+    )
+    provider_id: ProviderId | None = Field(
+        None, description="Required when channel is provider: the company filing it."
+    )
+    authority: MemberState | None = Field(
+        None, description="Required when channel is coordinating_authority: its member state."
+    )
     concerns: Concerns
     grounds: Grounds
     statement: Annotated[str, StringConstraints(max_length=MAX_STATEMENT)] | None = Field(
-        None, description="The complainant's words, as forwarded.")
-    contact_ref: Ref = Field(description="A pseudonymous reference through which the filer "
-                             "reaches the complainant (never an e-mail address or a name).")
+        None, description="The complainant's words, as forwarded."
+    )
+    contact_ref: Ref = Field(
+        description="A pseudonymous reference through which the filer "
+        "reaches the complainant (never an e-mail address or a name)."
+    )
     filed_at: Timestamp
 
     @model_validator(mode="wrap")
     @classmethod
-    def _cross_field_rules(cls, data: Any,
-                           handler: ModelWrapValidatorHandler[ComplaintV1]) -> ComplaintV1:
-        return validate_with_rules(cls.__name__, data, handler,
-                                   rule_errors(data) if isinstance(data, dict) else [])
+    def _cross_field_rules(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ComplaintV1]
+    ) -> ComplaintV1:
+        return validate_with_rules(
+            cls.__name__, data, handler, rule_errors(data) if isinstance(data, dict) else []
+        )
 
     @property
     def filer(self) -> str:
@@ -159,23 +196,43 @@ def rule_errors(data: dict[str, Any]) -> list[InitErrorDetails]:
     out: list[InitErrorDetails] = []
     channel = data.get("channel")
     if channel == "provider" and _absent(data.get("provider_id")):
-        out.append(_rule("missing_field", "is required when channel is provider",
-                         ("provider_id",)))
+        out.append(_rule("missing_field", "is required when channel is provider", ("provider_id",)))
     if channel == "coordinating_authority" and _absent(data.get("authority")):
-        out.append(_rule("missing_field", "is required when channel is coordinating_authority",
-                         ("authority",)))
+        out.append(
+            _rule(
+                "missing_field",
+                "is required when channel is coordinating_authority",
+                ("authority",),
+            )
+        )
     concerns = data.get("concerns")
     if isinstance(concerns, dict):
-        named = [k for k in ("report_id", "case_id", "provider_report_id", *HASH_KINDS)
-                 if not _absent(concerns.get(k))]
+        named = [
+            k
+            for k in ("report_id", "case_id", "provider_report_id", *HASH_KINDS)
+            if not _absent(concerns.get(k))
+        ]
         if not named:
-            out.append(_rule("subject_required", "must name the report: report_id, case_id, "
-                             "provider_report_id or a content hash (sha256, md5, pdq)",
-                             ("concerns",)))
-        elif (named == ["provider_report_id"] and _absent(concerns.get("provider_id"))
-              and channel != "provider"):
-            out.append(_rule("missing_field", "is required with provider_report_id unless "
-                             "channel is provider", ("concerns", "provider_id")))
+            out.append(
+                _rule(
+                    "subject_required",
+                    "must name the report: report_id, case_id, "
+                    "provider_report_id or a content hash (sha256, md5, pdq)",
+                    ("concerns",),
+                )
+            )
+        elif (
+            named == ["provider_report_id"]
+            and _absent(concerns.get("provider_id"))
+            and channel != "provider"
+        ):
+            out.append(
+                _rule(
+                    "missing_field",
+                    "is required with provider_report_id unless channel is provider",
+                    ("concerns", "provider_id"),
+                )
+            )
     return out
 
 
@@ -220,12 +277,18 @@ def validate_complaint(value: bytes | None, key: bytes | None = None) -> Outcome
     key_filer, key_ref = parse_key(key)
     out = Outcome(None, [], _usable(key_filer, PROVIDER_ID), _usable(key_ref))
     if not value:
-        out.problems.append(Problem("invalid_json", "The value is empty; it must be one JSON "
-                                    "object.", "$"))
+        out.problems.append(
+            Problem("invalid_json", "The value is empty; it must be one JSON object.", "$")
+        )
         return out
     if len(value) > MAX_COMPLAINT_BYTES:
-        out.problems.append(Problem("too_large", f"The value is {len(value)} bytes; the limit "
-                                    f"is {MAX_COMPLAINT_BYTES} bytes.", "$"))
+        out.problems.append(
+            Problem(
+                "too_large",
+                f"The value is {len(value)} bytes; the limit is {MAX_COMPLAINT_BYTES} bytes.",
+                "$",
+            )
+        )
         return out
     try:
         doc = orjson.loads(value)
@@ -262,5 +325,6 @@ def complaint_json_schema() -> dict[str, Any]:
         "complaint/v1: a complaint about a wrongful removal or report, sent to the centre's "
         "topic complaints.intake by a company forwarding its user's complaint or by a "
         "coordinating authority (docs/complaint-v1.md). Unknown fields are allowed and kept. "
-        "Generated from complaints/model.py by `python -m complaints.schema_gen`.")
+        "Generated from complaints/model.py by `python -m complaints.schema_gen`."
+    )
     return schema

@@ -17,8 +17,9 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return schema_files.main("complaints.schema_gen", SCHEMA_FILE.name, complaint_json_schema,
-                             __doc__, argv)
+    return schema_files.main(
+        "complaints.schema_gen", SCHEMA_FILE.name, complaint_json_schema, __doc__, argv
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from sqlalchemy import func, select
 
 from centre import messages as m
 from centre.db import make_engine, make_sessionmaker
+from centre.settings import Settings
+from complaints import flow, states
+from complaints.model import ComplaintV1
 from complaints.tables import (
     Complaint,
     ComplaintEvent,
@@ -20,9 +23,6 @@ from complaints.tables import (
     ComplaintMessage,
     ComplaintRelatedCase,
 )
-from centre.settings import Settings
-from complaints import flow, states
-from complaints.model import ComplaintV1
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Desk:
             self._producer.close()
         self.engine.dispose()
 
-    def __enter__(self) -> "Desk":
+    def __enter__(self) -> Desk:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -71,23 +71,44 @@ class Desk:
             self._producer = BatchProducer(self.settings, **{"message.timeout.ms": 20000})
             self._keys = KeySet(self.settings.keys_dir)
             self._topics = ProviderTopics(self.settings)
-        return flow.dispatch(self.sessions, self._producer, self._keys, self._topics,
-                             complaint_ids=complaint_ids, now=now, audit=self.audit())
+        return flow.dispatch(
+            self.sessions,
+            self._producer,
+            self._keys,
+            self._topics,
+            complaint_ids=complaint_ids,
+            now=now,
+            audit=self.audit(),
+        )
 
     def _has_unsent(self, complaint_id: str) -> bool:
         with self.sessions() as s:
-            return bool(s.scalar(select(func.count()).select_from(ComplaintMessage).where(
-                ComplaintMessage.complaint_id == complaint_id,
-                ComplaintMessage.state.in_(("pending", "held")))))
+            return bool(
+                s.scalar(
+                    select(func.count())
+                    .select_from(ComplaintMessage)
+                    .where(
+                        ComplaintMessage.complaint_id == complaint_id,
+                        ComplaintMessage.state.in_(("pending", "held")),
+                    )
+                )
+            )
 
     # -- steps -----------------------------------------------------------------------------
 
-    def file(self, complaint: ComplaintV1, *, by: str,
-             now: dt.datetime | None = None) -> flow.Filed:
+    def file(
+        self, complaint: ComplaintV1, *, by: str, now: dt.datetime | None = None
+    ) -> flow.Filed:
         now = now or m.now()
         with self.sessions.begin() as s:
-            filed = flow.file_complaint(s, complaint, source=f"cli:{by}"[:300], actor=by,
-                                        now=now, sla_days=self.settings.complaint_sla_days)
+            filed = flow.file_complaint(
+                s,
+                complaint,
+                source=f"cli:{by}"[:300],
+                actor=by,
+                now=now,
+                sla_days=self.settings.complaint_sla_days,
+            )
             self.audit().commit(s)
         if self._has_unsent(filed.complaint_id):
             try:
@@ -114,8 +135,9 @@ class Desk:
             self.audit().commit(s)
             return sub
 
-    def decide(self, complaint_id: str, *, uphold: bool, reason: str,
-               by: str) -> tuple[flow.Decided, flow.Dispatched | None, str | None]:
+    def decide(
+        self, complaint_id: str, *, uphold: bool, reason: str, by: str
+    ) -> tuple[flow.Decided, flow.Dispatched | None, str | None]:
         """Decide, then send the effects. Returns (decision, what was sent, why sending
         failed or None); a failed send leaves the effects queued for the worker."""
         now = m.now()
@@ -131,13 +153,20 @@ class Desk:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def list(self, *, state: str | None = None, overdue: bool = False,
-             assignee: str | None = None, limit: int = 200,
-             now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    def list(
+        self,
+        *,
+        state: str | None = None,
+        overdue: bool = False,
+        assignee: str | None = None,
+        limit: int = 200,
+        now: dt.datetime | None = None,
+    ) -> list[dict[str, Any]]:
         now = now or m.now()
         if state is not None and state not in states.STATES:
-            raise flow.ComplaintError(f"unknown state {state!r}; the states are "
-                                      f"{', '.join(states.STATES)}")
+            raise flow.ComplaintError(
+                f"unknown state {state!r}; the states are {', '.join(states.STATES)}"
+            )
         q = select(Complaint)
         if state is not None:
             q = q.where(Complaint.state == state)
@@ -152,54 +181,90 @@ class Desk:
             filings: dict[str, list[tuple[str, str]]] = {}
             if ids:
                 for cid, grounds, channel in s.execute(
-                        select(ComplaintFiling.complaint_id, ComplaintFiling.grounds,
-                               ComplaintFiling.channel).where(
-                            ComplaintFiling.complaint_id.in_(ids))
-                        .order_by(ComplaintFiling.received_at)):
+                    select(
+                        ComplaintFiling.complaint_id,
+                        ComplaintFiling.grounds,
+                        ComplaintFiling.channel,
+                    )
+                    .where(ComplaintFiling.complaint_id.in_(ids))
+                    .order_by(ComplaintFiling.received_at)
+                ):
                     filings.setdefault(cid, []).append((grounds, channel))
         return [_summary(c, filings.get(c.complaint_id, []), now) for c in rows]
 
-    def show(self, complaint_id: str, *, related: int = 20,
-             now: dt.datetime | None = None) -> dict[str, Any]:
+    def show(
+        self, complaint_id: str, *, related: int = 20, now: dt.datetime | None = None
+    ) -> dict[str, Any]:
         """Everything about one complaint for the case handler (contact references included:
         the handler answers through them)."""
         now = now or m.now()
         with self.sessions() as s:
             c = flow.get(s, complaint_id)
-            filings = s.scalars(select(ComplaintFiling).where(
-                ComplaintFiling.complaint_id == c.complaint_id)
-                .order_by(ComplaintFiling.received_at)).all()
-            events = s.scalars(select(ComplaintEvent).where(
-                ComplaintEvent.complaint_id == c.complaint_id).order_by(ComplaintEvent.id)).all()
-            msgs = s.scalars(select(ComplaintMessage).where(
-                ComplaintMessage.complaint_id == c.complaint_id)
-                .order_by(ComplaintMessage.created_at, ComplaintMessage.message_id)).all()
-            rel = s.execute(select(ComplaintRelatedCase.case_id, ComplaintRelatedCase.report_id)
-                            .where(ComplaintRelatedCase.complaint_id == c.complaint_id)
-                            .order_by(ComplaintRelatedCase.case_id).limit(related)).all()
+            filings = s.scalars(
+                select(ComplaintFiling)
+                .where(ComplaintFiling.complaint_id == c.complaint_id)
+                .order_by(ComplaintFiling.received_at)
+            ).all()
+            events = s.scalars(
+                select(ComplaintEvent)
+                .where(ComplaintEvent.complaint_id == c.complaint_id)
+                .order_by(ComplaintEvent.id)
+            ).all()
+            msgs = s.scalars(
+                select(ComplaintMessage)
+                .where(ComplaintMessage.complaint_id == c.complaint_id)
+                .order_by(ComplaintMessage.created_at, ComplaintMessage.message_id)
+            ).all()
+            rel = s.execute(
+                select(ComplaintRelatedCase.case_id, ComplaintRelatedCase.report_id)
+                .where(ComplaintRelatedCase.complaint_id == c.complaint_id)
+                .order_by(ComplaintRelatedCase.case_id)
+                .limit(related)
+            ).all()
             hold = flow.active_holds(s, [c.case_id], now).get(c.case_id or "")
         out = _summary(c, [(f.grounds, f.channel) for f in filings], now)
-        out.update({
-            "report_id": c.report_id,
-            "provider_id": c.provider_id,
-            "decided_by": c.decided_by,
-            "decision_reason": c.decision_reason,
-            "case_under_hold_until": m.iso(hold) if hold else None,
-            "filings": [{"filing_id": f.filing_id, "channel": f.channel, "filer": f.filer,
-                         "complaint_ref": f.complaint_ref, "grounds": f.grounds,
-                         "contact_ref": f.contact_ref, "statement": f.statement,
-                         "concerns": f.concerns, "filed_at": f.filed_at,
-                         "received_at": m.iso(f.received_at), "joined": f.joined,
-                         "answer": _answer_route(f)} for f in filings],
-            "history": [{"at": m.iso(e.at), "actor": e.actor, "action": e.action,
-                         "details": e.details} for e in events],
-            "messages": [{"kind": x.kind, "type": x.body.get("type") or x.body.get("schema"),
-                          "recipient": x.recipient, "state": x.state,
-                          "not_before": m.iso(x.not_before) if x.not_before else None,
-                          "sent_at": m.iso(x.sent_at) if x.sent_at else None}
-                         for x in msgs],
-            "related_cases_shown": [{"case_id": cid, "report_id": rid} for cid, rid in rel],
-        })
+        out.update(
+            {
+                "report_id": c.report_id,
+                "provider_id": c.provider_id,
+                "decided_by": c.decided_by,
+                "decision_reason": c.decision_reason,
+                "case_under_hold_until": m.iso(hold) if hold else None,
+                "filings": [
+                    {
+                        "filing_id": f.filing_id,
+                        "channel": f.channel,
+                        "filer": f.filer,
+                        "complaint_ref": f.complaint_ref,
+                        "grounds": f.grounds,
+                        "contact_ref": f.contact_ref,
+                        "statement": f.statement,
+                        "concerns": f.concerns,
+                        "filed_at": f.filed_at,
+                        "received_at": m.iso(f.received_at),
+                        "joined": f.joined,
+                        "answer": _answer_route(f),
+                    }
+                    for f in filings
+                ],
+                "history": [
+                    {"at": m.iso(e.at), "actor": e.actor, "action": e.action, "details": e.details}
+                    for e in events
+                ],
+                "messages": [
+                    {
+                        "kind": x.kind,
+                        "type": x.body.get("type") or x.body.get("schema"),
+                        "recipient": x.recipient,
+                        "state": x.state,
+                        "not_before": m.iso(x.not_before) if x.not_before else None,
+                        "sent_at": m.iso(x.sent_at) if x.sent_at else None,
+                    }
+                    for x in msgs
+                ],
+                "related_cases_shown": [{"case_id": cid, "report_id": rid} for cid, rid in rel],
+            }
+        )
         return out
 
 

@@ -45,13 +45,23 @@ def _printable(headers: dict[str, bytes]) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in headers.items()}
 
 
-def invalid_notice(provider_id: str, complaint_ref: str | None, reasons: list[dict[str, str]],
-                   position: str, now: dt.datetime) -> dict[str, Any]:
+def invalid_notice(
+    provider_id: str,
+    complaint_ref: str | None,
+    reasons: list[dict[str, str]],
+    position: str,
+    now: dt.datetime,
+) -> dict[str, Any]:
     """notice/v1 `complaint_invalid`: the complaint was not accepted, one reason per problem."""
-    return {"schema": "notice/v1",
-            "notice_id": flow.notice_id_for(NS_INVALID, position, provider_id),
-            "type": "complaint_invalid", "provider_id": provider_id,
-            "complaint_ref": complaint_ref, "reasons": reasons, "at": m.iso(now)}
+    return {
+        "schema": "notice/v1",
+        "notice_id": flow.notice_id_for(NS_INVALID, position, provider_id),
+        "type": "complaint_invalid",
+        "provider_id": provider_id,
+        "complaint_ref": complaint_ref,
+        "reasons": reasons,
+        "at": m.iso(now),
+    }
 
 
 class ComplaintIntakeStage(StageBase):
@@ -80,25 +90,49 @@ class ComplaintIntakeStage(StageBase):
                 position = f"{rec.topic}/{rec.partition}/{rec.offset}"
                 if not out.accepted:
                     reasons = [p.as_dict() for p in out.problems]
-                    dead.append(dict(topic=rec.topic, partition=rec.partition,
-                                     offset=rec.offset, key=rec.key, value=rec.value,
-                                     headers=_printable(rec.headers),
-                                     provider_id=out.provider_id, reasons=reasons,
-                                     received_at=now))
+                    dead.append(
+                        dict(
+                            topic=rec.topic,
+                            partition=rec.partition,
+                            offset=rec.offset,
+                            key=rec.key,
+                            value=rec.value,
+                            headers=_printable(rec.headers),
+                            provider_id=out.provider_id,
+                            reasons=reasons,
+                            received_at=now,
+                        )
+                    )
                     metrics.ERRORS.labels(STAGE, "malformed_complaint").inc()
                     metrics.OUTCOMES.labels(STAGE, "invalid").inc()
                     if out.provider_id:
-                        invalid.append(invalid_notice(out.provider_id, out.complaint_ref,
-                                                      reasons, position, now))
-                    flow._audit(s, STAGE, "complaint.invalid", f"dead_letter:{position}",
-                                {"codes": sorted({r["code"] for r in reasons}),
-                                 "answered": bool(out.provider_id)},
-                                at=now, discriminator=position)
+                        invalid.append(
+                            invalid_notice(
+                                out.provider_id, out.complaint_ref, reasons, position, now
+                            )
+                        )
+                    flow._audit(
+                        s,
+                        STAGE,
+                        "complaint.invalid",
+                        f"dead_letter:{position}",
+                        {
+                            "codes": sorted({r["code"] for r in reasons}),
+                            "answered": bool(out.provider_id),
+                        },
+                        at=now,
+                        discriminator=position,
+                    )
                     continue
                 assert out.complaint is not None
-                f = flow.file_complaint(s, out.complaint, source=position,
-                                        actor=out.complaint.filer, now=now,
-                                        sla_days=self.settings.complaint_sla_days)
+                f = flow.file_complaint(
+                    s,
+                    out.complaint,
+                    source=position,
+                    actor=out.complaint.filer,
+                    now=now,
+                    sla_days=self.settings.complaint_sla_days,
+                )
                 filed.add(f.complaint_id)
             if dead:
                 s.execute(_insert_ignore(s, DeadLetter.__table__), dead)
@@ -107,13 +141,23 @@ class ComplaintIntakeStage(StageBase):
         if invalid:
             self.provider_topics.ensure({n["provider_id"] for n in invalid})
             for n in invalid:
-                self.producer.send(notices_topic(n["provider_id"]), m.dumps(n),
-                                   key=(n["complaint_ref"] or n["notice_id"]).encode())
+                self.producer.send(
+                    notices_topic(n["provider_id"]),
+                    m.dumps(n),
+                    key=(n["complaint_ref"] or n["notice_id"]).encode(),
+                )
             metrics.MESSAGES_OUT.labels(STAGE, "notice").inc(len(invalid))
             self.producer.flush_or_raise()
         if filed:  # the receipts queued with the filings
-            flow.dispatch(self.sessions, self.producer, self.keys, self.provider_topics,
-                          complaint_ids=filed, now=now, audit=audit)
+            flow.dispatch(
+                self.sessions,
+                self.producer,
+                self.keys,
+                self.provider_topics,
+                complaint_ids=filed,
+                now=now,
+                audit=audit,
+            )
 
     def idle(self) -> None:
         clock = time.monotonic()
@@ -122,12 +166,19 @@ class ComplaintIntakeStage(StageBase):
         self._dispatched_at = clock
         now = m.now()
         self.keys.reload()  # a recipient key registered since is used
-        done = flow.dispatch(self.sessions, self.producer, self.keys, self.provider_topics,
-                             stale_before=now - dt.timedelta(seconds=self.stale_after_s),
-                             now=now, audit=flow.AuditSink(producer=self.producer))
+        done = flow.dispatch(
+            self.sessions,
+            self.producer,
+            self.keys,
+            self.provider_topics,
+            stale_before=now - dt.timedelta(seconds=self.stale_after_s),
+            now=now,
+            audit=flow.AuditSink(producer=self.producer),
+        )
         if done.retractions or done.notices:
-            log.info("sent %d retraction(s) and %d notice(s) left queued",
-                     done.retractions, done.notices)
+            log.info(
+                "sent %d retraction(s) and %d notice(s) left queued", done.retractions, done.notices
+            )
 
 
 def _insert_ignore(s: Any, table: Any) -> Any:

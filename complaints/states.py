@@ -44,6 +44,8 @@ def check(current: str, to: str) -> None:
     if current in FINAL:
         raise TransitionError(f"the complaint is already {current}; a decision is final")
     if current == RECEIVED and to in FINAL:
-        raise TransitionError("the complaint is not under review yet; assign it to a case "
-                              "handler first (centre complaints assign ID HANDLER)")
+        raise TransitionError(
+            "the complaint is not under review yet; assign it to a case "
+            "handler first (centre complaints assign ID HANDLER)"
+        )
     raise TransitionError(f"a complaint cannot go from {current} to {to}")

@@ -14,16 +14,19 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from complaints.tables import Complaint, ComplaintFiling, ComplaintMessage
 from complaints import states
+from complaints.tables import Complaint, ComplaintFiling, ComplaintMessage
 
 
-def complaint_figures(conn: Any, since: dt.datetime | None = None,
-                      until: dt.datetime | None = None,
-                      now: dt.datetime | None = None) -> dict[str, Any]:
+def complaint_figures(
+    conn: Any,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
     """The figures from a Session or Connection; the window applies to when complaints
     arrived (filings) and were opened (complaints)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
 
     def window(q: Any, col: Any) -> Any:
         if since is not None:
@@ -32,35 +35,66 @@ def complaint_figures(conn: Any, since: dt.datetime | None = None,
             q = q.where(col < until)
         return q
 
-    by_grounds = dict(conn.execute(window(
-        select(ComplaintFiling.grounds, func.count()).group_by(ComplaintFiling.grounds),
-        ComplaintFiling.received_at)).all())
-    by_channel = dict(conn.execute(window(
-        select(ComplaintFiling.channel, func.count()).group_by(ComplaintFiling.channel),
-        ComplaintFiling.received_at)).all())
-    joined = conn.execute(window(select(func.count()).where(
-        ComplaintFiling.joined.is_(True)), ComplaintFiling.received_at)).scalar_one()
-    by_state = dict(conn.execute(window(
-        select(Complaint.state, func.count()).group_by(Complaint.state),
-        Complaint.opened_at)).all())
-    unmatched = conn.execute(window(select(func.count()).where(
-        Complaint.matched_by.is_(None)), Complaint.opened_at)).scalar_one()
-    overdue = conn.execute(window(select(func.count()).where(
-        Complaint.state.in_(states.OPEN), Complaint.due_at < now),
-        Complaint.opened_at)).scalar_one()
+    by_grounds = dict(
+        conn.execute(
+            window(
+                select(ComplaintFiling.grounds, func.count()).group_by(ComplaintFiling.grounds),
+                ComplaintFiling.received_at,
+            )
+        ).all()
+    )
+    by_channel = dict(
+        conn.execute(
+            window(
+                select(ComplaintFiling.channel, func.count()).group_by(ComplaintFiling.channel),
+                ComplaintFiling.received_at,
+            )
+        ).all()
+    )
+    joined = conn.execute(
+        window(
+            select(func.count()).where(ComplaintFiling.joined.is_(True)),
+            ComplaintFiling.received_at,
+        )
+    ).scalar_one()
+    by_state = dict(
+        conn.execute(
+            window(
+                select(Complaint.state, func.count()).group_by(Complaint.state), Complaint.opened_at
+            )
+        ).all()
+    )
+    unmatched = conn.execute(
+        window(select(func.count()).where(Complaint.matched_by.is_(None)), Complaint.opened_at)
+    ).scalar_one()
+    overdue = conn.execute(
+        window(
+            select(func.count()).where(Complaint.state.in_(states.OPEN), Complaint.due_at < now),
+            Complaint.opened_at,
+        )
+    ).scalar_one()
     late_decisions = 0
     spans: list[float] = []
-    for opened, decided, due in conn.execute(window(
+    for opened, decided, due in conn.execute(
+        window(
             select(Complaint.opened_at, Complaint.decided_at, Complaint.due_at).where(
-                Complaint.decided_at.is_not(None)), Complaint.opened_at)):
+                Complaint.decided_at.is_not(None)
+            ),
+            Complaint.opened_at,
+        )
+    ):
         opened, decided, due = (_aware(opened), _aware(decided), _aware(due))
         spans.append((decided - opened).total_seconds())
         late_decisions += decided > due
-    retractions = conn.execute(window(
-        select(func.count()).select_from(ComplaintMessage).join(
-            Complaint, Complaint.complaint_id == ComplaintMessage.complaint_id).where(
-            ComplaintMessage.kind == "retraction", ComplaintMessage.state == "sent"),
-        Complaint.opened_at)).scalar_one()
+    retractions = conn.execute(
+        window(
+            select(func.count())
+            .select_from(ComplaintMessage)
+            .join(Complaint, Complaint.complaint_id == ComplaintMessage.complaint_id)
+            .where(ComplaintMessage.kind == "retraction", ComplaintMessage.state == "sent"),
+            Complaint.opened_at,
+        )
+    ).scalar_one()
     decisions = {st: int(by_state.get(st, 0)) for st in states.FINAL}
     return {
         "filed": int(sum(by_grounds.values())),
@@ -80,15 +114,17 @@ def complaint_figures(conn: Any, since: dt.datetime | None = None,
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
-    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
 
 
 def render(figures: dict[str, Any]) -> list[Any]:
     """rich Tables for `centre stats`."""
     from rich.table import Table
 
-    t = Table(title=f"Complaints ({figures['filed']} filed, {figures['complaints']} "
-                    "complaints after joining those about the same report)")
+    t = Table(
+        title=f"Complaints ({figures['filed']} filed, {figures['complaints']} "
+        "complaints after joining those about the same report)"
+    )
     t.add_column("figure")
     t.add_column("complaints", justify="right")
     for g, n in figures["by_grounds"].items():
@@ -103,7 +139,10 @@ def render(figures: dict[str, Any]) -> list[Any]:
     avg = figures["average_hours_to_decide"]
     t.add_row("average time to decide", "—" if avg is None else f"{avg:,.1f} h")
     t.add_row("decided after the deadline", str(figures["decided_after_deadline"]))
-    t.add_row("open and overdue", str(figures["open_overdue"]),
-              style="red" if figures["open_overdue"] else None)
+    t.add_row(
+        "open and overdue",
+        str(figures["open_overdue"]),
+        style="red" if figures["open_overdue"] else None,
+    )
     t.add_row("retractions sent to law enforcement", str(figures["retractions_sent"]))
     return [t]

@@ -5,8 +5,9 @@ clusters merged into one another counted as one).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,8 +41,9 @@ def cluster_family(s: Session, cluster_ids: Iterable[str]) -> list[str]:
         roots.add(cid)
     family, frontier = set(roots), set(roots)
     while frontier:
-        below = set(s.scalars(select(Cluster.cluster_id).where(
-            Cluster.merged_into.in_(sorted(frontier)))))
+        below = set(
+            s.scalars(select(Cluster.cluster_id).where(Cluster.merged_into.in_(sorted(frontier))))
+        )
         frontier = below - family
         family |= frontier
     return sorted(family)
@@ -50,25 +52,34 @@ def cluster_family(s: Session, cluster_ids: Iterable[str]) -> list[str]:
 def _by_hash(s: Session, kind: str, value: str, prefer_provider: str | None) -> Subject | None:
     """The report a complaint about content concerns: the earliest of the filing company's
     own reports holding it, else the earliest report of its cluster."""
-    cid = s.scalar(select(ClusterSignal.cluster_id).where(ClusterSignal.value == value,
-                                                          ClusterSignal.kind == kind))
+    cid = s.scalar(
+        select(ClusterSignal.cluster_id).where(
+            ClusterSignal.value == value, ClusterSignal.kind == kind
+        )
+    )
     if cid is None:
         return None
     family = cluster_family(s, [cid])
-    q = (select(Report.report_id, Report.case_id, Report.provider_id)
-         .join(ReportCluster, ReportCluster.report_id == Report.report_id)
-         .where(ReportCluster.cluster_id.in_(family)))
+    q = (
+        select(Report.report_id, Report.case_id, Report.provider_id)
+        .join(ReportCluster, ReportCluster.report_id == Report.report_id)
+        .where(ReportCluster.cluster_id.in_(family))
+    )
     row = None
     if prefer_provider:
-        row = s.execute(q.where(Report.provider_id == prefer_provider)
-                        .order_by(Report.received_at, Report.report_id).limit(1)).first()
+        row = s.execute(
+            q.where(Report.provider_id == prefer_provider)
+            .order_by(Report.received_at, Report.report_id)
+            .limit(1)
+        ).first()
     if row is None:
         row = s.execute(q.order_by(Report.received_at, Report.report_id).limit(1)).first()
     return Subject(kind, *row) if row else None
 
 
-def resolve(s: Session, concerns: dict[str, Any],
-            channel_provider: str | None = None) -> Subject | None:
+def resolve(
+    s: Session, concerns: dict[str, Any], channel_provider: str | None = None
+) -> Subject | None:
     """The report a complaint names, or None (unmatched). By precedence: report_id, case_id,
     provider_id + provider_report_id, then sha256, md5, pdq."""
     cols = (Report.report_id, Report.case_id, Report.provider_id)
@@ -83,8 +94,9 @@ def resolve(s: Session, concerns: dict[str, Any],
     prid = concerns.get("provider_report_id")
     pid = concerns.get("provider_id") or channel_provider
     if prid and pid:
-        row = s.execute(select(*cols).where(Report.provider_id == pid,
-                                            Report.provider_report_id == prid)).first()
+        row = s.execute(
+            select(*cols).where(Report.provider_id == pid, Report.provider_report_id == prid)
+        ).first()
         if row:
             return Subject("provider_report_id", *row)
     for kind in HASH_KINDS:

@@ -103,7 +103,8 @@ class ComplaintRelatedCase(Base):
     """A case in the same cluster as an upheld complaint's report, listed for review."""
 
     __tablename__ = "complaint_related_cases"
-    complaint_id: Mapped[str] = mapped_column(ForeignKey("complaints.complaint_id"),
-                                              primary_key=True)
+    complaint_id: Mapped[str] = mapped_column(
+        ForeignKey("complaints.complaint_id"), primary_key=True
+    )
     case_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     report_id: Mapped[str] = mapped_column(String(36))

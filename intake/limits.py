@@ -66,27 +66,48 @@ def structure_problems(doc: Any) -> list[LimitProblem]:
         value, path, depth = stack.pop()
         if isinstance(value, str):
             if len(value) > MAX_STRING:
-                out.append(LimitProblem("too_long", f"{_label(path)} must be at most "
-                                        f"{MAX_STRING} characters long.", path))
+                out.append(
+                    LimitProblem(
+                        "too_long",
+                        f"{_label(path)} must be at most {MAX_STRING} characters long.",
+                        path,
+                    )
+                )
             continue
         if not isinstance(value, (dict, list)):
             continue
         if depth > MAX_DEPTH:
-            out.append(LimitProblem("too_deep", f"{_label(path)} is nested deeper than "
-                                    f"{MAX_DEPTH} levels of objects and arrays.", path))
+            out.append(
+                LimitProblem(
+                    "too_deep",
+                    f"{_label(path)} is nested deeper than "
+                    f"{MAX_DEPTH} levels of objects and arrays.",
+                    path,
+                )
+            )
             continue
         values += len(value)
         if values > MAX_VALUES:
-            out.append(LimitProblem("too_many_values", f"The report holds more than "
-                                    f"{MAX_VALUES} object members and array elements.", "$"))
+            out.append(
+                LimitProblem(
+                    "too_many_values",
+                    f"The report holds more than {MAX_VALUES} object members and array elements.",
+                    "$",
+                )
+            )
             break
         children: list[tuple[Any, str, int]] = []
         if isinstance(value, dict):
             for name, child in value.items():
                 if len(name) > MAX_NAME:
-                    out.append(LimitProblem("too_long", f"A member name in {_label(path)} is "
-                                            f"longer than {MAX_NAME} characters.",
-                                            _child(path, name)))
+                    out.append(
+                        LimitProblem(
+                            "too_long",
+                            f"A member name in {_label(path)} is "
+                            f"longer than {MAX_NAME} characters.",
+                            _child(path, name),
+                        )
+                    )
                     continue
                 children.append((child, _child(path, name), depth + 1))
         else:
@@ -97,12 +118,15 @@ def structure_problems(doc: Any) -> list[LimitProblem]:
 
 def key_problem(key: bytes | None) -> LimitProblem | None:
     if key is not None and len(key) > MAX_KEY_BYTES:
-        return LimitProblem("key_too_long", f"The Kafka key is {len(key)} bytes; the limit is "
-                            f"{MAX_KEY_BYTES} bytes.", "$")
+        return LimitProblem(
+            "key_too_long",
+            f"The Kafka key is {len(key)} bytes; the limit is {MAX_KEY_BYTES} bytes.",
+            "$",
+        )
     return None
 
 
 def shown_id(value: str, limit: int) -> str:
     """An id as feedback may show it: whole when within `limit` characters, else its first
     `limit - 1` and an ellipsis (never echoed whole)."""
-    return value if len(value) <= limit else value[:limit - 1] + "…"
+    return value if len(value) <= limit else value[: limit - 1] + "…"

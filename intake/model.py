@@ -61,15 +61,24 @@ _T = TypeVar("_T")
 Bounded = Annotated[list[_T], Field(max_length=L.MAX_ANNOTATIONS)]
 
 Kind = Literal["known_material", "new_material", "solicitation"]
-IncidentAnnotation = Literal["sextortion", "minor_to_minor", "sadistic_exploitation",
-                             "csam_solicitation"]
-Detection = Literal["detection_order", "public_authority", "trusted_flagger", "user_flag",
-                    "own_initiative", "other"]
+IncidentAnnotation = Literal[
+    "sextortion", "minor_to_minor", "sadistic_exploitation", "csam_solicitation"
+]
+Detection = Literal[
+    "detection_order", "public_authority", "trusted_flagger", "user_flag", "own_initiative", "other"
+]
 ServiceType = Literal["hosting", "interpersonal_communications"]
 MediaType = Literal["image", "video", "text", "url"]
-ContentAnnotation = Literal["viral", "potential_meme", "generative_ai",
-                            "possible_self_production", "infant", "live_streaming",
-                            "physical_harm", "animated"]
+ContentAnnotation = Literal[
+    "viral",
+    "potential_meme",
+    "generative_ai",
+    "possible_self_production",
+    "infant",
+    "live_streaming",
+    "physical_harm",
+    "animated",
+]
 IndustryClassification = Literal["A1", "A2", "B1", "B2"]
 IpEventKind = Literal["upload", "login", "registration", "other"]
 Role = Literal["suspect", "victim", "recipient"]
@@ -84,16 +93,22 @@ class Service(BaseModel):
 
 
 class Incident(BaseModel):
-    model_config = ConfigDict(**_OPEN, json_schema_extra={
-        "if": {"properties": {"urgent": {"const": True}}, "required": ["urgent"]},
-        "then": {"required": ["urgent_reason"],
-                 "properties": {"urgent_reason": {"type": "string", "pattern": NOT_BLANK}}},
-    })
+    model_config = ConfigDict(
+        **_OPEN,
+        json_schema_extra={
+            "if": {"properties": {"urgent": {"const": True}}, "required": ["urgent"]},
+            "then": {
+                "required": ["urgent_reason"],
+                "properties": {"urgent_reason": {"type": "string", "pattern": NOT_BLANK}},
+            },
+        },
+    )
     kind: Kind
     occurred_at: Timestamp
     urgent: bool = False
     urgent_reason: Text | None = Field(
-        None, description="Required and not empty when urgent is true.")
+        None, description="Required and not empty when urgent is true."
+    )
     annotations: Bounded[IncidentAnnotation] | None = None
     detection: Detection | None = None
     service: Service | None = None
@@ -101,14 +116,23 @@ class Incident(BaseModel):
 
 
 class ContentItem(BaseModel):
-    model_config = ConfigDict(**_OPEN, json_schema_extra={
-        "if": {"properties": {"media_type": {"enum": list(MEDIA_TYPES_NEEDING_HASH)}},
-               "required": ["media_type"]},
-        "then": {"anyOf": [{"required": [h], "properties": {h: {"type": "string"}}}
-                           for h in HASH_FIELDS]},
-    })
+    model_config = ConfigDict(
+        **_OPEN,
+        json_schema_extra={
+            "if": {
+                "properties": {"media_type": {"enum": list(MEDIA_TYPES_NEEDING_HASH)}},
+                "required": ["media_type"],
+            },
+            "then": {
+                "anyOf": [
+                    {"required": [h], "properties": {h: {"type": "string"}}} for h in HASH_FIELDS
+                ]
+            },
+        },
+    )
     content_id: Annotated[NonBlank, StringConstraints(max_length=L.MAX_ID)] = Field(
-        description="Unique within the report.")
+        description="Unique within the report."
+    )
     media_type: MediaType
     sha256: Hex64 | None = None
     md5: Hex32 | None = None
@@ -180,64 +204,101 @@ def rule_errors(data: dict[str, Any]) -> list[InitErrorDetails]:
     incident = data.get("incident")
     incident = incident if isinstance(incident, dict) else {}
     if incident.get("urgent") is True and _absent_or_blank(incident.get("urgent_reason")):
-        out.append(_rule("urgent_reason_required", "is required and must not be empty when "
-                         "incident.urgent is true", ("incident", "urgent_reason")))
+        out.append(
+            _rule(
+                "urgent_reason_required",
+                "is required and must not be empty when incident.urgent is true",
+                ("incident", "urgent_reason"),
+            )
+        )
     content = data.get("content")
     description = incident.get("description")
     if (content is None or content == []) and _absent_or_blank(description):
-        out.append(_rule("content_or_description_required", "must hold at least one item "
-                         "when incident.description is absent or empty", ("content",)))
+        out.append(
+            _rule(
+                "content_or_description_required",
+                "must hold at least one item when incident.description is absent or empty",
+                ("content",),
+            )
+        )
     if not isinstance(content, list):
         return out
     seen: set[str] = set()
     for i, item in enumerate(content):
         if not isinstance(item, dict):
             continue
-        if (item.get("media_type") in MEDIA_TYPES_NEEDING_HASH
-                and all(item.get(h) is None for h in HASH_FIELDS)):
-            out.append(_rule("missing_hash", "needs at least one of sha256, md5 or pdq when "
-                             "media_type is image or video", ("content", i)))
+        if item.get("media_type") in MEDIA_TYPES_NEEDING_HASH and all(
+            item.get(h) is None for h in HASH_FIELDS
+        ):
+            out.append(
+                _rule(
+                    "missing_hash",
+                    "needs at least one of sha256, md5 or pdq when media_type is image or video",
+                    ("content", i),
+                )
+            )
         cid = item.get("content_id")
         if isinstance(cid, str):
             if cid in seen:
-                out.append(_rule("duplicate_content_id", "repeats an earlier content_id; "
-                                 "content_id must be unique within a report",
-                                 ("content", i, "content_id")))
+                out.append(
+                    _rule(
+                        "duplicate_content_id",
+                        "repeats an earlier content_id; content_id must be unique within a report",
+                        ("content", i, "content_id"),
+                    )
+                )
             seen.add(cid)
     return out
 
 
 class ReportV1(BaseModel):
-    model_config = ConfigDict(**_OPEN, title="report/v1", json_schema_extra={
-        "$id": SCHEMA_ID,
-        "anyOf": [
-            {"required": ["content"],
-             "properties": {"content": {"type": "array", "minItems": 1}}},
-            {"required": ["incident"], "properties": {"incident": {
-                "required": ["description"],
-                "properties": {"description": {"type": "string", "pattern": NOT_BLANK}}}}},
-        ],
-    })
+    model_config = ConfigDict(
+        **_OPEN,
+        title="report/v1",
+        json_schema_extra={
+            "$id": SCHEMA_ID,
+            "anyOf": [
+                {
+                    "required": ["content"],
+                    "properties": {"content": {"type": "array", "minItems": 1}},
+                },
+                {
+                    "required": ["incident"],
+                    "properties": {
+                        "incident": {
+                            "required": ["description"],
+                            "properties": {"description": {"type": "string", "pattern": NOT_BLANK}},
+                        }
+                    },
+                },
+            ],
+        },
+    )
     schema_: Literal["report/v1"] = Field(alias="schema")
-    provider_id: ProviderId = Field(description="Names the provider's Kafka topics, so it is "
-                                    "lower case letters, digits, '.', '_' and '-'.")
+    provider_id: ProviderId = Field(
+        description="Names the provider's Kafka topics, so it is "
+        "lower case letters, digits, '.', '_' and '-'."
+    )
     provider_report_id: ProviderReportId
     submitted_at: Timestamp
     incident: Incident
     content: Annotated[list[ContentItem], Field(max_length=L.MAX_CONTENT_ITEMS)] | None = None
     location: Location | None = None
     users: Annotated[list[User], Field(max_length=L.MAX_USERS)] | None = None
-    reported_elsewhere: Annotated[list[ReportedElsewhere],
-                                  Field(max_length=L.MAX_REPORTED_ELSEWHERE)] | None = None
+    reported_elsewhere: (
+        Annotated[list[ReportedElsewhere], Field(max_length=L.MAX_REPORTED_ELSEWHERE)] | None
+    ) = None
     batch: Batch | None = None
     supplement: bool = False
 
     @model_validator(mode="wrap")
     @classmethod
-    def _cross_field_rules(cls, data: Any,
-                           handler: ModelWrapValidatorHandler[ReportV1]) -> ReportV1:
-        return validate_with_rules(cls.__name__, data, handler,
-                                   rule_errors(data) if isinstance(data, dict) else [])
+    def _cross_field_rules(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ReportV1]
+    ) -> ReportV1:
+        return validate_with_rules(
+            cls.__name__, data, handler, rule_errors(data) if isinstance(data, dict) else []
+        )
 
 
 def report_json_schema() -> dict[str, Any]:
@@ -256,5 +317,6 @@ def report_json_schema() -> dict[str, Any]:
         f"string (unknown fields' too) is at most {L.MAX_STRING} characters, every member "
         f"name at most {L.MAX_NAME}; the Kafka key is at most {L.MAX_KEY_BYTES} bytes. "
         "Generated from intake/model.py by "
-        "`python -m intake.schema_gen`.")
+        "`python -m intake.schema_gen`."
+    )
     return schema

@@ -18,8 +18,9 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return schema_files.main("intake.schema_gen", SCHEMA_FILE.name, report_json_schema,
-                             __doc__, argv)
+    return schema_files.main(
+        "intake.schema_gen", SCHEMA_FILE.name, report_json_schema, __doc__, argv
+    )
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ import copy
 from typing import Any
 
 # Keys that describe the message, not the report: a supplement's own are not merged in.
-_ENVELOPE = frozenset({"schema", "provider_id", "provider_report_id", "submitted_at",
-                       "supplement"})
+_ENVELOPE = frozenset({"schema", "provider_id", "provider_report_id", "submitted_at", "supplement"})
 
 
-def merge_supplement(original: dict[str, Any],
-                     supplement: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def merge_supplement(
+    original: dict[str, Any], supplement: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
     """The report completed by the supplement, and the JSON paths it filled in (in order)."""
     merged = copy.deepcopy(original)
     added: list[str] = []
@@ -35,8 +35,7 @@ def merge_supplement(original: dict[str, Any],
     return merged, added
 
 
-def _merge_into(target: dict[str, Any], key: str, value: Any, path: str,
-                added: list[str]) -> None:
+def _merge_into(target: dict[str, Any], key: str, value: Any, path: str, added: list[str]) -> None:
     if value is None or value == [] or value == {} or value == "":
         return  # nothing to add
     if key not in target or target[key] is None or target[key] == [] or target[key] == "":
@@ -53,8 +52,11 @@ def _merge_into(target: dict[str, Any], key: str, value: Any, path: str,
 
 
 def _merge_list(current: list[Any], extra: list[Any], path: str, added: list[str]) -> None:
-    by_id = {item.get("content_id"): i for i, item in enumerate(current)
-             if isinstance(item, dict) and isinstance(item.get("content_id"), str)}
+    by_id = {
+        item.get("content_id"): i
+        for i, item in enumerate(current)
+        if isinstance(item, dict) and isinstance(item.get("content_id"), str)
+    }
     for item in extra:
         cid = item.get("content_id") if isinstance(item, dict) else None
         if isinstance(cid, str) and cid in by_id:

@@ -33,7 +33,9 @@ class IntakeDecision(Base):
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     provider_id: Mapped[str | None] = mapped_column(String(100))
     provider_report_id: Mapped[str | None] = mapped_column(String(200))
-    outcome: Mapped[str] = mapped_column(String(32))  # received | rejected | duplicate_submission | supplement
+    outcome: Mapped[str] = mapped_column(
+        String(32)
+    )  # received | rejected | duplicate_submission | supplement
     report_id: Mapped[str | None] = mapped_column(String(36))
     reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
     decided_at: Mapped[dt.datetime]

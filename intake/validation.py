@@ -30,6 +30,7 @@ from intake.model import ReportV1
 MAX_REPORT_BYTES = 1024 * 1024
 _PROVIDER_ID_RE = re.compile(PROVIDER_ID)
 
+
 @dataclass(slots=True)
 class Outcome:
     report: dict[str, Any] | None  # the accepted report as plain JSON, None when rejected
@@ -77,19 +78,28 @@ def _key_problem(key: bytes | None, doc: dict[str, Any]) -> Problem | None:
         return None
     key_pid, key_prid = parse_key(key)
     if key_pid is None or key_prid is None:
-        return Problem("key_mismatch", "The Kafka key must be "
-                       "<provider_id>/<provider_report_id> in UTF-8.", "$")
+        return Problem(
+            "key_mismatch",
+            "The Kafka key must be <provider_id>/<provider_report_id> in UTF-8.",
+            "$",
+        )
     body_pid = _usable_provider_id(doc.get("provider_id"))
     body_prid = _usable_report_id(doc.get("provider_report_id"))
     pid_differs = body_pid is not None and body_pid != key_pid
     prid_differs = body_prid is not None and body_prid != key_prid
     if not (pid_differs or prid_differs):
         return None
-    path = "$" if pid_differs and prid_differs else \
-        ("$.provider_id" if pid_differs else "$.provider_report_id")
-    return Problem("key_mismatch", "The Kafka key must be <provider_id>/<provider_report_id> "
-                   "with the same values as the report's provider_id and provider_report_id.",
-                   path)
+    path = (
+        "$"
+        if pid_differs and prid_differs
+        else ("$.provider_id" if pid_differs else "$.provider_report_id")
+    )
+    return Problem(
+        "key_mismatch",
+        "The Kafka key must be <provider_id>/<provider_report_id> "
+        "with the same values as the report's provider_id and provider_report_id.",
+        path,
+    )
 
 
 def _unparseable(value: bytes) -> Problem:
@@ -97,14 +107,20 @@ def _unparseable(value: bytes) -> Problem:
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Problem("invalid_encoding", f"The value is not valid UTF-8 (first bad byte at "
-                       f"offset {exc.start}).", "$")
+        return Problem(
+            "invalid_encoding",
+            f"The value is not valid UTF-8 (first bad byte at offset {exc.start}).",
+            "$",
+        )
     try:
         orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         # orjson's messages describe the syntax only ("unexpected character"), never the text.
-        return Problem("invalid_json", f"The value is not valid JSON: {exc.msg} at line "
-                       f"{exc.lineno} column {exc.colno}.", "$")
+        return Problem(
+            "invalid_json",
+            f"The value is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
+            "$",
+        )
     raise AssertionError("value parses after all")  # pragma: no cover
 
 
@@ -113,10 +129,14 @@ def _too_deep_to_parse(exc: orjson.JSONDecodeError) -> bool:
     return "depth" in exc.msg.lower() or "recursion" in exc.msg.lower()
 
 
-def validate_report(value: bytes | None, key: bytes | None = None, *,
-                    signature_b64: str | None = None,
-                    provider_key: Ed25519PublicKey | None = None,
-                    require_signature: bool = False) -> Outcome:
+def validate_report(
+    value: bytes | None,
+    key: bytes | None = None,
+    *,
+    signature_b64: str | None = None,
+    provider_key: Ed25519PublicKey | None = None,
+    require_signature: bool = False,
+) -> Outcome:
     """Decide whether one message is an acceptable report/v1; never raises on bad input.
 
     `key` is the Kafka key, `signature_b64` the `signature` header, `provider_key` the key
@@ -132,34 +152,54 @@ def validate_report(value: bytes | None, key: bytes | None = None, *,
         out.problems.append(Problem(key_limit.code, key_limit.message, key_limit.path))
     if not value:
         out.signature = "unchecked" if signature_b64 else "absent"
-        out.problems.append(Problem("invalid_json", "The value is empty; it must be one JSON "
-                                    "object.", "$"))
+        out.problems.append(
+            Problem("invalid_json", "The value is empty; it must be one JSON object.", "$")
+        )
         return out
     if len(value) > MAX_REPORT_BYTES:
         # Not verified either: the size alone decides, and checking costs time on big values.
         out.signature = "unchecked" if signature_b64 else "absent"
-        out.problems.append(Problem("too_large", f"The value is {len(value)} bytes; the limit "
-                                    f"is {MAX_REPORT_BYTES} bytes (1 MiB).", "$"))
+        out.problems.append(
+            Problem(
+                "too_large",
+                f"The value is {len(value)} bytes; the limit is {MAX_REPORT_BYTES} bytes (1 MiB).",
+                "$",
+            )
+        )
         return out
-    out.signature, sig_problems = check_signature(value, signature_b64, provider_key,
-                                                  require_signature)
+    out.signature, sig_problems = check_signature(
+        value, signature_b64, provider_key, require_signature
+    )
     try:
         # orjson also rejects what the rest of the pipeline could not write back out
         # (lone surrogates, NaN, nesting deeper than it parses), and is the fastest parser here.
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        first = (Problem("too_deep", f"The value nests objects and arrays deeper than "
-                         f"{limits.MAX_DEPTH} levels.", "$")
-                 if _too_deep_to_parse(exc) else _unparseable(value))
+        first = (
+            Problem(
+                "too_deep",
+                f"The value nests objects and arrays deeper than {limits.MAX_DEPTH} levels.",
+                "$",
+            )
+            if _too_deep_to_parse(exc)
+            else _unparseable(value)
+        )
         out.problems += [first, *sig_problems]
         return out
     if not isinstance(doc, dict):
-        out.problems += [Problem("not_an_object", "The value must be a JSON object, not an "
-                                 "array, string, number, boolean or null.", "$"), *sig_problems]
+        out.problems += [
+            Problem(
+                "not_an_object",
+                "The value must be a JSON object, not an array, string, number, boolean or null.",
+                "$",
+            ),
+            *sig_problems,
+        ]
         return out
     out.provider_id = _usable_provider_id(doc.get("provider_id")) or out.provider_id
-    out.provider_report_id = _shown_report_id(doc.get("provider_report_id")) \
-        or out.provider_report_id
+    out.provider_report_id = (
+        _shown_report_id(doc.get("provider_report_id")) or out.provider_report_id
+    )
     report: ReportV1 | None = None
     # Past a limit, the document is not validated field by field: the limits are what to fix
     # first, and the schema's walk of it would be as long as the document is large.
@@ -179,9 +219,11 @@ def validate_report(value: bytes | None, key: bytes | None = None, *,
         # A feedback/v1 must fit its topic (1 MiB): 10,000 users with every field wrong would
         # be 40,000 reasons. The first ones say what to fix; the last one how many more.
         more = len(out.problems) - (limits.MAX_REASONS - 1)
-        out.problems = out.problems[:limits.MAX_REASONS - 1] + [Problem(
-            "too_many_problems", f"{more} more problems are not listed; fix these first.",
-            "$")]
+        out.problems = out.problems[: limits.MAX_REASONS - 1] + [
+            Problem(
+                "too_many_problems", f"{more} more problems are not listed; fix these first.", "$"
+            )
+        ]
     if report is not None and not out.problems:
         # The dump carries the normalised hashes and countries and every unknown field, and
         # leaves out defaults the company did not send (exclude_unset).
@@ -189,5 +231,14 @@ def validate_report(value: bytes | None, key: bytes | None = None, *,
     return out
 
 
-__all__ = ["MAX_REPORT_BYTES", "Outcome", "Problem", "SignatureStatus", "check_signature",
-           "ids_from_key", "parse_key", "schema_problems", "validate_report"]
+__all__ = [
+    "MAX_REPORT_BYTES",
+    "Outcome",
+    "Problem",
+    "SignatureStatus",
+    "check_signature",
+    "ids_from_key",
+    "parse_key",
+    "schema_problems",
+    "validate_report",
+]

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from alembic import context
-from centre import settings as centre_settings
-from centre.db import Base, make_engine
 
 # Every table, wherever its owner keeps it: one history covers them all.
-import centre.audit.tables  # noqa: E402,F401
-import complaints.tables  # noqa: E402,F401
-import intake.tables  # noqa: E402,F401
-import routing.tables  # noqa: E402,F401
-import triage.tables  # noqa: E402,F401
-import victims.tables  # noqa: E402,F401
+import centre.audit.tables  # noqa: F401
+import complaints.tables  # noqa: F401
+import intake.tables  # noqa: F401
+import routing.tables  # noqa: F401
+import triage.tables  # noqa: F401
+import victims.tables  # noqa: F401
+from centre import settings as centre_settings
+from centre.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -24,8 +24,9 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True)
+    context.configure(
+        url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -33,9 +34,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=connection.dialect.name == "sqlite",
-                          compare_type=True)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

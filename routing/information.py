@@ -24,26 +24,34 @@ def missing_information(report: dict[str, Any]) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     location = _object(report.get("location"))
     if not location.get("ip_events"):
-        out.append(m.reason(
-            "missing_ip_events",
-            "no IP event (address, port, time) of the upload or login: the member state with "
-            "jurisdiction cannot be located from the network; send a supplement with "
-            "location.ip_events",
-            "$.location.ip_events"))
+        out.append(
+            m.reason(
+                "missing_ip_events",
+                "no IP event (address, port, time) of the upload or login: the member state with "
+                "jurisdiction cannot be located from the network; send a supplement with "
+                "location.ip_events",
+                "$.location.ip_events",
+            )
+        )
     if not report.get("users"):
-        out.append(m.reason(
-            "missing_users",
-            "no user: the account that shared or solicited the material (and any victim) is "
-            "not identified; send a supplement with users",
-            "$.users"))
+        out.append(
+            m.reason(
+                "missing_users",
+                "no user: the account that shared or solicited the material (and any victim) is "
+                "not identified; send a supplement with users",
+                "$.users",
+            )
+        )
     incident = _object(report.get("incident"))
     content = [c for c in report.get("content") or [] if isinstance(c, dict)]
-    if incident.get("kind") in _MATERIAL and not any(
-            c.get(h) for c in content for h in _HASHES):
-        out.append(m.reason(
-            "missing_content_hash",
-            "the report is about material but no content item carries a hash (sha256, md5 or "
-            "pdq): it cannot be matched or deduplicated; send a supplement with the content's "
-            "hashes",
-            "$.content"))
+    if incident.get("kind") in _MATERIAL and not any(c.get(h) for c in content for h in _HASHES):
+        out.append(
+            m.reason(
+                "missing_content_hash",
+                "the report is about material but no content item carries a hash (sha256, md5 or "
+                "pdq): it cannot be matched or deduplicated; send a supplement with the content's "
+                "hashes",
+                "$.content",
+            )
+        )
     return out

@@ -28,7 +28,7 @@ __all__ = [
 # Written as in the contract (and the ISO list below as in the standard's table) so that both
 # can be checked by eye against their source.
 EU_MEMBER_STATES: Final[frozenset[str]] = frozenset(
-    "at be bg cy cz de dk ee es fi fr gr hr hu ie it lt lu lv mt nl pl pt ro se si sk".split()  # noqa: SIM905
+    "at be bg cy cz de dk ee es fi fr gr hr hu ie it lt lu lv mt nl pl pt ro se si sk".split()
 )
 
 BASIS_IP: Final = "ip_geolocation"
@@ -51,7 +51,7 @@ _ISO_ALPHA2: Final[frozenset[str]] = frozenset(
     PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
     SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI
     VN VU WF WS XK YE YT ZA ZM ZW
-    """.split()  # noqa: SIM905
+    """.split()
 )
 # Codes people write that ISO reserves for these countries: "EL" is the EU's own code for
 # Greece (ISO and geolocation databases say GR); "UK" is exceptionally reserved for GB.

@@ -1,4 +1,5 @@
-"""Routing: jurisdiction, one sealed case/v1 per recipient, P1 first, final feedback.
+"""Routing (over 500 lines: deciding, sealing, sending and recording a batch share its
+in-flight state): jurisdiction, one sealed case/v1 per recipient, P1 first, final feedback.
 
 Outputs are flushed before the report is marked forwarded, so a crash between the two sends
 the case again (same case_id, which `centre liaison pull` deduplicates) and never loses it.
@@ -10,7 +11,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 
@@ -22,7 +23,8 @@ from centre.kafka import ProviderTopics
 from centre.keys import KeySet
 from centre.runtime import Finish, QuarantineNotice, Record, StageBase
 from centre.settings import Settings
-from centre.topology import DELIVERY_ACKS, EUROPOL, feedback_topic, le_topic, urgent_topic
+from centre.topology import EUROPOL, feedback_topic, le_topic, urgent_topic
+from routing.acks import AckReader
 from routing.geo import make_geolocator
 from routing.information import missing_information
 from routing.jurisdiction import decide_jurisdiction
@@ -34,8 +36,12 @@ _PRIORITY_ORDER = {"P1": 0, "P2": 1, "P3": 2}
 _ROUTED = ("forwarded", "manifestly_unfounded", "awaiting_key")
 
 
-def build_case(triaged: dict[str, Any], jurisdiction: dict[str, Any], reasons: list[str],
-               forwarded_at: dt.datetime) -> dict[str, Any]:
+def build_case(
+    triaged: dict[str, Any],
+    jurisdiction: dict[str, Any],
+    reasons: list[str],
+    forwarded_at: dt.datetime,
+) -> dict[str, Any]:
     case = {
         "schema": "case/v1",
         "case_id": triaged["case_id"],
@@ -65,108 +71,115 @@ def recipients_of(jurisdiction: dict[str, Any]) -> list[str]:
     return [c["country"] for c in jurisdiction["countries"]] + [EUROPOL]
 
 
-class _Ack(TypedDict):
-    """One delivery-ack/v1 as the deliveries' update takes it."""
-
-    c: str  # case id
-    r: str  # recipient
-    t: dt.datetime  # when the recipient pulled the case
-
-
-class AckReader:
-    """Reads `delivery-ack/v1` from `le.acks` and records delivered-at on the deliveries;
-    offsets are committed after the database. A malformed ack is counted and skipped."""
-
-    def __init__(self, settings: Settings) -> None:
-        from confluent_kafka import Consumer
-
-        from centre.kafka import base_config
-
-        self.topic = settings.topic(DELIVERY_ACKS)
-        self.consumer = Consumer({**base_config(settings),
-                                  "group.id": f"{settings.topic_prefix}centre-acks",
-                                  "enable.auto.commit": False,
-                                  "auto.offset.reset": "earliest"})
-        self.consumer.subscribe([self.topic])
-
-    def record(self, sessions: Any, producer: Any) -> int:
-        msgs = [x for x in self.consumer.consume(5000, timeout=0) if x.error() is None]
-        if not msgs:
-            return 0
-        rows: list[_Ack] = []
-        for x in msgs:
-            try:
-                ack = m.loads(x.value() or b"")
-                rows.append({"c": str(ack["case_id"]), "r": str(ack["recipient"]),
-                             "t": dt.datetime.fromisoformat(
-                                 str(ack["pulled_at"]).replace("Z", "+00:00"))})
-            except (ValueError, KeyError, TypeError):
-                metrics.ERRORS.labels(STAGE, "malformed_ack").inc()
-        if rows:
-            table = cast(Table, Delivery.__table__)
-            with sessions.begin() as s:
-                s.execute(update(table).where(
-                    table.c.case_id == bindparam("c"), table.c.recipient == bindparam("r"),
-                    table.c.delivered_at.is_(None)).values(delivered_at=bindparam("t")), rows)
-            audit.emit(producer, [audit.AuditEvent(
-                actor=STAGE, action="case.delivered", subject=f"case:{r['c']}",
-                discriminator=r["r"], at=r["t"],
-                details={"recipient": r["r"], "pulled_at": m.iso(r["t"])}) for r in rows])
-            producer.flush_or_raise()
-        self.consumer.commit(asynchronous=False)
-        return len(rows)
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def _audit(t: dict[str, Any], status: str, jd: dict[str, Any] | None,
-           missing: list[dict[str, str]], now: dt.datetime, deliveries: list[dict[str, Any]],
-           *, retry: bool = False, feedback: bool = True) -> list[audit.AuditEvent]:
+def _audit(
+    t: dict[str, Any],
+    status: str,
+    jd: dict[str, Any] | None,
+    missing: list[dict[str, str]],
+    now: dt.datetime,
+    deliveries: list[dict[str, Any]],
+    *,
+    retry: bool = False,
+    feedback: bool = True,
+) -> list[audit.AuditEvent]:
     """Routing's decisions on one report for the audit trail: what was asked of the provider,
     where the case went (recipient, key id) or why not, and the feedback sent."""
     subject, seq = f"report:{t['report_id']}", t.get("supplement") or 0
     received = m.parse_time(t["received_at"])  # the same when the report is routed again
     events = []
     if missing:
-        events.append(audit.AuditEvent(
-            actor=STAGE, action="report.information_requested", subject=subject,
-            discriminator=f"supplement/{seq}", at=now, ordered_by=received,
-            details={"missing": [{"code": r["code"], "path": r["path"]} for r in missing],
-                     "feedback": "information_requested"}))
-    action = {"forwarded": "case.forwarded", "awaiting_key": "case.awaiting_key",
-              "manifestly_unfounded": "report.manifestly_unfounded"}[status]
-    went = [{"recipient": d["recipient"], "key_id": d["key_id"], "state": d["state"],
-             "priority": d["priority"]} for d in deliveries]
+        events.append(
+            audit.AuditEvent(
+                actor=STAGE,
+                action="report.information_requested",
+                subject=subject,
+                discriminator=f"supplement/{seq}",
+                at=now,
+                ordered_by=received,
+                details={
+                    "missing": [{"code": r["code"], "path": r["path"]} for r in missing],
+                    "feedback": "information_requested",
+                },
+            )
+        )
+    action = {
+        "forwarded": "case.forwarded",
+        "awaiting_key": "case.awaiting_key",
+        "manifestly_unfounded": "report.manifestly_unfounded",
+    }[status]
+    went = [
+        {
+            "recipient": d["recipient"],
+            "key_id": d["key_id"],
+            "state": d["state"],
+            "priority": d["priority"],
+        }
+        for d in deliveries
+    ]
     where = "retry/" + ",".join(sorted(d["recipient"] for d in deliveries)) if retry else ""
-    events.append(audit.AuditEvent(
-        actor=STAGE, action=action, subject=subject,
-        discriminator=f"supplement/{seq}{where}", at=now, ordered_by=received,
-        details={"case_id": t["case_id"], "priority": t.get("priority"), "jurisdiction": jd,
-                 "deliveries": went, "supplement": seq or None,
-                 "feedback": status if feedback and status != "awaiting_key" else None}))
+    events.append(
+        audit.AuditEvent(
+            actor=STAGE,
+            action=action,
+            subject=subject,
+            discriminator=f"supplement/{seq}{where}",
+            at=now,
+            ordered_by=received,
+            details={
+                "case_id": t["case_id"],
+                "priority": t.get("priority"),
+                "jurisdiction": jd,
+                "deliveries": went,
+                "supplement": seq or None,
+                "feedback": status if feedback and status != "awaiting_key" else None,
+            },
+        )
+    )
     return events
 
 
-def _record(s: Any, updates: list[dict[str, Any]], updates_again: list[dict[str, Any]],
-            deliveries: list[dict[str, Any]]) -> None:
+def _record(
+    s: Any,
+    updates: list[dict[str, Any]],
+    updates_again: list[dict[str, Any]],
+    deliveries: list[dict[str, Any]],
+) -> None:
     """The routing decisions on the report record, one statement each kind (executemany):
     a first routing sets forwarded_at; a supplement's keeps it and what was asked before.
     Then the new deliveries. Every row is converted before the first write takes the lock."""
+
     def rows(us: list[dict[str, Any]], *extra: tuple[str, str]) -> list[dict[str, Any]]:
-        return [{"status": u["status"], "jurisdiction": u["jd"], "routed_supplements": u["sup"],
-                 **{column: u[k] for column, k in extra}, "report_id": u["rid"]} for u in us]
+        return [
+            {
+                "status": u["status"],
+                "jurisdiction": u["jd"],
+                "routed_supplements": u["sup"],
+                **{column: u[k] for column, k in extra},
+                "report_id": u["rid"],
+            }
+            for u in us
+        ]
 
     table = Report.__table__
     writes = [
-        prepare_rows(s, table, rows(updates, ("forwarded_at", "at"),
-                                    ("information_requested", "asked")), key="report_id"),
-        prepare_rows(s, table, rows([u for u in updates_again if u["asked"]],
-                                    ("information_requested", "asked")), key="report_id"),
-        prepare_rows(s, table, rows([u for u in updates_again if not u["asked"]]),
-                     key="report_id"),
-        prepare_rows(s, Delivery.__table__, [{k: v for k, v in d.items() if k != "update"}
-                                             for d in deliveries if not d["update"]]),
+        prepare_rows(
+            s,
+            table,
+            rows(updates, ("forwarded_at", "at"), ("information_requested", "asked")),
+            key="report_id",
+        ),
+        prepare_rows(
+            s,
+            table,
+            rows([u for u in updates_again if u["asked"]], ("information_requested", "asked")),
+            key="report_id",
+        ),
+        prepare_rows(s, table, rows([u for u in updates_again if not u["asked"]]), key="report_id"),
+        prepare_rows(
+            s,
+            Delivery.__table__,
+            [{k: v for k, v in d.items() if k != "update"} for d in deliveries if not d["update"]],
+        ),
     ]
     for write in writes:
         write()
@@ -211,25 +224,40 @@ class RoutingStage(StageBase):
             extra.append("europol_only:no_member_state")
         return jd, m.dumps(build_case(t, jd, t["reasons"] + extra, now))
 
-    def _deliver(self, t: dict[str, Any], plaintext: bytes, rcpts: list[str],
-                 now: dt.datetime, to_seal: list[tuple[bytes, str, Any]],
-                 deliveries: list[dict[str, Any]], earlier: set[str] | None = None) -> int:
+    def _deliver(
+        self,
+        t: dict[str, Any],
+        plaintext: bytes,
+        rcpts: list[str],
+        now: dt.datetime,
+        to_seal: list[tuple[bytes, str, Any]],
+        deliveries: list[dict[str, Any]],
+        earlier: set[str] | None = None,
+    ) -> int:
         """Queue the case for each recipient with a key; one waiting for a key is recorded as
         `awaiting_key` (never dropped) and raises the operator alert. Returns how many go."""
         sent = 0
         for rcpt in rcpts:
-            row = {"case_id": t["case_id"], "recipient": rcpt, "report_id": t["report_id"],
-                   "priority": t["priority"], "topic": self.settings.topic(le_topic(rcpt)),
-                   "delivered_at": None, "update": rcpt in (earlier or ())}
+            row = {
+                "case_id": t["case_id"],
+                "recipient": rcpt,
+                "report_id": t["report_id"],
+                "priority": t["priority"],
+                "topic": self.settings.topic(le_topic(rcpt)),
+                "delivered_at": None,
+                "update": rcpt in (earlier or ()),
+            }
             public = self._key_for(rcpt)
             if public is None:
-                deliveries.append({**row, "key_id": "", "state": "awaiting_key",
-                                   "forwarded_at": None})
+                deliveries.append(
+                    {**row, "key_id": "", "state": "awaiting_key", "forwarded_at": None}
+                )
                 metrics.ERRORS.labels(STAGE, "recipient_key_missing").inc()
                 continue
             to_seal.append((plaintext, rcpt, public))
-            deliveries.append({**row, "key_id": key_id(public), "state": "forwarded",
-                               "forwarded_at": now})
+            deliveries.append(
+                {**row, "key_id": key_id(public), "state": "forwarded", "forwarded_at": now}
+            )
             sent += 1
         return sent
 
@@ -237,12 +265,18 @@ class RoutingStage(StageBase):
         """The recipient's current key, read once per batch (a rotation applies from the
         next batch); None when no key is registered."""
         if rcpt not in self._batch_keys:
-            self._batch_keys[rcpt] = (self.keys.recipient_public(rcpt)
-                                      if self.keys.has_recipient(rcpt) else None)
+            self._batch_keys[rcpt] = (
+                self.keys.recipient_public(rcpt) if self.keys.has_recipient(rcpt) else None
+            )
         return self._batch_keys[rcpt]
 
-    def _send(self, to_seal: list[tuple[bytes, str, Any]], deliveries: list[dict[str, Any]],
-              feedback: list[dict[str, Any]], events: list[audit.AuditEvent]) -> None:
+    def _send(
+        self,
+        to_seal: list[tuple[bytes, str, Any]],
+        deliveries: list[dict[str, Any]],
+        feedback: list[dict[str, Any]],
+        events: list[audit.AuditEvent],
+    ) -> None:
         """Queue the batch's cases (P1 first, as sorted), then the providers' feedback (a
         provider never hears `forwarded` about a case that is not on its way), then the
         audit events. The caller waits for the broker's acknowledgements."""
@@ -253,26 +287,41 @@ class RoutingStage(StageBase):
                 self.producer.send(urgent_topic(rcpt), env, key=d["case_id"].encode())
             self.producer.send(le_topic(rcpt), env, key=d["case_id"].encode())
         for fb in feedback:
-            self.producer.send(feedback_topic(fb["provider_id"]), m.dumps(fb),
-                               key=fb["provider_report_id"].encode())
+            self.producer.send(
+                feedback_topic(fb["provider_id"]),
+                m.dumps(fb),
+                key=fb["provider_report_id"].encode(),
+            )
         audit.emit(self.producer, events)
         metrics.MESSAGES_OUT.labels(STAGE, "case").inc(len(going))
 
     @staticmethod
-    def _feedback(t: dict[str, Any], status: str, now: dt.datetime,
-                  reasons: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    def _feedback(
+        t: dict[str, Any],
+        status: str,
+        now: dt.datetime,
+        reasons: list[dict[str, str]] | None = None,
+    ) -> dict[str, Any]:
         if reasons is None:
-            reasons = [m.reason(r.split(":", 1)[0], r) for r in
-                       (t["reasons"] if status == "manifestly_unfounded" else [])]
+            reasons = [
+                m.reason(r.split(":", 1)[0], r)
+                for r in (t["reasons"] if status == "manifestly_unfounded" else [])
+            ]
         seq = t.get("supplement") or 0
         source = f"routing/{t['report_id']}" + (f"/supplement/{seq}" if seq else "")
-        return m.feedback(provider_id=t["provider_id"],
-                          provider_report_id=t["provider_report_id"],
-                          report_id=t["report_id"], status=status, reasons=reasons,
-                          at=now, source=source)
+        return m.feedback(
+            provider_id=t["provider_id"],
+            provider_report_id=t["provider_report_id"],
+            report_id=t["report_id"],
+            status=status,
+            reasons=reasons,
+            at=now,
+            source=source,
+        )
 
-    def quarantine_notice(self, s: Any, record: Record, reason: dict[str, str],
-                          at: dt.datetime) -> QuarantineNotice | None:
+    def quarantine_notice(
+        self, s: Any, record: Record, reason: dict[str, str], at: dt.datetime
+    ) -> QuarantineNotice | None:
         """A report set aside here is `quarantined` on its record; its company is told unless
         it already had its final status. The key is the report id (the value is not read)."""
         report_id = (record.key or b"").decode("utf-8", "replace")
@@ -296,15 +345,23 @@ class RoutingStage(StageBase):
             # A report is done up to the supplement it was last routed with. (Filtered here:
             # with the status in the query SQLite would walk the status index instead.)
             table = Report.__table__
-            routed = {rid: sup for rid, st, sup in s.connection().execute(
-                select(table.c.report_id, table.c.status, table.c.routed_supplements).where(
-                    table.c.report_id.in_([t["report_id"] for t in triaged])))
-                if st in _ROUTED}
+            routed = {
+                rid: sup
+                for rid, st, sup in s.connection().execute(
+                    select(table.c.report_id, table.c.status, table.c.routed_supplements).where(
+                        table.c.report_id.in_([t["report_id"] for t in triaged])
+                    )
+                )
+                if st in _ROUTED
+            }
             supplemented = [t["report_id"] for t in triaged if t.get("supplement")]
             went: dict[str, set[str]] = {}
             if supplemented:
-                for rid, rcpt in s.execute(select(Delivery.report_id, Delivery.recipient).where(
-                        Delivery.report_id.in_(supplemented))):
+                for rid, rcpt in s.execute(
+                    select(Delivery.report_id, Delivery.recipient).where(
+                        Delivery.report_id.in_(supplemented)
+                    )
+                ):
                     went.setdefault(rid, set()).add(rcpt)
         todo = []
         for t in triaged:
@@ -344,11 +401,15 @@ class RoutingStage(StageBase):
             if status != "awaiting_key":  # its final feedback comes when it goes
                 feedback.append(self._feedback(t, status, now))
             outcomes[status] = outcomes.get(status, 0) + 1
-            row = {"rid": t["report_id"], "status": status, "jd": jd,
-                   "sup": t.get("supplement") or 0,
-                   "at": now if status == "forwarded" else None,
-                   # What was asked stays on the record once a supplement answers it.
-                   "asked": [r["path"] for r in missing] if missing else None}
+            row = {
+                "rid": t["report_id"],
+                "status": status,
+                "jd": jd,
+                "sup": t.get("supplement") or 0,
+                "at": now if status == "forwarded" else None,
+                # What was asked stays on the record once a supplement answers it.
+                "asked": [r["path"] for r in missing] if missing else None,
+            }
             (updates_again if earlier else updates).append(row)
             events += _audit(t, status, jd, missing, now, deliveries[mine:])
             received = m.parse_time(t["received_at"])
@@ -392,17 +453,24 @@ class RoutingStage(StageBase):
         self._retried_at = clock
         self._batch_keys = {}
         with self.sessions() as s:
-            waiting = s.execute(select(Delivery.report_id, Delivery.recipient).where(
-                Delivery.state == "awaiting_key").limit(1000)).all()
+            waiting = s.execute(
+                select(Delivery.report_id, Delivery.recipient)
+                .where(Delivery.state == "awaiting_key")
+                .limit(1000)
+            ).all()
             metrics.AWAITING_KEY.set(len(waiting))
             ready = [(rid, r) for rid, r in waiting if self._key_for(r) is not None]
             if not ready:
                 return
             rids = sorted({rid for rid, _r in ready})
-            rows = {rep.report_id: (rep, body) for rep, body in s.execute(
-                select(Report, ReportContent.body).join(
-                    ReportContent, ReportContent.report_id == Report.report_id).where(
-                    Report.report_id.in_(rids)))}
+            rows = {
+                rep.report_id: (rep, body)
+                for rep, body in s.execute(
+                    select(Report, ReportContent.body)
+                    .join(ReportContent, ReportContent.report_id == Report.report_id)
+                    .where(Report.report_id.in_(rids))
+                )
+            }
         now = m.now()
         to_seal: list[tuple[bytes, str, Any]] = []
         deliveries: list[dict[str, Any]] = []
@@ -416,8 +484,16 @@ class RoutingStage(StageBase):
             rcpts = [r for x, r in ready if x == rid]
             mine = len(deliveries)
             self._deliver(t, plaintext, rcpts, now, to_seal, deliveries)
-            events += _audit(t, "forwarded", jd, [], now, deliveries[mine:],
-                             retry=True, feedback=rep.status == "awaiting_key")
+            events += _audit(
+                t,
+                "forwarded",
+                jd,
+                [],
+                now,
+                deliveries[mine:],
+                retry=True,
+                feedback=rep.status == "awaiting_key",
+            )
             if rep.status == "awaiting_key":
                 feedback.append(self._feedback(t, "forwarded", now))
                 first_sent.append(rid)
@@ -425,12 +501,22 @@ class RoutingStage(StageBase):
         self.producer.flush_or_raise()
         with self.sessions.begin() as s:
             table = cast(Table, Delivery.__table__)
-            s.execute(update(table).where(
-                table.c.case_id == bindparam("c"), table.c.recipient == bindparam("r")).values(
-                    state="forwarded", key_id=bindparam("k"), forwarded_at=bindparam("t")),
-                [{"c": d["case_id"], "r": d["recipient"], "k": d["key_id"], "t": now}
-                 for d in deliveries if d["state"] == "forwarded"])
+            s.execute(
+                update(table)
+                .where(table.c.case_id == bindparam("c"), table.c.recipient == bindparam("r"))
+                .values(state="forwarded", key_id=bindparam("k"), forwarded_at=bindparam("t")),
+                [
+                    {"c": d["case_id"], "r": d["recipient"], "k": d["key_id"], "t": now}
+                    for d in deliveries
+                    if d["state"] == "forwarded"
+                ],
+            )
             if first_sent:
-                s.execute(update(Report), [{"report_id": rid, "status": "forwarded",
-                                            "forwarded_at": now} for rid in first_sent])
+                s.execute(
+                    update(Report),
+                    [
+                        {"report_id": rid, "status": "forwarded", "forwarded_at": now}
+                        for rid in first_sent
+                    ],
+                )
         log.info("sent %d case(s) that waited for a recipient key", len(deliveries))

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -71,8 +71,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def stack(request: pytest.FixtureRequest, broker: LocalBroker,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """The whole pipeline (intake, triage, routing worker processes) on one database backend.
     Backends share the broker; a topic prefix keeps their topics and groups apart."""
     backend = request.param
@@ -82,8 +83,14 @@ def stack(request: pytest.FixtureRequest, broker: LocalBroker,
         url = f"sqlite:///{home / 'centre.db'}"
     else:
         url, pg_name = _pg_database("stack")
-    settings = Settings(home=home, kafka_bootstrap=broker.bootstrap, database_url=url,
-                        topic_prefix=f"t{uuid.uuid4().hex[:6]}.", partitions=3, batch_size=200)
+    settings = Settings(
+        home=home,
+        kafka_bootstrap=broker.bootstrap,
+        database_url=url,
+        topic_prefix=f"t{uuid.uuid4().hex[:6]}.",
+        partitions=3,
+        batch_size=200,
+    )
     st = Stack(settings)
     st.start(ready_timeout=180)
     yield st

@@ -27,8 +27,11 @@ _RUN = uuid.uuid4().hex[:8]  # keeps ids unique across test runs sharing a datab
 def random_hashes() -> dict[str, str]:
     """sha256, md5 and pdq as lower-case hex. Random PDQs are about 128 bits apart, far from
     the 31 of a duplicate, so two of them never cluster by chance."""
-    return {"sha256": secrets.token_hex(32), "md5": secrets.token_hex(16),
-            "pdq": secrets.token_hex(32)}
+    return {
+        "sha256": secrets.token_hex(32),
+        "md5": secrets.token_hex(16),
+        "pdq": secrets.token_hex(32),
+    }
 
 
 def make_report(**overrides: Any) -> dict[str, Any]:
@@ -49,15 +52,32 @@ def make_report(**overrides: Any) -> dict[str, Any]:
             "service": {"type": "hosting", "url": "https://acme-social.example/"},
             "description": "synthetic report for tests",
         },
-        "content": [{
-            "content_id": "f1", "media_type": "image", **random_hashes(), "pdq_quality": 90,
-            "publicly_available": False, "removed": True, "annotations": [],
-            "industry_classification": "B2",
-        }],
-        "location": {"ip_events": [{"ip": "80.128.0.1", "port": 443,
-                                    "at": "2026-11-19T22:00:00Z", "event": "upload"}]},
-        "users": [{"role": "suspect", "account_id": "u-1", "country": "FR",
-                   "age_band": "adult", "account_action": "terminated"}],
+        "content": [
+            {
+                "content_id": "f1",
+                "media_type": "image",
+                **random_hashes(),
+                "pdq_quality": 90,
+                "publicly_available": False,
+                "removed": True,
+                "annotations": [],
+                "industry_classification": "B2",
+            }
+        ],
+        "location": {
+            "ip_events": [
+                {"ip": "80.128.0.1", "port": 443, "at": "2026-11-19T22:00:00Z", "event": "upload"}
+            ]
+        },
+        "users": [
+            {
+                "role": "suspect",
+                "account_id": "u-1",
+                "country": "FR",
+                "age_band": "adult",
+                "account_action": "terminated",
+            }
+        ],
     }
     _merge(report, overrides)
     return report
@@ -70,7 +90,7 @@ def report_bytes(report: dict[str, Any]) -> bytes:
 
 def report_key(report: dict[str, Any]) -> bytes:
     """The Kafka key `<provider_id>/<provider_report_id>`."""
-    return f"{report['provider_id']}/{report['provider_report_id']}".encode("utf-8")
+    return f"{report['provider_id']}/{report['provider_report_id']}".encode()
 
 
 def _merge(target: dict[str, Any], overrides: dict[str, Any]) -> None:

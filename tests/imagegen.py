@@ -37,7 +37,8 @@ def structured_image(seed: int, size: tuple[int, int] = (512, 384)) -> Image.Ima
             phase = rng.uniform(0, 2 * np.pi)
             amp = rng.uniform(0.3, 1.0)
             planes[..., c] += amp * np.sin(
-                2 * np.pi * cycles * (np.cos(angle) * x + np.sin(angle) * y) + phase)
+                2 * np.pi * cycles * (np.cos(angle) * x + np.sin(angle) * y) + phase
+            )
         # plus a gradient in a random direction
         gx, gy = rng.uniform(-1.5, 1.5, 2)
         planes[..., c] += gx * x + gy * y
@@ -69,8 +70,9 @@ def structured_image(seed: int, size: tuple[int, int] = (512, 384)) -> Image.Ima
 def resized(img: Image.Image, factor: float) -> Image.Image:
     """A copy scaled by `factor` in both directions (0.5 = half size)."""
     w, h = img.size
-    return img.resize((max(1, round(w * factor)), max(1, round(h * factor))),
-                      Image.Resampling.LANCZOS)
+    return img.resize(
+        (max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.LANCZOS
+    )
 
 
 def recompressed(img: Image.Image, quality: int = 50) -> Image.Image:

@@ -12,10 +12,21 @@ from typing_extensions import Buffer
 
 _Buffer: TypeAlias = Buffer | np.ndarray[Any, Any]
 
-def main(q: _Buffer, codes: _Buffer, order: _Buffer, starts: _Buffer, dead: _Buffer, n: int,
-         cap: int, maxd: int, one_bit: bool, /) -> tuple[bytes, bytes, bytes]:
+def main(
+    q: _Buffer,
+    codes: _Buffer,
+    order: _Buffer,
+    starts: _Buffer,
+    dead: _Buffer,
+    n: int,
+    cap: int,
+    maxd: int,
+    one_bit: bool,
+    /,
+) -> tuple[bytes, bytes, bytes]:
     """Multi-index candidate scan of the main segment."""
 
-def brute(q: _Buffer, codes: _Buffer, dead: _Buffer, n: int, maxd: int, /
-          ) -> tuple[bytes, bytes, bytes]:
+def brute(
+    q: _Buffer, codes: _Buffer, dead: _Buffer, n: int, maxd: int, /
+) -> tuple[bytes, bytes, bytes]:
     """Brute-force scan of a small segment."""

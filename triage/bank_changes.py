@@ -35,8 +35,9 @@ log = logging.getLogger("triage.banks")
 def _where(bank: str, sel: Selector) -> list[Any]:
     check_bank(bank)
     if sel.value is None and sel.source is None and sel.id is None:
-        raise BankError("say which entries: give a value, a source or an id "
-                        "(--value, --source or --id)")
+        raise BankError(
+            "say which entries: give a value, a source or an id (--value, --source or --id)"
+        )
     _check_kind(sel.kind)
     conds: list[Any] = [_T.c.bank == bank]
     if sel.value is not None:
@@ -49,7 +50,7 @@ def _where(bank: str, sel: Selector) -> list[Any]:
                 pass
         if not normal:
             raise BankError(f"{sel.value!r} is not a valid {' or '.join(kinds)} hash")
-        (value, valid_kinds), = normal.items()  # every kind lower-cases the same way
+        ((value, valid_kinds),) = normal.items()  # every kind lower-cases the same way
         conds += [_T.c.value == value, _T.c.kind.in_(valid_kinds)]
     elif sel.kind is not None:
         conds.append(_T.c.kind == sel.kind)
@@ -70,8 +71,9 @@ def _who_why(reason: str | None, by: str | None) -> tuple[str, str]:
     return why, who
 
 
-def set_enabled(settings: Settings, bank: str, enabled: bool, selector: Selector, *,
-                reason: str, by: str) -> ChangeResult:
+def set_enabled(
+    settings: Settings, bank: str, enabled: bool, selector: Selector, *, reason: str, by: str
+) -> ChangeResult:
     """Disable (or enable) the selected entries, recording when, by whom and why. Entries
     already in that state keep their earlier record. Returns (changed, unchanged)."""
     conds = _where(bank, selector)
@@ -81,26 +83,37 @@ def set_enabled(settings: Settings, bank: str, enabled: bool, selector: Selector
         with engine.begin() as conn:
             matched = conn.execute(select(func.count()).select_from(_T).where(*conds)).scalar_one()
             if not matched:
-                raise BankError(f"no entry of {bank} matches {selector.describe()}; "
-                                "nothing changed")
+                raise BankError(
+                    f"no entry of {bank} matches {selector.describe()}; nothing changed"
+                )
             changed = conn.execute(
-                update(_T).where(*conds, _T.c.enabled.is_(not enabled)).values(
-                    enabled=enabled, changed_at=m.now(), changed_by=who, change_reason=why)
+                update(_T)
+                .where(*conds, _T.c.enabled.is_(not enabled))
+                .values(enabled=enabled, changed_at=m.now(), changed_by=who, change_reason=why)
             ).rowcount
     finally:
         engine.dispose()
-    log.info("%s %d entries of %s (%s) by %s: %s", "enabled" if enabled else "disabled",
-             changed, bank, selector.describe(), who, why)
+    log.info(
+        "%s %d entries of %s (%s) by %s: %s",
+        "enabled" if enabled else "disabled",
+        changed,
+        bank,
+        selector.describe(),
+        who,
+        why,
+    )
     return ChangeResult(changed, matched - changed)
 
 
-def disable(settings: Settings, bank: str, selector: Selector, *, reason: str,
-            by: str) -> ChangeResult:
+def disable(
+    settings: Settings, bank: str, selector: Selector, *, reason: str, by: str
+) -> ChangeResult:
     return set_enabled(settings, bank, False, selector, reason=reason, by=by)
 
 
-def enable(settings: Settings, bank: str, selector: Selector, *, reason: str,
-           by: str) -> ChangeResult:
+def enable(
+    settings: Settings, bank: str, selector: Selector, *, reason: str, by: str
+) -> ChangeResult:
     return set_enabled(settings, bank, True, selector, reason=reason, by=by)
 
 
@@ -114,8 +127,9 @@ def remove(settings: Settings, bank: str, selector: Selector, *, reason: str, by
         with engine.begin() as conn:
             n = conn.execute(delete(_T).where(*conds)).rowcount
             if not n:
-                raise BankError(f"no entry of {bank} matches {selector.describe()}; "
-                                "nothing removed")
+                raise BankError(
+                    f"no entry of {bank} matches {selector.describe()}; nothing removed"
+                )
     finally:
         engine.dispose()
     log.info("removed %d entries of %s (%s) by %s: %s", n, bank, selector.describe(), who, why)

@@ -23,8 +23,18 @@ BANKS = ("known_material", "grooming", "false_positive")
 KINDS = tuple(SIGNAL_TYPES)
 FORMATS = ("jsonl", "csv")
 # The columns of an export, and what an import row may carry besides its hashes.
-FIELDS = ("kind", "value", "source", "added_by", "added_at", "reason", "enabled",
-          "changed_at", "changed_by", "change_reason")
+FIELDS = (
+    "kind",
+    "value",
+    "source",
+    "added_by",
+    "added_at",
+    "reason",
+    "enabled",
+    "changed_at",
+    "changed_by",
+    "change_reason",
+)
 _T = cast(Table, Indicator.__table__)  # a mapped class's table (typed as a FromClause)
 
 
@@ -52,8 +62,16 @@ class Selector:
     kind: str | None = None
 
     def describe(self) -> str:
-        parts = [f"--{k} {v}" for k, v in (("value", self.value), ("source", self.source),
-                                           ("id", self.id), ("kind", self.kind)) if v is not None]
+        parts = [
+            f"--{k} {v}"
+            for k, v in (
+                ("value", self.value),
+                ("source", self.source),
+                ("id", self.id),
+                ("kind", self.kind),
+            )
+            if v is not None
+        ]
         return " ".join(parts)
 
 
@@ -74,11 +92,18 @@ class Entry:
 
     def record(self) -> dict[str, Any]:
         """The entry as exported: every provenance field, times in ISO 8601 UTC."""
-        return {"kind": self.kind, "value": self.value, "source": self.source,
-                "added_by": self.added_by, "added_at": iso(self.added_at),
-                "reason": self.reason, "enabled": self.enabled,
-                "changed_at": iso(self.changed_at) if self.changed_at else None,
-                "changed_by": self.changed_by, "change_reason": self.change_reason}
+        return {
+            "kind": self.kind,
+            "value": self.value,
+            "source": self.source,
+            "added_by": self.added_by,
+            "added_at": iso(self.added_at),
+            "reason": self.reason,
+            "enabled": self.enabled,
+            "changed_at": iso(self.changed_at) if self.changed_at else None,
+            "changed_by": self.changed_by,
+            "change_reason": self.change_reason,
+        }
 
 
 class SummaryRow(NamedTuple):
@@ -95,7 +120,7 @@ def iso(t: dt.datetime) -> str:
 
 def _utc(t: dt.datetime) -> dt.datetime:
     # SQLite hands back naive datetimes for UTC columns.
-    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
 
 
 def check_bank(bank: str) -> None:
@@ -134,8 +159,17 @@ def _text_default(name: str, value: str | None, limit: int | None) -> str | None
 
 
 def _entry(row: Any) -> Entry:
-    return Entry(id=row.id, bank=row.bank, kind=row.kind, value=row.value, source=row.source,
-                 added_by=row.added_by, added_at=_utc(row.added_at), reason=row.reason,
-                 enabled=bool(row.enabled),
-                 changed_at=_utc(row.changed_at) if row.changed_at else None,
-                 changed_by=row.changed_by, change_reason=row.change_reason)
+    return Entry(
+        id=row.id,
+        bank=row.bank,
+        kind=row.kind,
+        value=row.value,
+        source=row.source,
+        added_by=row.added_by,
+        added_at=_utc(row.added_at),
+        reason=row.reason,
+        enabled=bool(row.enabled),
+        changed_at=_utc(row.changed_at) if row.changed_at else None,
+        changed_by=row.changed_by,
+        change_reason=row.change_reason,
+    )

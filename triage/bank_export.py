@@ -17,8 +17,14 @@ from triage.bank_common import _T, FIELDS, BankError, _engine, _entry, check_ban
 # ---------------------------------------------------------------------------------- export
 
 
-def export_file(settings: Settings, bank: str, path: Path, *, fmt: str | None = None,
-                include_disabled: bool = False) -> int:
+def export_file(
+    settings: Settings,
+    bank: str,
+    path: Path,
+    *,
+    fmt: str | None = None,
+    include_disabled: bool = False,
+) -> int:
     """Write a bank's entries with their provenance; returns how many. Disabled entries only
     with include_disabled. The file appears whole or not at all."""
     check_bank(bank)
@@ -30,7 +36,8 @@ def export_file(settings: Settings, bank: str, path: Path, *, fmt: str | None = 
     try:
         with engine.connect() as conn:
             result = conn.execution_options(yield_per=10_000).execute(
-                select(_T).where(*conds).order_by(_T.c.id))
+                select(_T).where(*conds).order_by(_T.c.id)
+            )
             if fmt == "csv":
                 with open(part, "w", encoding="utf-8", newline="") as ft:
                     w = csv.writer(ft)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import orjson
 from sqlalchemy import text
@@ -37,8 +38,13 @@ log = logging.getLogger("triage.banks")
 
 CHUNK = 5000  # rows per INSERT batch
 _MAX_SHOWN = 10  # problems quoted in the error; the rest are counted
-_TEXT_LIMITS = {"source": 200, "added_by": 100, "changed_by": 100,
-                "reason": None, "change_reason": None}
+_TEXT_LIMITS = {
+    "source": 200,
+    "added_by": 100,
+    "changed_by": 100,
+    "reason": None,
+    "change_reason": None,
+}
 _TRUE = ("true", "1", "yes", "y")
 _FALSE = ("false", "0", "no", "n")
 
@@ -70,7 +76,7 @@ class _Problems:
 
 def _open(path: Path, mode: str, **kw: Any) -> IO[Any]:
     try:
-        return open(path, mode, **kw)  # noqa: SIM115 - closed by the caller
+        return open(path, mode, **kw)
     except OSError as exc:
         raise BankError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -104,20 +110,23 @@ def _csv_records(f: IO[str], path: Path) -> Iterator[tuple[int, dict[str, Any] |
     try:
         header = [h.strip().lower() for h in next(reader)]
         if not any(h in SIGNAL_TYPES or h == "value" for h in header):
-            raise BankError(f"{path}: nothing imported; line 1: the header row must name a "
-                            f"column {', '.join(KINDS)} (or kind and value); it has "
-                            f"{', '.join(h for h in header if h) or 'no names'}")
+            raise BankError(
+                f"{path}: nothing imported; line 1: the header row must name a "
+                f"column {', '.join(KINDS)} (or kind and value); it has "
+                f"{', '.join(h for h in header if h) or 'no names'}"
+            )
         for row in reader:
             n = reader.line_num
             if not any(c.strip() for c in row):
                 continue
-            if len(row) > len(header) and any(c.strip() for c in row[len(header):]):
+            if len(row) > len(header) and any(c.strip() for c in row[len(header) :]):
                 yield n, f"{len(row)} fields but the header names {len(header)}"
                 continue
             yield n, {h: c.strip() for h, c in zip(header, row) if h and c.strip()}
     except UnicodeDecodeError:
-        raise BankError(f"{path}: nothing imported; line {reader.line_num + 1}: "
-                        "not UTF-8 text") from None
+        raise BankError(
+            f"{path}: nothing imported; line {reader.line_num + 1}: not UTF-8 text"
+        ) from None
     except csv.Error as exc:
         raise BankError(f"{path}: nothing imported; line {reader.line_num}: {exc}") from None
 
@@ -129,24 +138,28 @@ def _time(name: str, raw: Any, problems: list[str]) -> dt.datetime | None:
     try:
         t = dt.datetime.fromisoformat(raw)
     except ValueError:
-        problems.append(f"{name}: {raw!r} is not a date and time in ISO 8601, "
-                        "e.g. 2026-11-20T10:15:00Z")
+        problems.append(
+            f"{name}: {raw!r} is not a date and time in ISO 8601, e.g. 2026-11-20T10:15:00Z"
+        )
         return None
     if t.tzinfo is None:
         problems.append(f"{name}: {raw!r} needs a time zone, e.g. 2026-11-20T10:15:00Z")
         return None
-    return t.astimezone(dt.timezone.utc)
+    return t.astimezone(dt.UTC)
 
 
-def _row_indicators(doc: dict[str, Any], bank: str, defaults: _Defaults, now: dt.datetime,
-                    problems: list[str]) -> list[dict[str, Any]]:
+def _row_indicators(
+    doc: dict[str, Any], bank: str, defaults: _Defaults, now: dt.datetime, problems: list[str]
+) -> list[dict[str, Any]]:
     """The indicators of one row (one per hash it carries), or problems appended."""
     signals: list[tuple[str, str]] = []
     if "kind" in doc or "value" in doc:  # the export's shape: one kind and its value
         kind, value = doc.get("kind"), doc.get("value")
         if not isinstance(kind, str) or kind not in SIGNAL_TYPES:
-            problems.append(f"kind: must be one of {', '.join(KINDS)}"
-                            + (f", not {kind!r}" if kind is not None else ""))
+            problems.append(
+                f"kind: must be one of {', '.join(KINDS)}"
+                + (f", not {kind!r}" if kind is not None else "")
+            )
         elif value is None:
             problems.append("value: missing (a row with a kind needs its value)")
         else:
@@ -190,16 +203,33 @@ def _row_indicators(doc: dict[str, Any], bank: str, defaults: _Defaults, now: dt
         problems.append("enabled: must be true or false")
     if problems:
         return []
-    base = dict(bank=bank, source=prov.get("source", defaults.source),
-                added_by=prov.get("added_by", defaults.added_by),
-                added_at=prov.get("added_at", now), reason=prov.get("reason", defaults.reason),
-                enabled=enabled, changed_at=prov.get("changed_at"),
-                changed_by=prov.get("changed_by"), change_reason=prov.get("change_reason"))
+    base = dict(
+        bank=bank,
+        source=prov.get("source", defaults.source),
+        added_by=prov.get("added_by", defaults.added_by),
+        added_at=prov.get("added_at", now),
+        reason=prov.get("reason", defaults.reason),
+        enabled=enabled,
+        changed_at=prov.get("changed_at"),
+        changed_by=prov.get("changed_by"),
+        change_reason=prov.get("change_reason"),
+    )
     return [dict(base, kind=k, value=v) for k, v in dict.fromkeys(signals)]
 
 
-_COLUMNS = ("bank", "kind", "value", "source", "added_by", "added_at", "reason", "enabled",
-            "changed_at", "changed_by", "change_reason")
+_COLUMNS = (
+    "bank",
+    "kind",
+    "value",
+    "source",
+    "added_by",
+    "added_at",
+    "reason",
+    "enabled",
+    "changed_at",
+    "changed_by",
+    "change_reason",
+)
 _PG_TYPES = {"added_at": "timestamptz", "changed_at": "timestamptz", "enabled": "boolean"}
 # One statement per chunk, its columns sent as arrays: a many-row VALUES list costs psycopg
 # more to prepare than PostgreSQL takes to run it.
@@ -207,20 +237,30 @@ _PG_INSERT = text(
     f"WITH ins AS (INSERT INTO indicators ({', '.join(_COLUMNS)}) "
     "SELECT * FROM unnest("
     + ", ".join(f"CAST(:{c} AS {_PG_TYPES.get(c, 'text')}[])" for c in _COLUMNS)
-    + ") ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins")
+    + ") ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
+)
 
 
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> int:
     """Insert, skipping entries already in the bank; returns how many were new."""
     if conn.dialect.name == "postgresql":
-        return int(conn.execute(_PG_INSERT, {c: [r[c] for r in rows] for c in _COLUMNS})
-                   .scalar_one())
+        return int(
+            conn.execute(_PG_INSERT, {c: [r[c] for r in rows] for c in _COLUMNS}).scalar_one()
+        )
     stmt = sqlite.insert(_T).on_conflict_do_nothing().returning(_T.c.id)
     return len(conn.execute(stmt, rows).all())
 
 
-def import_file(settings: Settings, bank: str, path: Path, *, source: str, added_by: str,
-                reason: str | None, fmt: str | None = None) -> ImportResult:
+def import_file(
+    settings: Settings,
+    bank: str,
+    path: Path,
+    *,
+    source: str,
+    added_by: str,
+    reason: str | None,
+    fmt: str | None = None,
+) -> ImportResult:
     """Load the hashes of a JSON lines or CSV file into a bank.
 
     Each row carries one or more of sha256, md5, pdq (or `kind` and `value`, as exported),
@@ -234,8 +274,7 @@ def import_file(settings: Settings, bank: str, path: Path, *, source: str, added
     if src is None or who is None:
         raise BankError("source and added_by must not be empty")
     defaults = _Defaults(src, who, _text_default("reason", reason, None))
-    f = (_open(path, "r", encoding="utf-8-sig", newline="") if fmt == "csv"
-         else _open(path, "rb"))
+    f = _open(path, "r", encoding="utf-8-sig", newline="") if fmt == "csv" else _open(path, "rb")
     records = _csv_records(f, path) if fmt == "csv" else _jsonl_records(f)
     problems = _Problems()
     added = seen = 0
@@ -283,8 +322,10 @@ def parse_lines(path: Path) -> list[tuple[str, str]]:
                 problems.add(n, rec)
                 continue
             row_problems: list[str] = []
-            out += [(r["kind"], r["value"])
-                    for r in _row_indicators(rec, "-", defaults, now, row_problems)]
+            out += [
+                (r["kind"], r["value"])
+                for r in _row_indicators(rec, "-", defaults, now, row_problems)
+            ]
             for p in row_problems:
                 problems.add(n, p)
     if problems.count:

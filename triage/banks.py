@@ -44,9 +44,15 @@ from triage.bank_import import CHUNK, import_file  # noqa: F401
 # ------------------------------------------------------------------------------------ list
 
 
-def list_entries(settings: Settings, bank: str, *, kind: str | None = None,
-                 source: str | None = None, enabled: bool | None = None,
-                 limit: int | None = 100) -> tuple[list[Entry], int]:
+def list_entries(
+    settings: Settings,
+    bank: str,
+    *,
+    kind: str | None = None,
+    source: str | None = None,
+    enabled: bool | None = None,
+    limit: int | None = 100,
+) -> tuple[list[Entry], int]:
     """Entries of a bank, oldest first, at most `limit`; and how many match in all."""
     check_bank(bank)
     _check_kind(kind)
@@ -70,8 +76,9 @@ def list_entries(settings: Settings, bank: str, *, kind: str | None = None,
     return [_entry(r) for r in rows], total
 
 
-def summary(settings: Settings, *, kind: str | None = None,
-            source: str | None = None) -> list[SummaryRow]:
+def summary(
+    settings: Settings, *, kind: str | None = None, source: str | None = None
+) -> list[SummaryRow]:
     """Per bank and kind: how many entries are enabled and disabled."""
     _check_kind(kind)
     conds: list[Any] = []
@@ -84,11 +91,18 @@ def summary(settings: Settings, *, kind: str | None = None,
     engine = _engine(settings)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(select(_T.c.bank, _T.c.kind, on, off).where(*conds)
-                                .group_by(_T.c.bank, _T.c.kind)).all()
+            rows = conn.execute(
+                select(_T.c.bank, _T.c.kind, on, off).where(*conds).group_by(_T.c.bank, _T.c.kind)
+            ).all()
     finally:
         engine.dispose()
     order = {b: i for i, b in enumerate(BANKS)}
-    return sorted((SummaryRow(b, k, int(e or 0), int(d or 0)) for b, k, e, d in rows),
-                  key=lambda r: (order.get(r.bank, len(BANKS)), r.bank, KINDS.index(r.kind)
-                                 if r.kind in KINDS else len(KINDS), r.kind))
+    return sorted(
+        (SummaryRow(b, k, int(e or 0), int(d or 0)) for b, k, e, d in rows),
+        key=lambda r: (
+            order.get(r.bank, len(BANKS)),
+            r.bank,
+            KINDS.index(r.kind) if r.kind in KINDS else len(KINDS),
+            r.kind,
+        ),
+    )

@@ -1,5 +1,4 @@
-"""`centre bench triage`: triage alone on a backlog, with a large PDQ bank loaded.
-"""
+"""`centre bench triage`: triage alone on a backlog, with a large PDQ bank loaded."""
 
 from __future__ import annotations
 
@@ -7,9 +6,8 @@ import random
 import time
 from typing import Any, cast
 
-from sqlalchemy import Table
-
 import orjson
+from sqlalchemy import Table
 
 from centre import messages as m
 from centre import samples
@@ -40,7 +38,7 @@ def _random_pdq_indicators(engine: Any, n: int, seed: int) -> list[str]:
     from triage.tables import Indicator
 
     rng = np.random.default_rng(seed)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     sample: list[str] = []
     step = 50_000
     with engine.begin() as c:
@@ -48,17 +46,30 @@ def _random_pdq_indicators(engine: Any, n: int, seed: int) -> list[str]:
             codes = rng.integers(0, 256, size=(min(step, n - start), 32), dtype=np.uint8)
             values = [row.tobytes().hex() for row in codes]
             if len(sample) < 1000:
-                sample += values[:1000 - len(sample)]
-            c.execute(cast(Table, Indicator.__table__).insert(), [
-                {"bank": "known_material", "kind": "pdq", "value": v, "source": "bench",
-                 "added_by": "bench", "added_at": now, "reason": None, "enabled": True}
-                for v in values])
+                sample += values[: 1000 - len(sample)]
+            c.execute(
+                cast(Table, Indicator.__table__).insert(),
+                [
+                    {
+                        "bank": "known_material",
+                        "kind": "pdq",
+                        "value": v,
+                        "source": "bench",
+                        "added_by": "bench",
+                        "added_at": now,
+                        "reason": None,
+                        "enabled": True,
+                    }
+                    for v in values
+                ],
+            )
     return sample
 
 
 @cleaning
-def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
-                     near_share: float = 0.1) -> int:
+def run_triage_bench(
+    settings: Settings, *, reports: int, indicators: int, near_share: float = 0.1
+) -> int:
     """Triage alone on a backlog: intake accepts `reports` first, then the triage worker
     starts with `indicators` PDQ indicators loaded; its rate is from its first to its last
     output (broker timestamps). Then the raw pass-through of the same accepted messages."""
@@ -81,8 +92,7 @@ def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
                 for b in rng.sample(range(256), rng.randrange(0, 30)):
                     v ^= 1 << b
                 r["content"][0]["pdq"] = f"{v:064x}"
-            msgs.append((f"{r['provider_id']}/{r['provider_report_id']}".encode(),
-                         orjson.dumps(r)))
+            msgs.append((f"{r['provider_id']}/{r['provider_report_id']}".encode(), orjson.dumps(r)))
             keys.add(m.report_id_for(r["provider_id"], r["provider_report_id"]).encode())
         produce_stamped(bench_producer(settings), settings.topic(INTAKE), msgs)
         accepted = collect_cases(settings, keys, 600, settings.topic(ACCEPTED))
@@ -109,5 +119,3 @@ def run_triage_bench(settings: Settings, *, reports: int, indicators: int,
     t.add_row("CPU of worker triage (load + run)", f"{cpu:.1f} s")
     console.print(t)
     return 0 if len(out) == reports else 1
-
-

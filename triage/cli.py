@@ -15,12 +15,15 @@ from centre.cli_errors import load_settings as _settings
 
 indicators_app = typer.Typer(
     help="Indicator banks (Art. 44): load, export, list, disable, enable and remove the hashes "
-    "reports are matched against.", no_args_is_help=True, rich_markup_mode="markdown")
+    "reports are matched against.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 
 _BANK_HELP = "the bank: known_material, grooming or false_positive"
 
 
-from centre.cli_errors import failed as _bank_failed  # noqa: E402
+from centre.cli_errors import failed as _bank_failed
 
 _SELECT_VALUE = "the entries with this hash value (any kind, unless --kind is given)"
 _SELECT_SOURCE = "the entries that came from this source"
@@ -30,20 +33,37 @@ _SELECT_KIND = "only entries of this kind: sha256, md5 or pdq"
 
 @indicators_app.command("import")
 def indicators_import(
-    file: Annotated[Path, typer.Argument(help="the file to load: JSON lines (one object per "
-                                              "line) or CSV with a header row")],
-    bank: Annotated[str, typer.Option(help=_BANK_HELP.replace("the bank", "the bank to "
-                                                                          "load into"))],
-    source: Annotated[Optional[str], typer.Option(
-        help="where the hashes come from, for rows that do not name their own source "
-             "(default: the file's name)")] = None,
-    added_by: Annotated[Optional[str], typer.Option(
-        help="who adds them, for rows that do not say (default: your user name)")] = None,
-    reason: Annotated[Optional[str], typer.Option(
-        help="why they are added, for rows that do not say")] = None,
-    fmt: Annotated[Optional[str], typer.Option(
-        "--format", help="jsonl or csv (default: CSV when the file name ends in .csv, "
-                         "JSON lines otherwise)")] = None,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="the file to load: JSON lines (one object per line) or CSV with a header row"
+        ),
+    ],
+    bank: Annotated[
+        str, typer.Option(help=_BANK_HELP.replace("the bank", "the bank to load into"))
+    ],
+    source: Annotated[
+        Optional[str],
+        typer.Option(
+            help="where the hashes come from, for rows that do not name their own source "
+            "(default: the file's name)"
+        ),
+    ] = None,
+    added_by: Annotated[
+        Optional[str],
+        typer.Option(help="who adds them, for rows that do not say (default: your user name)"),
+    ] = None,
+    reason: Annotated[
+        Optional[str], typer.Option(help="why they are added, for rows that do not say")
+    ] = None,
+    fmt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format",
+            help="jsonl or csv (default: CSV when the file name ends in .csv, "
+            "JSON lines otherwise)",
+        ),
+    ] = None,
 ) -> None:
     """Load hashes into an indicator bank.
 
@@ -61,9 +81,15 @@ def indicators_import(
 
     s = _settings()
     try:
-        added, known = import_file(s, bank, file, source=source or file.name,
-                                   added_by=added_by or os.environ.get("USER", "operator"),
-                                   reason=reason, fmt=fmt)
+        added, known = import_file(
+            s,
+            bank,
+            file,
+            source=source or file.name,
+            added_by=added_by or os.environ.get("USER", "operator"),
+            reason=reason,
+            fmt=fmt,
+        )
     except (BankError, SQLAlchemyError) as exc:
         raise _bank_failed(exc) from None
     print(f"{added} indicator(s) added to {bank}; {known} already there")
@@ -73,11 +99,17 @@ def indicators_import(
 def indicators_export(
     bank: Annotated[str, typer.Argument(help=_BANK_HELP)],
     file: Annotated[Path, typer.Argument(help="the file to write (replaced if it exists)")],
-    fmt: Annotated[Optional[str], typer.Option(
-        "--format", help="jsonl or csv (default: CSV when the file name ends in .csv, "
-                         "JSON lines otherwise)")] = None,
-    include_disabled: Annotated[bool, typer.Option(
-        "--include-disabled", help="also write the disabled entries")] = False,
+    fmt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format",
+            help="jsonl or csv (default: CSV when the file name ends in .csv, "
+            "JSON lines otherwise)",
+        ),
+    ] = None,
+    include_disabled: Annotated[
+        bool, typer.Option("--include-disabled", help="also write the disabled entries")
+    ] = False,
 ) -> None:
     """Write a bank's entries to a file with their provenance.
 
@@ -97,8 +129,16 @@ def indicators_export(
     print(f"{n} indicator(s) of {bank} written to {file}")
 
 
-def _bank_switch(enabled: bool, bank: str, value: Optional[str], source: Optional[str],
-                 id_: Optional[int], kind: Optional[str], reason: str, by: str) -> None:
+def _bank_switch(
+    enabled: bool,
+    bank: str,
+    value: Optional[str],
+    source: Optional[str],
+    id_: Optional[int],
+    kind: Optional[str],
+    reason: str,
+    by: str,
+) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from triage.bank_changes import set_enabled
@@ -135,8 +175,7 @@ def indicators_disable(
 @indicators_app.command("enable")
 def indicators_enable(
     bank: Annotated[str, typer.Argument(help=_BANK_HELP)],
-    reason: Annotated[str, typer.Option(help="why they are enabled again (kept with each "
-                                             "entry)")],
+    reason: Annotated[str, typer.Option(help="why they are enabled again (kept with each entry)")],
     by: Annotated[str, typer.Option(help="who enables them (kept with each entry)")],
     value: Annotated[Optional[str], typer.Option(help=_SELECT_VALUE)] = None,
     source: Annotated[Optional[str], typer.Option(help=_SELECT_SOURCE)] = None,
@@ -182,14 +221,22 @@ def indicators_remove(
 
 @indicators_app.command("list")
 def indicators_list(
-    bank: Annotated[Optional[str], typer.Argument(
-        help=_BANK_HELP + " (without it: how many entries each bank holds)")] = None,
-    kind: Annotated[Optional[str], typer.Option(help="only entries of this kind: sha256, md5 "
-                                                     "or pdq")] = None,
+    bank: Annotated[
+        Optional[str],
+        typer.Argument(help=_BANK_HELP + " (without it: how many entries each bank holds)"),
+    ] = None,
+    kind: Annotated[
+        Optional[str], typer.Option(help="only entries of this kind: sha256, md5 or pdq")
+    ] = None,
     source: Annotated[Optional[str], typer.Option(help="only entries from this source")] = None,
-    state: Annotated[Optional[bool], typer.Option(
-        "--enabled/--disabled", show_default=False,
-        help="only enabled, or only disabled, entries (default: both)")] = None,
+    state: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--enabled/--disabled",
+            show_default=False,
+            help="only enabled, or only disabled, entries (default: both)",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(help="show at most this many entries, oldest first")] = 100,
 ) -> None:
     """Show a bank's entries with their provenance, or how many entries each bank holds.
@@ -208,8 +255,9 @@ def indicators_list(
         if bank is None:
             rows = summary(s, kind=kind, source=source)
         else:
-            entries, total = list_entries(s, bank, kind=kind, source=source, enabled=state,
-                                          limit=limit)
+            entries, total = list_entries(
+                s, bank, kind=kind, source=source, enabled=state, limit=limit
+            )
     except (BankError, SQLAlchemyError) as exc:
         raise _bank_failed(exc) from None
 
@@ -233,13 +281,22 @@ def indicators_list(
         table.add_column(col)
     stamp = "%Y-%m-%d %H:%M:%SZ"
     for e in entries:
-        change = (f"{e.changed_at.strftime(stamp)} by {e.changed_by}: {e.change_reason}"
-                  if e.changed_at else "")
-        table.add_row(str(e.id), e.kind, e.value, escape(e.source), escape(e.added_by),
-                      e.added_at.strftime(stamp), escape(e.reason or ""),
-                      "enabled" if e.enabled else "disabled", escape(change))
+        change = (
+            f"{e.changed_at.strftime(stamp)} by {e.changed_by}: {e.change_reason}"
+            if e.changed_at
+            else ""
+        )
+        table.add_row(
+            str(e.id),
+            e.kind,
+            e.value,
+            escape(e.source),
+            escape(e.added_by),
+            e.added_at.strftime(stamp),
+            escape(e.reason or ""),
+            "enabled" if e.enabled else "disabled",
+            escape(change),
+        )
     out.print(table)
     if len(entries) < total:
         print(f"showing {len(entries)} of {total}; use --limit to see more")
-
-

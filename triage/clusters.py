@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from sqlalchemy import bindparam, exists, func, select
@@ -28,9 +29,14 @@ Signal = tuple[str, str]
 
 _RA, _RB = ReportCluster.__table__.alias("ra"), ReportCluster.__table__.alias("rb")
 # Reports linked to both clusters :a and :b.
-_OVERLAP = select(func.count()).select_from(_RA).where(
-    _RA.c.cluster_id == bindparam("a"),
-    exists().where(_RB.c.report_id == _RA.c.report_id, _RB.c.cluster_id == bindparam("b")))
+_OVERLAP = (
+    select(func.count())
+    .select_from(_RA)
+    .where(
+        _RA.c.cluster_id == bindparam("a"),
+        exists().where(_RB.c.report_id == _RA.c.report_id, _RB.c.cluster_id == bindparam("b")),
+    )
+)
 
 
 @dataclass(slots=True)
@@ -62,8 +68,7 @@ class ClusterWrites:
     signals: list[dict[str, str]] = field(default_factory=list)  # cluster_signals rows
     links: list[dict[str, str]] = field(default_factory=list)  # report_clusters rows
     # cluster id -> (created_at, times_reported, recent_cases, merged_into), new and changed
-    states: dict[str, tuple[dt.datetime, int, list[str], str | None]] = field(
-        default_factory=dict)
+    states: dict[str, tuple[dt.datetime, int, list[str], str | None]] = field(default_factory=dict)
 
 
 def write_clusters(s: Any, w: ClusterWrites) -> None:
@@ -74,10 +79,12 @@ def write_clusters(s: Any, w: ClusterWrites) -> None:
 
 def prepare_clusters(s: Any, w: ClusterWrites) -> list[Callable[[], None]]:
     """`write_clusters` as prepared statements (`centre.db.prepare_rows`), to run in order."""
-    return [prepare_rows(s, Cluster.__table__, w.new),
-            prepare_rows(s, Cluster.__table__, w.changed, key="cluster_id"),
-            prepare_rows(s, ClusterSignal.__table__, w.signals),
-            prepare_rows(s, ReportCluster.__table__, w.links)]
+    return [
+        prepare_rows(s, Cluster.__table__, w.new),
+        prepare_rows(s, Cluster.__table__, w.changed, key="cluster_id"),
+        prepare_rows(s, ClusterSignal.__table__, w.signals),
+        prepare_rows(s, ReportCluster.__table__, w.links),
+    ]
 
 
 class Unwritten:
@@ -96,9 +103,15 @@ class ClusterBatch:
     """The clusters of one batch; call `assign` per report in order, then `flush` (or
     `take_writes`, to write them elsewhere)."""
 
-    def __init__(self, session: Session, signals: Iterable[Signal], now: dt.datetime,
-                 near: dict[str, list[tuple[str, int]]] | None = None,
-                 max_pdq_distance: int = 31, unwritten: Unwritten | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        signals: Iterable[Signal],
+        now: dt.datetime,
+        near: dict[str, list[tuple[str, int]]] | None = None,
+        max_pdq_distance: int = 31,
+        unwritten: Unwritten | None = None,
+    ) -> None:
         """`near`: for PDQ values of this batch, the clusters of stored PDQ values within
         `max_pdq_distance` (from the PDQ index); PDQ values new in this batch are compared
         with each other here. `unwritten`: the previous batch's changes, if they may not be
@@ -124,15 +137,15 @@ class ClusterBatch:
         for chunk in _chunks(sorted({v for _k, v in wanted}), 500):
             for kind, value, cid in session.execute(
                 select(signals_t.kind, signals_t.value, signals_t.cluster_id).where(
-                    signals_t.value.in_(chunk))
+                    signals_t.value.in_(chunk)
+                )
             ):
                 if (kind, value) in wanted_set:
                     self.by_signal[(kind, value)] = cid
         if unwritten is not None:
             for sig in wanted_set & unwritten.by_signal.keys():
                 self.by_signal[sig] = unwritten.by_signal[sig]
-        self._load(set(self.by_signal.values())
-                   | {c for cs in self.near.values() for c, _d in cs})
+        self._load(set(self.by_signal.values()) | {c for cs in self.near.values() for c, _d in cs})
 
     def _load(self, ids: set[str]) -> None:
         table = Cluster.__table__
@@ -143,14 +156,18 @@ class ClusterBatch:
                 rows += [(cid, *self.unwritten.states[cid]) for cid in mine]
                 ids -= mine
             if ids:
-                rows += self.s.execute(select(
-                    table.c.cluster_id, table.c.created_at, table.c.times_reported,
-                    table.c.recent_cases, table.c.merged_into).where(
-                        table.c.cluster_id.in_(list(ids)))).all()
+                rows += self.s.execute(
+                    select(
+                        table.c.cluster_id,
+                        table.c.created_at,
+                        table.c.times_reported,
+                        table.c.recent_cases,
+                        table.c.merged_into,
+                    ).where(table.c.cluster_id.in_(list(ids)))
+                ).all()
             ids = set()
             for cid, created_at, times, recent, merged_into in rows:
-                self.clusters[cid] = _State(cid, created_at, times, list(recent or []),
-                                            merged_into)
+                self.clusters[cid] = _State(cid, created_at, times, list(recent or []), merged_into)
                 if merged_into and merged_into not in self.clusters:
                     ids.add(merged_into)
 
@@ -196,8 +213,9 @@ class ClusterBatch:
             a, b = b, a
         return int(self.s.execute(_OVERLAP, {"a": a, "b": b}).scalar() or 0)
 
-    def assign(self, report_id: str, case_id: str, items: list[list[Signal]],
-               member_of: Iterable[str] = ()) -> Membership:
+    def assign(
+        self, report_id: str, case_id: str, items: list[list[Signal]], member_of: Iterable[str] = ()
+    ) -> Membership:
         """Place each item's signals; returns the report's clusters and counts after it.
 
         `member_of`: clusters the report already counts in (a supplement's report, triaged
@@ -265,8 +283,9 @@ class ClusterBatch:
             self.links.append({"report_id": report_id, "cluster_id": cid})
             self.linked_now.setdefault(cid, set()).add(report_id)
         joined = [(self._resolve(c), d) for c, d in near_joins.items()]
-        return Membership(final, times, related[-RECENT_CASES:], merges,
-                          [(c, d) for c, d in joined if c in final])
+        return Membership(
+            final, times, related[-RECENT_CASES:], merges, [(c, d) for c, d in joined if c in final]
+        )
 
     def take_writes(self) -> ClusterWrites:
         """The changes since the last call, as rows; the batch goes on from them."""
@@ -274,14 +293,22 @@ class ClusterBatch:
         for st in self.clusters.values():
             if not (st.new or st.dirty):
                 continue
-            row = {"cluster_id": st.cluster_id, "times_reported": st.times_reported,
-                   "recent_cases": st.recent_cases, "merged_into": st.merged_into}
+            row = {
+                "cluster_id": st.cluster_id,
+                "times_reported": st.times_reported,
+                "recent_cases": st.recent_cases,
+                "merged_into": st.merged_into,
+            }
             if st.new:
                 w.new.append({**row, "created_at": st.created_at})
             else:
                 w.changed.append(row)
-            w.states[st.cluster_id] = (st.created_at, st.times_reported, st.recent_cases,
-                                       st.merged_into)
+            w.states[st.cluster_id] = (
+                st.created_at,
+                st.times_reported,
+                st.recent_cases,
+                st.merged_into,
+            )
             st.new = st.dirty = False
         self.new_signals, self.links = [], []
         return w
@@ -313,8 +340,9 @@ class _BatchPDQ:
         if _pdqscan is not None:  # one compiled pass (triage/_pdqscan.c)
             if len(self._live) < n:
                 self._live = np.zeros(len(self.codes), dtype=np.bool_)
-            _q, rows, dist = scan_hits(_pdqscan.brute(bytes.fromhex(value), self.codes,
-                                                      self._live, n, max_distance))
+            _q, rows, dist = scan_hits(
+                _pdqscan.brute(bytes.fromhex(value), self.codes, self._live, n, max_distance)
+            )
             return [(self.clusters[i], d) for i, d in zip(rows.tolist(), dist.tolist())]
         q = np.frombuffer(bytes.fromhex(value), dtype=np.uint64)
         d = np.bitwise_count(self.codes[:n] ^ q).sum(axis=1)
@@ -327,4 +355,4 @@ def _recent(case_ids: list[str]) -> list[str]:
 
 def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pdqhash
@@ -43,13 +43,42 @@ HEADER = 512  # bytes looked at to recognise a video container
 # Raster formats Pillow decodes itself, each recognised by its own magic bytes. Deliberately not
 # every format Pillow knows: EPS would run Ghostscript (which writes temporary files), and
 # formats without a signature (TGA, …) could take a random file for a picture.
-IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "AVIF", "JPEG2000", "PPM",
-                 "PSD", "ICO", "QOI")
+IMAGE_FORMATS = (
+    "JPEG",
+    "PNG",
+    "GIF",
+    "WEBP",
+    "BMP",
+    "DIB",
+    "TIFF",
+    "AVIF",
+    "JPEG2000",
+    "PPM",
+    "PSD",
+    "ICO",
+    "QOI",
+)
 
 # ISO base media (MP4, MOV, 3GP…) major brands that are not video: HEIF/HEIC/AVIF pictures,
 # Canon raw pictures, audio-only MPEG-4.
-_ISO_IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
-                     b"mif1", b"mif2", b"msf1", b"avif", b"avis", b"avci", b"jpeg", b"crx "}
+_ISO_IMAGE_BRANDS = {
+    b"heic",
+    b"heix",
+    b"heim",
+    b"heis",
+    b"hevc",
+    b"hevx",
+    b"hevm",
+    b"hevs",
+    b"mif1",
+    b"mif2",
+    b"msf1",
+    b"avif",
+    b"avis",
+    b"avci",
+    b"jpeg",
+    b"crx ",
+}
 _ISO_AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
 # Old QuickTime files may start with one of these boxes instead of `ftyp`.
 _QUICKTIME_BOXES = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
@@ -179,8 +208,11 @@ def _pdq_of_file(path: Path, header: bytes) -> tuple[str, int]:
             return pdq_from_image(img)
     except UnidentifiedImageError:
         if header[4:8] == b"ftyp" and header[8:12] in _ISO_IMAGE_BRANDS:
-            raise HashingError(path, "HEIF/HEIC or raw picture that this machine cannot decode "
-                               f"(brand {header[8:12].decode('latin-1').strip()!r})") from None
+            raise HashingError(
+                path,
+                "HEIF/HEIC or raw picture that this machine cannot decode "
+                f"(brand {header[8:12].decode('latin-1').strip()!r})",
+            ) from None
         if header[4:8] == b"ftyp" and header[8:12] in _ISO_AUDIO_BRANDS:
             raise HashingError(path, "audio file, not a picture or video") from None
         raise HashingError(path, "not a picture or video in a format this tool knows") from None
@@ -207,8 +239,9 @@ def expand_paths(paths: Iterable[Path | str], skip: Iterable[Path] = ()) -> Iter
             yield p
 
 
-def hash_paths(paths: Iterable[Path | str],
-               skip: Iterable[Path] = ()) -> Iterator[dict | HashingError]:
+def hash_paths(
+    paths: Iterable[Path | str], skip: Iterable[Path] = ()
+) -> Iterator[dict | HashingError]:
     """`hash_file` for every file named or under a folder named: a dict per file hashed, a
     HashingError (yielded, not raised) per file that could not be, in order."""
     for f in expand_paths(paths, skip):

@@ -17,7 +17,8 @@ import multiprocessing
 import resource
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,22 +47,27 @@ def _log(verbose: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def make_queries(codes: npt.NDArray[np.uint8], count: int,
-                 rng: np.random.Generator) -> npt.NDArray[np.uint8]:
+def make_queries(
+    codes: npt.NDArray[np.uint8], count: int, rng: np.random.Generator
+) -> npt.NDArray[np.uint8]:
     """`count` queries, shuffled: half stored codes with 0..31 random bits flipped, half random."""
     near = count // 2
     src = codes[rng.integers(0, codes.shape[0], size=near)]
     flips = rng.integers(0, MAX_DISTANCE + 1, size=near)
     ranks = np.argsort(rng.random((near, 256)), axis=1).argsort(axis=1)
     masks = np.packbits(ranks < flips[:, None], axis=1, bitorder="little")  # exactly k bits
-    q = np.concatenate([src ^ masks, rng.integers(0, 256, size=(count - near, 32),
-                                                  dtype=np.uint8)])
+    q = np.concatenate([src ^ masks, rng.integers(0, 256, size=(count - near, 32), dtype=np.uint8)])
     return np.ascontiguousarray(q[rng.permutation(count)])
 
 
-def brute_force(codes: npt.NDArray[np.uint8], queries: npt.NDArray[np.uint8],
-                max_distance: int = MAX_DISTANCE, threads: int = 2,
-                code_block: int = 4096, query_block: int = 32) -> set[tuple[int, int]]:
+def brute_force(
+    codes: npt.NDArray[np.uint8],
+    queries: npt.NDArray[np.uint8],
+    max_distance: int = MAX_DISTANCE,
+    threads: int = 2,
+    code_block: int = 4096,
+    query_block: int = 32,
+) -> set[tuple[int, int]]:
     """Every (query, row) pair within `max_distance`, comparing each query with every code.
 
     Blocks of codes are shared between threads (numpy releases the GIL in its loops). Within a
@@ -82,16 +88,16 @@ def brute_force(codes: npt.NDArray[np.uint8], queries: npt.NDArray[np.uint8],
         m = np.empty((query_block, code_block), dtype=np.bool_)
         for bn in block_nos:
             lo = bn * code_block
-            blk = c64[lo:lo + code_block]
+            blk = c64[lo : lo + code_block]
             w0 = np.ascontiguousarray(blk[:, 0])
             w1 = np.ascontiguousarray(blk[:, 1])
             width = w0.size
             for qlo in range(0, nq, query_block):
                 h = min(query_block, nq - qlo)
                 xs, as_, bs, ms = x[:h, :width], a[:h, :width], b[:h, :width], m[:h, :width]
-                np.bitwise_xor(qw0[qlo:qlo + h], w0, out=xs)
+                np.bitwise_xor(qw0[qlo : qlo + h], w0, out=xs)
                 np.bitwise_count(xs, out=as_)
-                np.bitwise_xor(qw1[qlo:qlo + h], w1, out=xs)
+                np.bitwise_xor(qw1[qlo : qlo + h], w1, out=xs)
                 np.bitwise_count(xs, out=bs)
                 np.add(as_, bs, out=as_)
                 np.less_equal(as_, max_distance, out=ms)
@@ -145,7 +151,7 @@ def _bench_one(n: int, queries: int, seed: int, batch: int, verbose: bool) -> di
     t0 = time.perf_counter()
     batched: list[list[tuple[int, int]]] = []
     for lo in range(0, queries, batch):
-        batched.extend(index.query(qs[lo:lo + batch]))
+        batched.extend(index.query(qs[lo : lo + batch]))
     batch_s = time.perf_counter() - t0
     rss_queried = _rss()
     peak_index = _peak_rss()
@@ -158,7 +164,9 @@ def _bench_one(n: int, queries: int, seed: int, batch: int, verbose: bool) -> di
     c64, q64 = codes.view(np.uint64), qs.view(np.uint64)
     distances_ok = all(
         d == int(np.bitwise_count(c64[rid] ^ q64[qi]).sum())
-        for qi, r in enumerate(single) for rid, d in r)
+        for qi, r in enumerate(single)
+        for rid, d in r
+    )
     near_half = int(np.count_nonzero([bool(r) for r in single]))
     return {
         "size": n,
@@ -192,9 +200,15 @@ def _bench_one(n: int, queries: int, seed: int, batch: int, verbose: bool) -> di
     }
 
 
-def run_index_bench(sizes: Sequence[int] = (1_000_000, 10_000_000), queries: int = 10_000,
-                    seed: int = 0, *, batch: int = 500, isolate: bool = True,
-                    verbose: bool = False) -> list[dict[str, Any]]:
+def run_index_bench(
+    sizes: Sequence[int] = (1_000_000, 10_000_000),
+    queries: int = 10_000,
+    seed: int = 0,
+    *,
+    batch: int = 500,
+    isolate: bool = True,
+    verbose: bool = False,
+) -> list[dict[str, Any]]:
     """One row of figures per index size (see `_bench_one` for the keys). With `isolate`, each
     size runs in a fresh spawned process so its RSS figures are its own."""
     rows = []
@@ -248,12 +262,18 @@ def print_index_bench(rows: list[dict[str, Any]]) -> None:
     line("queries", "queries", ",")
     line("queries with a match", "queries_with_match", ",")
     line("true pairs (brute force)", "true_pairs", ",")
-    table.add_row("recall", *[
-        f"[green]{r['recall']:.4%}[/]" if r["recall"] == 1.0 else f"[red]{r['recall']:.4%}[/]"
-        for r in rows])
+    table.add_row(
+        "recall",
+        *[
+            f"[green]{r['recall']:.4%}[/]" if r["recall"] == 1.0 else f"[red]{r['recall']:.4%}[/]"
+            for r in rows
+        ],
+    )
     line("false positives", "false_positives", ",")
-    table.add_row("distances exact, batch = single", *[
-        f"{r['distances_ok']}, {r['batch_equals_single']}" for r in rows])
+    table.add_row(
+        "distances exact, batch = single",
+        *[f"{r['distances_ok']}, {r['batch_equals_single']}" for r in rows],
+    )
     line("brute force (s)", "brute_s", ".1f")
     Console().print(table)
 

@@ -9,7 +9,7 @@ Hamming-distance search, which `PDQIndex` serves.
 from __future__ import annotations
 
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import select
@@ -32,14 +32,19 @@ class ClusterPDQ:
         self.cluster_of: list[str] = []
 
     @classmethod
-    def load(cls, session: Session, max_distance: int = 31) -> "ClusterPDQ":
+    def load(cls, session: Session, max_distance: int = 31) -> ClusterPDQ:
         self = cls(max_distance)
-        rows = session.execute(select(ClusterSignal.value, ClusterSignal.cluster_id).where(
-            ClusterSignal.kind == "pdq")).all()
+        rows = session.execute(
+            select(ClusterSignal.value, ClusterSignal.cluster_id).where(ClusterSignal.kind == "pdq")
+        ).all()
         if rows:
             self.cluster_of = [c for _v, c in rows]
-            self.index = PDQIndex.build(range(len(rows)), [v for v, _c in rows], max_distance,
-                                        delta_threshold=cls.DELTA_THRESHOLD)
+            self.index = PDQIndex.build(
+                range(len(rows)),
+                [v for v, _c in rows],
+                max_distance,
+                delta_threshold=cls.DELTA_THRESHOLD,
+            )
         return self
 
     def near(self, values: list[str]) -> dict[str, list[tuple[str, int]]]:
@@ -121,13 +126,18 @@ class IndicatorPDQ:
         # would cost several hundred MB for a moment, as arrays ~40 MB.
         ids, banks, codes = [], [], []
         names: dict[str, int] = {}
-        result = session.execute(select(Indicator.id, Indicator.bank, Indicator.value).where(
-            Indicator.kind == "pdq", Indicator.enabled.is_(True)).execution_options(
-                yield_per=100_000))
+        result = session.execute(
+            select(Indicator.id, Indicator.bank, Indicator.value)
+            .where(Indicator.kind == "pdq", Indicator.enabled.is_(True))
+            .execution_options(yield_per=100_000)
+        )
         for chunk in result.partitions():
             ids.append(np.fromiter((r[0] for r in chunk), np.int64, len(chunk)))
-            banks.append(np.fromiter((names.setdefault(r[1], len(names)) for r in chunk),
-                                     np.int16, len(chunk)))
+            banks.append(
+                np.fromiter(
+                    (names.setdefault(r[1], len(names)) for r in chunk), np.int16, len(chunk)
+                )
+            )
             codes.append(pdq_to_bytes([r[2] for r in chunk]))
         self.bank_names = sorted(names, key=names.__getitem__)
         if ids:
@@ -139,10 +149,14 @@ class IndicatorPDQ:
             self.sorted_ids = np.zeros(0, np.int64)
             self.sorted_banks = np.zeros(0, np.int16)
             self.index = PDQIndex(self.max_distance)
-        self.exact = ExactKeys((kind, value) for kind, value in session.execute(
-            select(Indicator.kind, Indicator.value).where(
-                Indicator.kind != "pdq", Indicator.enabled.is_(True))
-            .execution_options(yield_per=100_000)))
+        self.exact = ExactKeys(
+            (kind, value)
+            for kind, value in session.execute(
+                select(Indicator.kind, Indicator.value)
+                .where(Indicator.kind != "pdq", Indicator.enabled.is_(True))
+                .execution_options(yield_per=100_000)
+            )
+        )
         self.version = version
         self._answers = {}
         return True

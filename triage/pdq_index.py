@@ -1,4 +1,5 @@
-"""Near-duplicate search over 256-bit PDQ hashes: multi-index hashing in compact numpy arrays.
+"""Near-duplicate search over 256-bit PDQ hashes (over 500 lines: the tables, the probe, the
+scan and the updates share one array layout that only this file may touch): multi-index hashing in compact numpy arrays.
 
 Two hashes match when their Hamming distance is at most `max_distance` (31 by default, the
 threshold of Meta's Hasher-Matcher-Actioner).
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,11 +39,23 @@ _Bytes = bytes | np.ndarray[Any, Any]  # what the compiled scans read (as buffer
 class _Scans(Protocol):
     """The scans compiled from triage/_pdqscan.c (typed in triage/_pdqscan.pyi)."""
 
-    def main(self, q: _Bytes, codes: _Bytes, order: _Bytes, starts: _Bytes, dead: _Bytes,
-             n: int, cap: int, maxd: int, one_bit: bool, /) -> tuple[bytes, bytes, bytes]: ...
+    def main(
+        self,
+        q: _Bytes,
+        codes: _Bytes,
+        order: _Bytes,
+        starts: _Bytes,
+        dead: _Bytes,
+        n: int,
+        cap: int,
+        maxd: int,
+        one_bit: bool,
+        /,
+    ) -> tuple[bytes, bytes, bytes]: ...
 
-    def brute(self, q: _Bytes, codes: _Bytes, dead: _Bytes, n: int, maxd: int, /
-              ) -> tuple[bytes, bytes, bytes]: ...
+    def brute(
+        self, q: _Bytes, codes: _Bytes, dead: _Bytes, n: int, maxd: int, /
+    ) -> tuple[bytes, bytes, bytes]: ...
 
 
 def _compiled_scans() -> _Scans | None:
@@ -93,26 +107,31 @@ def pdq_to_bytes(hexes: Sequence[str]) -> Codes:
     except TypeError:
         for i, h in enumerate(items):
             if not isinstance(h, str):
-                raise ValueError(f"PDQ hash {i}: expected a hex string, "
-                                 f"got {type(h).__name__}") from None
+                raise ValueError(
+                    f"PDQ hash {i}: expected a hex string, got {type(h).__name__}"
+                ) from None
         raise
     lens = np.fromiter(map(len, items), dtype=np.int64, count=n)
     bad = np.flatnonzero(lens != PDQ_HEX_CHARS)
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"PDQ hash {i}: must be {PDQ_HEX_CHARS} hexadecimal characters, "
-                         f"got {int(lens[i])}")
+        raise ValueError(
+            f"PDQ hash {i}: must be {PDQ_HEX_CHARS} hexadecimal characters, got {int(lens[i])}"
+        )
     try:
         raw = joined.encode("ascii")
     except UnicodeEncodeError as exc:
-        raise ValueError(f"PDQ hash {exc.start // PDQ_HEX_CHARS}: not hexadecimal "
-                         f"(character {exc.start % PDQ_HEX_CHARS})") from None
+        raise ValueError(
+            f"PDQ hash {exc.start // PDQ_HEX_CHARS}: not hexadecimal "
+            f"(character {exc.start % PDQ_HEX_CHARS})"
+        ) from None
     nib = _HEX_LUT[np.frombuffer(raw, dtype=np.uint8)]
     bad = np.flatnonzero(nib == 255)
     if bad.size:
         at = int(bad[0])
-        raise ValueError(f"PDQ hash {at // PDQ_HEX_CHARS}: not hexadecimal "
-                         f"(character {at % PDQ_HEX_CHARS})")
+        raise ValueError(
+            f"PDQ hash {at // PDQ_HEX_CHARS}: not hexadecimal (character {at % PDQ_HEX_CHARS})"
+        )
     nib = nib.reshape(n, PDQ_HEX_CHARS)
     out: Codes = (nib[:, 0::2] << np.uint8(4)) | nib[:, 1::2]
     return out
@@ -121,8 +140,11 @@ def pdq_to_bytes(hexes: Sequence[str]) -> Codes:
 def scan_hits(raw: tuple[bytes, bytes, bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query no., row, distance) int64 arrays from a compiled scan's answer."""
     qn, rows, dist = raw
-    return (np.frombuffer(qn, np.int64), np.frombuffer(rows, np.int64),
-            np.frombuffer(dist, np.int64))
+    return (
+        np.frombuffer(qn, np.int64),
+        np.frombuffer(rows, np.int64),
+        np.frombuffer(dist, np.int64),
+    )
 
 
 def _as_codes(hashes: Sequence[str] | np.ndarray) -> tuple[Codes, bool]:
@@ -131,8 +153,10 @@ def _as_codes(hashes: Sequence[str] | np.ndarray) -> tuple[Codes, bool]:
         if hashes.dtype.kind in "USO":
             return pdq_to_bytes(hashes.tolist()), True
         if hashes.dtype != np.uint8 or hashes.ndim != 2 or hashes.shape[1] != PDQ_BYTES:
-            raise ValueError(f"PDQ codes must be hex strings or a (n, {PDQ_BYTES}) uint8 array, "
-                             f"got {hashes.dtype} {hashes.shape}")
+            raise ValueError(
+                f"PDQ codes must be hex strings or a (n, {PDQ_BYTES}) uint8 array, "
+                f"got {hashes.dtype} {hashes.shape}"
+            )
         c = np.ascontiguousarray(hashes)
         return c, c is not hashes
     return pdq_to_bytes(hashes), True
@@ -173,8 +197,8 @@ def _distance(a64: npt.NDArray[np.uint64], b64: npt.NDArray[np.uint64]) -> npt.N
 def _compact_in_place(a: np.ndarray, keep: npt.NDArray[np.intp], step: int = 1 << 20) -> None:
     """Move rows `keep` (ascending) to the front of `a`, a block at a time (no full copy)."""
     for s in range(0, keep.size, step):
-        idx = keep[s:s + step]
-        a[s:s + idx.size] = a[idx]  # a[idx] is a copy; rows still to read are all >= s + size
+        idx = keep[s : s + step]
+        a[s : s + idx.size] = a[idx]  # a[idx] is a copy; rows still to read are all >= s + size
 
 
 def _grow(owner: Any, name: str, shape: tuple[int, ...]) -> None:
@@ -186,7 +210,7 @@ def _grow(owner: Any, name: str, shape: tuple[int, ...]) -> None:
         a.resize(shape)
     except ValueError:  # a view of it is alive somewhere: leave that memory alone
         b = np.zeros(shape, dtype=a.dtype)
-        b[:a.shape[0]] = a
+        b[: a.shape[0]] = a
         a = b
     setattr(owner, name, a)
 
@@ -206,15 +230,21 @@ class PDQIndex:
     CANDIDATE_BUDGET = 1 << 16  # candidates scored per step: temporaries stay in cache
     QUERY_BLOCK = 4096  # queries whose probe keys are computed together
 
-    def __init__(self, max_distance: int = MAX_SUPPORTED_DISTANCE, *,
-                 delta_threshold: int = DEFAULT_DELTA_THRESHOLD) -> None:
+    def __init__(
+        self,
+        max_distance: int = MAX_SUPPORTED_DISTANCE,
+        *,
+        delta_threshold: int = DEFAULT_DELTA_THRESHOLD,
+    ) -> None:
         """An empty index. `max_distance` 0..31; `delta_threshold`: delta size that triggers
         a merge into the tables (larger: rarer merges, slower queries)."""
         if isinstance(max_distance, bool) or not isinstance(max_distance, (int, np.integer)):
             raise TypeError("max_distance must be an int")
         if not 0 <= max_distance <= MAX_SUPPORTED_DISTANCE:
-            raise ValueError(f"max_distance must be 0..{MAX_SUPPORTED_DISTANCE}: beyond that "
-                             "16 chunks with one-bit probes no longer guarantee recall")
+            raise ValueError(
+                f"max_distance must be 0..{MAX_SUPPORTED_DISTANCE}: beyond that "
+                "16 chunks with one-bit probes no longer guarantee recall"
+            )
         if delta_threshold < 1:
             raise ValueError("delta_threshold must be at least 1")
         self._max_distance = int(max_distance)
@@ -241,9 +271,14 @@ class PDQIndex:
     # -- construction and updates ------------------------------------------------------------
 
     @classmethod
-    def build(cls, ids: Sequence[int] | np.ndarray, hashes: Sequence[str] | np.ndarray,
-              max_distance: int = MAX_SUPPORTED_DISTANCE, *,
-              delta_threshold: int = DEFAULT_DELTA_THRESHOLD) -> PDQIndex:
+    def build(
+        cls,
+        ids: Sequence[int] | np.ndarray,
+        hashes: Sequence[str] | np.ndarray,
+        max_distance: int = MAX_SUPPORTED_DISTANCE,
+        *,
+        delta_threshold: int = DEFAULT_DELTA_THRESHOLD,
+    ) -> PDQIndex:
         """An index of `hashes` (hex strings or (n, 32) uint8) under `ids`, built in bulk:
         one stable 16-bit radix argsort per table."""
         idx = cls(max_distance, delta_threshold=delta_threshold)
@@ -272,7 +307,7 @@ class PDQIndex:
         for t in range(_TABLES):
             col = np.ascontiguousarray(chunks[:, t])
             o = np.argsort(col, kind="stable")  # radix sort for 16-bit keys
-            self._order[t * n:(t + 1) * n] = o
+            self._order[t * n : (t + 1) * n] = o
             self._starts[t, :_KEYS] = np.searchsorted(col[o], every_key)
             self._starts[t, _KEYS] = n
         srt = np.argsort(ids, kind="stable")
@@ -297,9 +332,9 @@ class PDQIndex:
             _grow(self, "_dcodes", (cap, PDQ_BYTES))
             _grow(self, "_dids", (cap,))
             _grow(self, "_ddead", (cap,))
-        self._dcodes[dn:dn + m] = codes
-        self._dids[dn:dn + m] = ida
-        self._ddead[dn:dn + m] = False
+        self._dcodes[dn : dn + m] = codes
+        self._dids[dn : dn + m] = ida
+        self._ddead[dn : dn + m] = False
         self._dpos.update(zip(ida.tolist(), range(dn, dn + m)))
         self._dn = dn + m
         if self._dn >= self.delta_threshold:
@@ -343,7 +378,7 @@ class PDQIndex:
         self._merge()
 
     def _merge(self) -> None:
-        live = np.flatnonzero(~self._ddead[:self._dn])
+        live = np.flatnonzero(~self._ddead[: self._dn])
         new_codes = self._dcodes[live]
         new_ids = self._dids[live]
         self._dn = 0
@@ -361,9 +396,9 @@ class PDQIndex:
         if n + m > self._cap:
             self._reserve(max(n + m, self._cap + self._cap // 8))
         cap = self._cap
-        self._codes[n:n + m] = new_codes
-        self._ids[n:n + m] = new_ids
-        self._dead[n:n + m] = False
+        self._codes[n : n + m] = new_codes
+        self._ids[n : n + m] = new_ids
+        self._dead[n : n + m] = False
         new_rows = np.arange(n, n + m, dtype=np.int32)
         chunks = new_codes.view(np.uint16)
         for t in range(_TABLES):
@@ -371,8 +406,8 @@ class PDQIndex:
             srt = np.argsort(k, kind="stable")
             st = self._starts[t]
             ends = st[k[srt].astype(np.intp) + 1]  # each new row goes at the end of its bucket
-            merged = np.insert(self._order[t * cap:t * cap + n], ends, new_rows[srt])
-            self._order[t * cap:t * cap + n + m] = merged
+            merged = np.insert(self._order[t * cap : t * cap + n], ends, new_rows[srt])
+            self._order[t * cap : t * cap + n + m] = merged
             st[1:] += np.cumsum(np.bincount(k, minlength=_KEYS), dtype=np.int32)
         srt = np.argsort(new_ids)
         at = np.searchsorted(self._sid, new_ids[srt])
@@ -391,8 +426,8 @@ class PDQIndex:
         new_row -= 1
         dead_chunks = self._codes[np.flatnonzero(self._dead[:n])].view(np.uint16)
         for t in range(_TABLES):
-            seg = self._order[t * cap:t * cap + n]
-            self._order[t * cap:t * cap + n2] = new_row[seg[keep_mask[seg]]]
+            seg = self._order[t * cap : t * cap + n]
+            self._order[t * cap : t * cap + n2] = new_row[seg[keep_mask[seg]]]
             gone = np.bincount(dead_chunks[:, t], minlength=_KEYS)
             self._starts[t, 1:] -= np.cumsum(gone, dtype=np.int32)
         _compact_in_place(self._codes, keep)
@@ -412,7 +447,7 @@ class PDQIndex:
         _grow(self, "_order", (_TABLES * cap,))
         order = self._order
         for t in range(_TABLES - 1, 0, -1):  # last first: targets lie beyond the sources
-            order[t * cap:t * cap + n] = order[t * old:t * old + n]
+            order[t * cap : t * cap + n] = order[t * old : t * old + n]
         self._cap = cap
 
     # -- queries -----------------------------------------------------------------------------
@@ -429,7 +464,7 @@ class PDQIndex:
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         if self._n - self._ndead:
             for lo in range(0, nq, self.QUERY_BLOCK):
-                parts.extend(self._search_main(q[lo:lo + self.QUERY_BLOCK], lo))
+                parts.extend(self._search_main(q[lo : lo + self.QUERY_BLOCK], lo))
         if self._dpos:
             parts.extend(self._search_delta(q))
         return self._collect(parts, nq)
@@ -438,13 +473,25 @@ class PDQIndex:
         """(query no., id, distance) of main-segment hits, deduplicated and live."""
         if self.compiled:
             assert _pdqscan is not None  # `compiled` is only set when it was built
-            qn, rows, d = scan_hits(_pdqscan.main(
-                q, self._codes, self._order, self._starts, self._dead, self._n, self._cap,
-                self._max_distance, len(self._flips) > 1))
+            qn, rows, d = scan_hits(
+                _pdqscan.main(
+                    q,
+                    self._codes,
+                    self._order,
+                    self._starts,
+                    self._dead,
+                    self._n,
+                    self._cap,
+                    self._max_distance,
+                    len(self._flips) > 1,
+                )
+            )
             return [(qn + first, self._ids[rows], d)] if qn.size else []
         return self._search_main_numpy(q, first)
 
-    def _search_main_numpy(self, q: Codes, first: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _search_main_numpy(
+        self, q: Codes, first: int
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         nq, n, cap, maxd = q.shape[0], self._n, self._cap, self._max_distance
         starts = self._starts.reshape(-1)
         keys = (q.view(np.uint16)[:, :, None] ^ self._flips).astype(np.intp)
@@ -516,7 +563,7 @@ class PDQIndex:
         step = max(1, self.CANDIDATE_BUDGET // dn)
         out = []
         for lo in range(0, q.shape[0], step):
-            qq = q64[lo:lo + step]
+            qq = q64[lo : lo + step]
             x = np.bitwise_xor(qq[:, 0:1], w0)
             s = np.bitwise_count(x)
             np.bitwise_xor(qq[:, 1:2], w1, out=x)
@@ -530,8 +577,9 @@ class PDQIndex:
         return out
 
     @staticmethod
-    def _collect(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                 nq: int) -> list[list[tuple[int, int]]]:
+    def _collect(
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], nq: int
+    ) -> list[list[tuple[int, int]]]:
         parts = [p for p in parts if p[0].size]
         if not parts:
             return [[] for _ in range(nq)]
@@ -541,7 +589,7 @@ class PDQIndex:
         srt = np.lexsort((ids, d, qn))
         bounds = np.searchsorted(qn[srt], np.arange(nq + 1)).tolist()
         pairs = list(zip(ids[srt].tolist(), d[srt].tolist()))
-        return [pairs[bounds[i]:bounds[i + 1]] for i in range(nq)]
+        return [pairs[bounds[i] : bounds[i + 1]] for i in range(nq)]
 
     # -- introspection -----------------------------------------------------------------------
 
@@ -560,17 +608,29 @@ class PDQIndex:
             return False
         if i in self._dpos:
             return True
-        if not -2**63 <= i < 2**63:
+        if not -(2**63) <= i < 2**63:
             return False
         return bool(self._main_rows(np.array([i], dtype=np.int64))[0] >= 0)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the index's arrays (allocated capacity included) and delta map."""
-        arrays = (self._codes, self._ids, self._dead, self._order, self._starts, self._sid,
-                  self._srow, self._dcodes, self._dids, self._ddead)
+        arrays = (
+            self._codes,
+            self._ids,
+            self._dead,
+            self._order,
+            self._starts,
+            self._sid,
+            self._srow,
+            self._dcodes,
+            self._dids,
+            self._ddead,
+        )
         return sum(a.nbytes for a in arrays) + sys.getsizeof(self._dpos)
 
     def __repr__(self) -> str:
-        return (f"PDQIndex(len={len(self)}, main={self._n}, delta={self._dn}, "
-                f"tombstones={self._ndead}, max_distance={self._max_distance})")
+        return (
+            f"PDQIndex(len={len(self)}, main={self._n}, delta={self._dn}, "
+            f"tombstones={self._ndead}, max_distance={self._max_distance})"
+        )

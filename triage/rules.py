@@ -7,8 +7,9 @@ up on the case for the liaison and in the audit trail.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 MEDIA_TYPES = frozenset({"image", "video"})
 KNOWN_BANK = "known_material"
@@ -25,8 +26,12 @@ class Match:
     distance: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"content_id": self.content_id, "bank": self.bank, "signal": self.signal,
-                "distance": self.distance}
+        return {
+            "content_id": self.content_id,
+            "bank": self.bank,
+            "signal": self.signal,
+            "distance": self.distance,
+        }
 
 
 @dataclass(slots=True)
@@ -73,24 +78,32 @@ def urgent_signals(report: dict[str, Any]) -> list[str]:
     out = []
     incident = report.get("incident") or {}
     if "sextortion" in (incident.get("annotations") or []) and any(
-            isinstance(u, dict) and u.get("role") == "victim" and u.get("age_band") == "child"
-            for u in report.get("users") or []):
+        isinstance(u, dict) and u.get("role") == "victim" and u.get("age_band") == "child"
+        for u in report.get("users") or []
+    ):
         out.append("sextortion_child_victim")
-    out += [f"infant:{c.get('content_id')}" for c in report.get("content") or []
-            if "infant" in (c.get("annotations") or [])]
+    out += [
+        f"infant:{c.get('content_id')}"
+        for c in report.get("content") or []
+        if "infant" in (c.get("annotations") or [])
+    ]
     return out
 
 
-def priority(report: dict[str, Any], category_: str,
-             extended_p1: bool = False) -> tuple[str, list[str]]:
+def priority(
+    report: dict[str, Any], category_: str, extended_p1: bool = False
+) -> tuple[str, list[str]]:
     """CONTRACT.md: P1 when urgent or any content is live_streaming; else P2 for new material
     and solicitation; else P3. With `extended_p1` the urgent signals make P1 too; without it
     they are recorded as `urgent_signal:…` reasons for the liaison."""
     reasons = []
     if (report.get("incident") or {}).get("urgent") is True:
         reasons.append("p1:urgent")
-    live = [c.get("content_id") for c in report.get("content") or []
-            if "live_streaming" in (c.get("annotations") or [])]
+    live = [
+        c.get("content_id")
+        for c in report.get("content") or []
+        if "live_streaming" in (c.get("annotations") or [])
+    ]
     reasons += [f"p1:live_streaming:{cid}" for cid in live]
     signals = urgent_signals(report)
     if extended_p1:
@@ -103,7 +116,9 @@ def priority(report: dict[str, Any], category_: str,
     return "P3", ["p3:known_material"] + notes
 
 
-def manifestly_unfounded(report: dict[str, Any], matches: Iterable[Match]) -> tuple[bool, list[str]]:
+def manifestly_unfounded(
+    report: dict[str, Any], matches: Iterable[Match]
+) -> tuple[bool, list[str]]:
     """Unfounded only when there is media and every media item is in the false_positive bank."""
     media = media_items(report)
     if not media:
@@ -116,8 +131,9 @@ def manifestly_unfounded(report: dict[str, Any], matches: Iterable[Match]) -> tu
     return False, []
 
 
-def classify(report: dict[str, Any], matches: list[Match],
-             extended_p1: bool = False) -> Classification:
+def classify(
+    report: dict[str, Any], matches: list[Match], extended_p1: bool = False
+) -> Classification:
     cat, r1 = category(report, matches)
     sev, r2 = severity(report)
     pri, r3 = priority(report, cat, extended_p1)

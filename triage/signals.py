@@ -6,7 +6,8 @@ licensed) is one new class here."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 
 class SignalType(Protocol):

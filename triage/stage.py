@@ -40,13 +40,19 @@ _KIND_ORDER = {"sha256": 0, "md5": 1, "pdq": 2}
 
 def item_signals(envelopes: list[dict[str, Any]]) -> dict[int, list[Signal]]:
     """Every content item's signals, worked out once per batch (by the item's id())."""
-    return {id(item): list(content_signals(item))
-            for e in envelopes for item in e["report"].get("content") or []}
+    return {
+        id(item): list(content_signals(item))
+        for e in envelopes
+        for item in e["report"].get("content") or []
+    }
 
 
-def bank_matches(report: dict[str, Any], hits: dict[Signal, set[str]],
-                 pdq_near: dict[str, list[tuple[str, int]]] | None = None,
-                 signals: dict[int, list[Signal]] | None = None) -> list[Match]:
+def bank_matches(
+    report: dict[str, Any],
+    hits: dict[Signal, set[str]],
+    pdq_near: dict[str, list[tuple[str, int]]] | None = None,
+    signals: dict[int, list[Signal]] | None = None,
+) -> list[Match]:
     """One match per content item and bank: the strongest signal (an exact hash before a PDQ
     match, a nearer PDQ before a farther one), with its distance. `signals`: the items'
     signals from `item_signals`, else worked out here."""
@@ -54,8 +60,7 @@ def bank_matches(report: dict[str, Any], hits: dict[Signal, set[str]],
     pdq_near = pdq_near or {}
     for item in report.get("content") or []:
         best: dict[str, tuple[int, int, str]] = {}  # bank -> (distance, kind order, kind)
-        for kind, value in (signals[id(item)] if signals is not None
-                            else content_signals(item)):
+        for kind, value in signals[id(item)] if signals is not None else content_signals(item):
             found = [(b, 0) for b in hits.get((kind, value), ())]
             if kind == "pdq":
                 found += pdq_near.get(value, [])
@@ -115,8 +120,11 @@ class TriageStage(StageBase):
             self.cluster_pdq = ClusterPDQ.load(s)
             self.indicator_pdq = IndicatorPDQ()
             self.indicator_pdq.refresh(s, force=True)
-        log.info("PDQ indexes loaded: %d cluster members, %d indicators",
-                 len(self.cluster_pdq.index), len(self.indicator_pdq.index))
+        log.info(
+            "PDQ indexes loaded: %d cluster members, %d indicators",
+            len(self.cluster_pdq.index),
+            len(self.indicator_pdq.index),
+        )
         # The banks' PDQ search runs here, in C without the GIL, while the batch's database
         # reads go on in the stage's thread.
         self._searcher = ThreadPoolExecutor(1, thread_name_prefix="triage-pdq")
@@ -136,8 +144,9 @@ class TriageStage(StageBase):
         self.indicator_pdq.refresh(s)
         self._pdq_banks = self._searcher.submit(self.indicator_pdq.near, values)
 
-    def quarantine_notice(self, s: Any, record: Record, reason: dict[str, str],
-                          at: dt.datetime) -> QuarantineNotice | None:
+    def quarantine_notice(
+        self, s: Any, record: Record, reason: dict[str, str], at: dt.datetime
+    ) -> QuarantineNotice | None:
         """A report set aside here is `quarantined` on its record; its company is told unless
         it already had its final status. The key is the report id (the value is not read)."""
         report_id = (record.key or b"").decode("utf-8", "replace")
@@ -171,8 +180,11 @@ class TriageStage(StageBase):
             self._search_banks(s, signals)
             ids = list({e["report_id"] for e in envelopes})
             reports = Report.__table__.c  # Core statements: no ORM work per row
-            done = dict(s.execute(select(reports.report_id, reports.triage).where(
-                reports.report_id.in_(ids))).all())
+            done = dict(
+                s.execute(
+                    select(reports.report_id, reports.triage).where(reports.report_id.in_(ids))
+                ).all()
+            )
             if pending is not None:
                 done.update((i, pending.results[i]) for i in ids if i in pending.results)
             todo: list[dict[str, Any]] = []
@@ -198,9 +210,11 @@ class TriageStage(StageBase):
                     todo.append(e)
                 taken[rid] = seq
             if todo:
-                runs.append(self._triage(s, signals, todo,
-                                         None if at_once or pending is None
-                                         else pending.clusters))
+                runs.append(
+                    self._triage(
+                        s, signals, todo, None if at_once or pending is None else pending.clusters
+                    )
+                )
                 if at_once:
                     self._write(s, runs[-1])
                 results += runs[-1].results
@@ -208,8 +222,8 @@ class TriageStage(StageBase):
             return lambda: self._send(results)  # written (or nothing to write)
         run = runs[0]
         handed = self._pending = _Pending(
-            {u["report_id"]: u["triage"] for u in run.updates}, Unwritten(run.clusters),
-            pending)
+            {u["report_id"]: u["triage"] for u in run.updates}, Unwritten(run.clusters), pending
+        )
 
         def finish() -> None:
             with self.sessions.begin() as w:
@@ -222,7 +236,8 @@ class TriageStage(StageBase):
     def _write(self, s: Any, run: _Triaged) -> None:
         """The batch's rows, converted before the first write takes the write lock."""
         writes = prepare_clusters(s, run.clusters) + [
-            prepare_rows(s, Report.__table__, run.updates, key="report_id")]
+            prepare_rows(s, Report.__table__, run.updates, key="report_id")
+        ]
         for write in writes:
             write()
 
@@ -237,37 +252,57 @@ class TriageStage(StageBase):
         audit.emit(self.producer, [_audit(res) for res in results])
         self.producer.flush_or_raise()
 
-    def _triage(self, s: Any, signals: dict[int, list[Signal]],
-                envelopes: list[dict[str, Any]], unwritten: Unwritten | None) -> _Triaged:
+    def _triage(
+        self,
+        s: Any,
+        signals: dict[int, list[Signal]],
+        envelopes: list[dict[str, Any]],
+        unwritten: Unwritten | None,
+    ) -> _Triaged:
         """Decide `envelopes`, reading `s` (and `unwritten`, the batch before, if it may not
         be stored yet); the PDQ values placed join the index at once."""
         now = m.now()
         per_report: list[list[list[Signal]]] = [
             [signals[id(item)] for item in media_items(e["report"])] for e in envelopes
         ]
-        all_signals = {sig for e in envelopes for item in e["report"].get("content") or []
-                       for sig in signals[id(item)]}  # media items' among them
+        all_signals = {
+            sig
+            for e in envelopes
+            for item in e["report"].get("content") or []
+            for sig in signals[id(item)]
+        }  # media items' among them
         pdq_values = sorted({v for k, v in all_signals if k == "pdq"})
         hits: dict[Signal, set[str]] = {}
         # Exact kinds are asked of the database only when the banks may hold them.
-        exact = sorted({v for k, v in self.indicator_pdq.exact.maybe(
-            [sig for sig in all_signals if sig[0] != "pdq"])})
+        exact = sorted(
+            {
+                v
+                for k, v in self.indicator_pdq.exact.maybe(
+                    [sig for sig in all_signals if sig[0] != "pdq"]
+                )
+            }
+        )
         indicators = Indicator.__table__.c
         for chunk in _chunks(exact, 500):
             for bank, kind, value in s.execute(
                 select(indicators.bank, indicators.kind, indicators.value).where(
-                    indicators.enabled.is_(True), indicators.value.in_(chunk))
+                    indicators.enabled.is_(True), indicators.value.in_(chunk)
+                )
             ):
                 if (kind, value) in all_signals:
                     hits.setdefault((kind, value), set()).add(bank)
-        clusters = ClusterBatch(s, all_signals, now, near=self.cluster_pdq.near(pdq_values),
-                                unwritten=unwritten)
+        clusters = ClusterBatch(
+            s, all_signals, now, near=self.cluster_pdq.near(pdq_values), unwritten=unwritten
+        )
         # A supplement's report is already in clusters: they are not counted again.
         supplemented = [e["report_id"] for e in envelopes if e.get("supplement")]
         member_of: dict[str, set[str]] = {}
         if supplemented:
-            for rid, cid in s.execute(select(ReportCluster.report_id, ReportCluster.cluster_id)
-                                      .where(ReportCluster.report_id.in_(supplemented))):
+            for rid, cid in s.execute(
+                select(ReportCluster.report_id, ReportCluster.cluster_id).where(
+                    ReportCluster.report_id.in_(supplemented)
+                )
+            ):
                 member_of.setdefault(rid, set()).add(cid)
         assert self._pdq_banks is not None, "_search_banks starts every batch's search"
         pdq_banks = self._pdq_banks.result()
@@ -276,36 +311,59 @@ class TriageStage(StageBase):
             report = e["report"]
             matches = bank_matches(report, hits, pdq_banks, signals)
             cls = classify(report, matches, self.settings.extended_p1)
-            member = clusters.assign(e["report_id"], e["case_id"], items,
-                                     member_of.get(e["report_id"], set()))
-            reasons = cls.reasons + low_quality_pdq(report) + [
-                f"near_duplicate:pdq_distance:{d}:cluster:{c}" for c, d in member.near] + [
-                f"cluster_merged:{a}:into:{b}" for a, b in member.merges]
+            member = clusters.assign(
+                e["report_id"], e["case_id"], items, member_of.get(e["report_id"], set())
+            )
+            reasons = (
+                cls.reasons
+                + low_quality_pdq(report)
+                + [f"near_duplicate:pdq_distance:{d}:cluster:{c}" for c, d in member.near]
+                + [f"cluster_merged:{a}:into:{b}" for a, b in member.merges]
+            )
             if member.times_reported > 1:
                 reasons.append(f"reported_before:{member.times_reported - 1}")
             result = {
-                **{k: e[k] for k in ("report_id", "case_id", "provider_id", "provider_report_id",
-                                     "received_at", "signature")},
+                **{
+                    k: e[k]
+                    for k in (
+                        "report_id",
+                        "case_id",
+                        "provider_id",
+                        "provider_report_id",
+                        "received_at",
+                        "signature",
+                    )
+                },
                 "triaged_at": m.iso(now),
                 "supplement": e.get("supplement") or 0,
                 "category": cls.category,
                 "severity": cls.severity,
                 "priority": cls.priority,
                 "manifestly_unfounded": cls.manifestly_unfounded,
-                "duplicates": {"cluster_ids": member.cluster_ids,
-                               "times_reported": member.times_reported,
-                               "related_case_ids": member.related_case_ids},
+                "duplicates": {
+                    "cluster_ids": member.cluster_ids,
+                    "times_reported": member.times_reported,
+                    "related_case_ids": member.related_case_ids,
+                },
                 "indicator_matches": [mt.as_dict() for mt in matches],
                 "reasons": reasons,
                 "report": report,
             }
             results.append(result)
             stored = {k: v for k, v in result.items() if k != "report"}
-            updates.append({"report_id": e["report_id"], "status": "triaged",
-                            "category": cls.category, "severity": cls.severity,
-                            "priority": cls.priority,
-                            "manifestly_unfounded": cls.manifestly_unfounded,
-                            "triage": stored, "reasons": reasons, "triaged_at": now})
+            updates.append(
+                {
+                    "report_id": e["report_id"],
+                    "status": "triaged",
+                    "category": cls.category,
+                    "severity": cls.severity,
+                    "priority": cls.priority,
+                    "manifestly_unfounded": cls.manifestly_unfounded,
+                    "triage": stored,
+                    "reasons": reasons,
+                    "triaged_at": now,
+                }
+            )
         # Later batches find this batch's PDQ values near their own (before they are stored:
         # a batch that fails stops the worker, and the index with it).
         self.cluster_pdq.add(clusters.new_pdq)
@@ -317,14 +375,29 @@ def _audit(res: dict[str, Any]) -> audit.AuditEvent:
     their reasons, for the audit trail (ids and codes; no report content)."""
     seq = res.get("supplement") or 0
     return audit.AuditEvent(
-        actor=STAGE, action="report.triaged", subject=f"report:{res['report_id']}",
-        discriminator=f"supplement/{seq}", at=m.parse_time(res["triaged_at"]),
+        actor=STAGE,
+        action="report.triaged",
+        subject=f"report:{res['report_id']}",
+        discriminator=f"supplement/{seq}",
+        at=m.parse_time(res["triaged_at"]),
         ordered_by=m.parse_time(res["received_at"]),
-        details={k: res.get(k) for k in (
-            "case_id", "category", "severity", "priority", "manifestly_unfounded",
-            "duplicates", "indicator_matches", "reasons", "supplement")})
+        details={
+            k: res.get(k)
+            for k in (
+                "case_id",
+                "category",
+                "severity",
+                "priority",
+                "manifestly_unfounded",
+                "duplicates",
+                "indicator_matches",
+                "reasons",
+                "supplement",
+            )
+        },
+    )
 
 
 def _chunks(items: list[Any], n: int) -> Any:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]

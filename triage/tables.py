@@ -60,8 +60,10 @@ class Indicator(Base):
     """An entry of an indicator bank (Art. 44) with its provenance."""
 
     __tablename__ = "indicators"
-    __table_args__ = (UniqueConstraint("bank", "kind", "value", name="uq_indicator"),
-                      Index("ix_indicators_value", "value"))
+    __table_args__ = (
+        UniqueConstraint("bank", "kind", "value", name="uq_indicator"),
+        Index("ix_indicators_value", "value"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     bank: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(16))

@@ -16,16 +16,17 @@ see that a victim asked.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from triage.pdq_index import PDQIndex, pdq_to_bytes
 from triage.tables import Cluster, ClusterSignal, ReportCluster
 from victims.tables import VictimBankState, VictimHash, VictimRequest
-from triage.pdq_index import PDQIndex, pdq_to_bytes
 
 MAX_PDQ_DISTANCE = 31
 PDQ_MIN_QUALITY = 50
@@ -59,8 +60,11 @@ class VictimBank:
     # -- building ----------------------------------------------------------------------
 
     @classmethod
-    def from_rows(cls, rows: Iterable[tuple[str, int, str, str, int | None]],
-                  max_distance: int = MAX_PDQ_DISTANCE) -> "VictimBank":
+    def from_rows(
+        cls,
+        rows: Iterable[tuple[str, int, str, str, int | None]],
+        max_distance: int = MAX_PDQ_DISTANCE,
+    ) -> VictimBank:
         """From (request id, item, kind, value, pdq quality) rows."""
         bank = cls(max_distance)
         bank._fill(rows)
@@ -79,22 +83,31 @@ class VictimBank:
         self.exact = exact
         self.pdq_values = list(pdq)
         self.pdq_owners = [pdq[v] for v in self.pdq_values]
-        self.index = (PDQIndex.build(np.arange(len(self.pdq_values)), self.pdq_values,
-                                     self.max_distance)
-                      if self.pdq_values else PDQIndex(self.max_distance))
+        self.index = (
+            PDQIndex.build(np.arange(len(self.pdq_values)), self.pdq_values, self.max_distance)
+            if self.pdq_values
+            else PDQIndex(self.max_distance)
+        )
 
     @staticmethod
     def rows(session: Session, request_ids: Sequence[str] | None = None) -> Any:
-        q = (select(VictimHash.request_id, VictimHash.item, VictimHash.kind, VictimHash.value,
-                    VictimHash.pdq_quality)
-             .join(VictimRequest, VictimRequest.request_id == VictimHash.request_id)
-             .where(VictimRequest.state == "open"))
+        q = (
+            select(
+                VictimHash.request_id,
+                VictimHash.item,
+                VictimHash.kind,
+                VictimHash.value,
+                VictimHash.pdq_quality,
+            )
+            .join(VictimRequest, VictimRequest.request_id == VictimHash.request_id)
+            .where(VictimRequest.state == "open")
+        )
         if request_ids is not None:
             q = q.where(VictimHash.request_id.in_(list(request_ids)))
         return session.execute(q)
 
     @classmethod
-    def load(cls, session: Session, request_ids: Sequence[str] | None = None) -> "VictimBank":
+    def load(cls, session: Session, request_ids: Sequence[str] | None = None) -> VictimBank:
         """The open requests' banks (or only those given)."""
         bank = cls()
         bank._fill(bank.rows(session, request_ids))
@@ -148,8 +161,9 @@ class VictimBank:
                     cand = (d, _KIND_ORDER.get(kind, 9), kind, item)
                     if rid not in best or cand < best[rid]:
                         best[rid] = cand
-            out.append([Hit(rid, item, kind, d) for rid, (d, _o, kind, item)
-                        in sorted(best.items())])
+            out.append(
+                [Hit(rid, item, kind, d) for rid, (d, _o, kind, item) in sorted(best.items())]
+            )
         return out
 
 
@@ -158,11 +172,12 @@ class VictimBank:
 
 def _chunks(items: Sequence[Any], n: int = 500) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
-def stored_candidates(session: Session, bank: VictimBank, *,
-                      pdq_block: int = 1_000_000) -> set[str]:
+def stored_candidates(
+    session: Session, bank: VictimBank, *, pdq_block: int = 1_000_000
+) -> set[str]:
     """The clusters holding content equal to (or, for PDQ, within the distance of) any of the
     bank's hashes, found from `cluster_signals` without reading a report: exact values by
     an indexed `value IN (…)` in chunks; PDQ by streaming the stored PDQ values in blocks of
@@ -171,8 +186,10 @@ def stored_candidates(session: Session, bank: VictimBank, *,
     exact = sorted(bank.exact)
     for chunk in _chunks(sorted({v for _k, v in exact})):
         for kind, value, cid in session.execute(
-                select(ClusterSignal.kind, ClusterSignal.value, ClusterSignal.cluster_id)
-                .where(ClusterSignal.value.in_(list(chunk)))):
+            select(ClusterSignal.kind, ClusterSignal.value, ClusterSignal.cluster_id).where(
+                ClusterSignal.value.in_(list(chunk))
+            )
+        ):
             if (kind, value) in bank.exact:
                 clusters.add(cid)
     if bank.pdq_values:
@@ -188,8 +205,11 @@ def stored_candidates(session: Session, bank: VictimBank, *,
             for i in rows:
                 matched.add(codes[i].tobytes().hex())
 
-        result = session.execute(select(ClusterSignal.value).where(
-            ClusterSignal.kind == "pdq").execution_options(yield_per=100_000))
+        result = session.execute(
+            select(ClusterSignal.value)
+            .where(ClusterSignal.kind == "pdq")
+            .execution_options(yield_per=100_000)
+        )
         for part in result.partitions():
             block.append(pdq_to_bytes([r[0] for r in part]))
             held += len(part)
@@ -199,8 +219,13 @@ def stored_candidates(session: Session, bank: VictimBank, *,
         if block:
             search(block)
         for chunk in _chunks(sorted(matched)):
-            clusters.update(session.scalars(select(ClusterSignal.cluster_id).where(
-                ClusterSignal.value.in_(list(chunk)), ClusterSignal.kind == "pdq")))
+            clusters.update(
+                session.scalars(
+                    select(ClusterSignal.cluster_id).where(
+                        ClusterSignal.value.in_(list(chunk)), ClusterSignal.kind == "pdq"
+                    )
+                )
+            )
     return clusters
 
 
@@ -210,16 +235,27 @@ def cluster_families(session: Session, cluster_ids: Iterable[str]) -> set[str]:
     family = set(cluster_ids)
     frontier = set(family)
     while frontier:  # up: the clusters these were merged into
-        up = {m for chunk in _chunks(sorted(frontier)) for m in session.scalars(
-            select(Cluster.merged_into).where(Cluster.cluster_id.in_(list(chunk)),
-                                              Cluster.merged_into.is_not(None)))
-              if m is not None}  # none is, by the query; for the type
+        up = {
+            m
+            for chunk in _chunks(sorted(frontier))
+            for m in session.scalars(
+                select(Cluster.merged_into).where(
+                    Cluster.cluster_id.in_(list(chunk)), Cluster.merged_into.is_not(None)
+                )
+            )
+            if m is not None
+        }  # none is, by the query; for the type
         frontier = up - family
         family |= frontier
     frontier = set(family)
     while frontier:  # down: the clusters merged into these
-        down = {c for chunk in _chunks(sorted(frontier)) for c in session.scalars(
-            select(Cluster.cluster_id).where(Cluster.merged_into.in_(list(chunk))))}
+        down = {
+            c
+            for chunk in _chunks(sorted(frontier))
+            for c in session.scalars(
+                select(Cluster.cluster_id).where(Cluster.merged_into.in_(list(chunk)))
+            )
+        }
         frontier = down - family
         family |= frontier
     return family
@@ -229,6 +265,9 @@ def reports_of(session: Session, cluster_ids: Iterable[str]) -> list[str]:
     """The reports linked to any of the clusters."""
     out: set[str] = set()
     for chunk in _chunks(sorted(set(cluster_ids))):
-        out.update(session.scalars(select(ReportCluster.report_id).where(
-            ReportCluster.cluster_id.in_(list(chunk)))))
+        out.update(
+            session.scalars(
+                select(ReportCluster.report_id).where(ReportCluster.cluster_id.in_(list(chunk)))
+            )
+        )
     return sorted(out)

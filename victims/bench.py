@@ -1,5 +1,6 @@
-"""`centre bench victims`: a victim's request against a million stored reports, and the live
-matching of new reports beside triage.
+"""`centre bench victims` (over 500 lines: two benches that share the seeded data): a
+victim's request against a million stored reports, and the live matching of new reports
+beside triage.
 
 1. Past matching. On a fresh database (under CENTRE_HOME/bench/victims-<run>, removed after
    unless kept) `stored` reports are stored as triage leaves them (report, content, cluster,
@@ -36,12 +37,12 @@ from sqlalchemy import func, insert, select
 
 from centre import messages as m
 from centre.audit.sink import drop
-from centre.db import Provider, Report, ReportContent, make_engine, make_sessionmaker
-from triage.tables import Cluster, ClusterSignal, ReportCluster
-from victims.tables import VictimMatch
 from centre.benchkit import scratch
+from centre.db import Provider, Report, ReportContent, make_engine, make_sessionmaker
 from centre.settings import Settings
+from triage.tables import Cluster, ClusterSignal, ReportCluster
 from victims.model import Item
+from victims.tables import VictimMatch
 
 console = Console()
 PAST_TARGET_S = 10.0
@@ -69,8 +70,9 @@ def victim_items(n: int, seed: int) -> list[Item]:
     return [Item(i + 1, "image", sha[i], md5[i], pdq[i], 100) for i in range(n)]
 
 
-def seed_stored(engine: Any, stored: int, items: list[Item], now: dt.datetime,
-                seed: int = 11) -> dict[str, int]:
+def seed_stored(
+    engine: Any, stored: int, items: list[Item], now: dt.datetime, seed: int = 11
+) -> dict[str, int]:
     """`stored` reports as triage leaves them. Item 1 is in VIRAL reports of one cluster,
     items 2-100 in one report each, byte for byte; items 101-200 as re-encoded copies (other
     bytes, PDQ 8-24 bits away); the rest nowhere. Returns the matches to expect."""
@@ -94,15 +96,30 @@ def seed_stored(engine: Any, stored: int, items: list[Item], now: dt.datetime,
         k += 1
     viral_cluster = m.cluster_id_for("sha256", exact[0].sha256 or "") if exact else ""
     with engine.begin() as c:
-        c.execute(insert(Provider), [{"provider_id": p, "first_seen_at": now,
-                                      "reports_received": 0} for p in providers])
+        c.execute(
+            insert(Provider),
+            [{"provider_id": p, "first_seen_at": now, "reports_received": 0} for p in providers],
+        )
         if exact:
-            c.execute(insert(Cluster), [{"cluster_id": viral_cluster, "created_at": now,
-                                         "merged_into": None, "times_reported": VIRAL,
-                                         "recent_cases": []}])
-            c.execute(insert(ClusterSignal), [
-                {"kind": k2, "value": getattr(exact[0], k2), "cluster_id": viral_cluster}
-                for k2 in ("sha256", "md5", "pdq")])
+            c.execute(
+                insert(Cluster),
+                [
+                    {
+                        "cluster_id": viral_cluster,
+                        "created_at": now,
+                        "merged_into": None,
+                        "times_reported": VIRAL,
+                        "recent_cases": [],
+                    }
+                ],
+            )
+            c.execute(
+                insert(ClusterSignal),
+                [
+                    {"kind": k2, "value": getattr(exact[0], k2), "cluster_id": viral_cluster}
+                    for k2 in ("sha256", "md5", "pdq")
+                ],
+            )
     expect = {"reports": 0, "public": 0}
     for start in range(0, stored, _CHUNK):
         n = min(_CHUNK, stored - start)
@@ -122,24 +139,56 @@ def seed_stored(engine: Any, stored: int, items: list[Item], now: dt.datetime,
             if it is not None:
                 expect["reports"] += 1
                 expect["public"] += public
-            item = {"content_id": "f1", "media_type": "image", **h, "pdq_quality": 90,
-                    "url": f"https://{pid}.example/m/{i}", "publicly_available": public,
-                    "removed": not public}
-            reports.append({"report_id": rid, "case_id": m.case_id_for(rid), "provider_id": pid,
-                            "provider_report_id": prid, "received_at": now, "submitted_at": "x",
-                            "signature": "absent", "status": "forwarded", "reasons": [],
-                            "supplements": 0, "routed_supplements": 0})
-            contents.append({"report_id": rid, "body": {
-                "schema": "report/v1", "provider_id": pid, "provider_report_id": prid,
-                "content": [item]}})
+            item = {
+                "content_id": "f1",
+                "media_type": "image",
+                **h,
+                "pdq_quality": 90,
+                "url": f"https://{pid}.example/m/{i}",
+                "publicly_available": public,
+                "removed": not public,
+            }
+            reports.append(
+                {
+                    "report_id": rid,
+                    "case_id": m.case_id_for(rid),
+                    "provider_id": pid,
+                    "provider_report_id": prid,
+                    "received_at": now,
+                    "submitted_at": "x",
+                    "signature": "absent",
+                    "status": "forwarded",
+                    "reasons": [],
+                    "supplements": 0,
+                    "routed_supplements": 0,
+                }
+            )
+            contents.append(
+                {
+                    "report_id": rid,
+                    "body": {
+                        "schema": "report/v1",
+                        "provider_id": pid,
+                        "provider_report_id": prid,
+                        "content": [item],
+                    },
+                }
+            )
             if kind == "viral":
                 links.append({"report_id": rid, "cluster_id": viral_cluster})
                 continue
             sha256 = h["sha256"]
             assert sha256 is not None  # the bench's items carry every hash (`victim_items`)
             cid = m.cluster_id_for("sha256", sha256)
-            clusters.append({"cluster_id": cid, "created_at": now, "merged_into": None,
-                             "times_reported": 1, "recent_cases": []})
+            clusters.append(
+                {
+                    "cluster_id": cid,
+                    "created_at": now,
+                    "merged_into": None,
+                    "times_reported": 1,
+                    "recent_cases": [],
+                }
+            )
             signals += [{"kind": k2, "value": v, "cluster_id": cid} for k2, v in h.items()]
             links.append({"report_id": rid, "cluster_id": cid})
         with engine.begin() as c:
@@ -160,18 +209,25 @@ def _count_notices(settings: Settings, providers: list[str], timeout: float = 60
     from centre.kafka import base_config, position
     from centre.topology import notices_topic
 
-    c = Consumer({**base_config(settings), "group.id": f"bench-{uuid.uuid4()}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            **base_config(settings),
+            "group.id": f"bench-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         parts = []
         for p in providers:
             t = settings.topic(notices_topic(p))
             md = c.list_topics(t, timeout=10).topics[t]
             parts += [TopicPartition(t, q, 0) for q in md.partitions]
-        ends = {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1]
-                for tp in parts}
+        ends = {
+            (tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts
+        }
         c.assign(parts)
-        seen = {k: 0 for k in ends}
+        seen = dict.fromkeys(ends, 0)
         n = 0
         deadline = time.monotonic() + timeout
         while any(seen[k] < ends[k] for k in ends) and time.monotonic() < deadline:
@@ -186,14 +242,23 @@ def _count_notices(settings: Settings, providers: list[str], timeout: float = 60
         c.close()
 
 
-def run_past_bench(settings: Settings, *, stored: int = 1_000_000, hashes: int = 1_000,
-                   keep: bool = False, database_url: str | None = None) -> tuple[bool, Table]:
+def run_past_bench(
+    settings: Settings,
+    *,
+    stored: int = 1_000_000,
+    hashes: int = 1_000,
+    keep: bool = False,
+    database_url: str | None = None,
+) -> tuple[bool, Table]:
     """Part 1; returns (target met and matches exactly as seeded, the figures)."""
     from centre.kafka import BatchProducer, ProviderTopics
     from victims import flow
 
     with scratch(settings, "victims", database_url=database_url, keep=keep, topic_tag="vb") as (
-            run, home, s):
+        run,
+        home,
+        s,
+    ):
         engine = make_engine(s.database_url)
         sessions = make_sessionmaker(engine)
         now = m.now()
@@ -206,15 +271,18 @@ def run_past_bench(settings: Settings, *, stored: int = 1_000_000, hashes: int =
         doc = _request_doc(rid, items, now)
         producer = BatchProducer(s)
         topics = ProviderTopics(s)
-        console.print(f"{stored:,} reports stored in {seeded_in:.0f} s; filing a request of "
-                      f"{hashes:,} hashes …")
+        console.print(
+            f"{stored:,} reports stored in {seeded_in:.0f} s; filing a request of "
+            f"{hashes:,} hashes …"
+        )
         t0 = time.perf_counter()
         with sessions.begin() as ses:
             filed = flow.file_request(ses, doc, items, source="bench", now=m.now())
             drop(ses)  # (the worker would emit them)
         t1 = time.perf_counter()
-        sent = flow.dispatch(sessions, producer, topics, now=m.now(),
-                             repeat=dt.timedelta(hours=24), escalate_after=3)
+        sent = flow.dispatch(
+            sessions, producer, topics, now=m.now(), repeat=dt.timedelta(hours=24), escalate_after=3
+        )
         t2 = time.perf_counter()
         with sessions() as ses:
             providers = sorted(set(ses.scalars(select(VictimMatch.provider_id))))
@@ -224,20 +292,29 @@ def run_past_bench(settings: Settings, *, stored: int = 1_000_000, hashes: int =
         engine.dispose()
         searched = filed.searched
         backend = "SQLite" if s.database_url.startswith("sqlite") else "PostgreSQL"
-        t = Table(title=f"centre bench victims: past matching ({hashes:,} hashes against "
-                        f"{stored:,} stored reports, {backend})")
+        t = Table(
+            title=f"centre bench victims: past matching ({hashes:,} hashes against "
+            f"{stored:,} stored reports, {backend})"
+        )
         t.add_column("figure")
         t.add_column("value", justify="right")
         t.add_row("clusters / reports checked", f"{searched.clusters:,} / {searched.reports:,}")
         t.add_row("matches found / seeded", f"{found:,} / {expect['reports']:,}")
-        t.add_row("removal notices queued / expected (public)",
-                  f"{searched.notices:,} / {expect['public']:,}")
-        t.add_row("filing + search of every stored report + notices queued",
-                  f"{t1 - t0:.2f} s (target ≤ {PAST_TARGET_S:.0f} s)")
+        t.add_row(
+            "removal notices queued / expected (public)",
+            f"{searched.notices:,} / {expect['public']:,}",
+        )
+        t.add_row(
+            "filing + search of every stored report + notices queued",
+            f"{t1 - t0:.2f} s (target ≤ {PAST_TARGET_S:.0f} s)",
+        )
         t.add_row("sending the notices until acknowledged", f"{t2 - t1:.2f} s")
         t.add_row("notices on the providers' topics", f"{on_topics:,} (sent {sent.sent:,})")
-        ok = (t1 - t0 <= PAST_TARGET_S and found == expect["reports"]
-              and searched.notices == expect["public"] == sent.sent == on_topics)
+        ok = (
+            t1 - t0 <= PAST_TARGET_S
+            and found == expect["reports"]
+            and searched.notices == expect["public"] == sent.sent == on_topics
+        )
         return ok, t
 
 
@@ -245,8 +322,14 @@ def _request_doc(rid: str, items: list[Item], now: dt.datetime) -> dict[str, Any
     from victims import pin as pins
     from victims.model import build_request
 
-    return build_request(request_id=rid, items=items, pin_hash=pins.hash_pin(pins.new_pin()),
-                         filed_by="bench", requested_at=now, identity_recorded=False)
+    return build_request(
+        request_id=rid,
+        items=items,
+        pin_hash=pins.hash_pin(pins.new_pin()),
+        filed_by="bench",
+        requested_at=now,
+        identity_recorded=False,
+    )
 
 
 # ------------------------------------------------------------------------------- live
@@ -296,8 +379,9 @@ def _caught_up_at(settings: Settings, timeout: float) -> float:
         c.close()
 
 
-def _triage_once(settings: Settings, reports: list[dict[str, Any]], bank: list[Item],
-                 keep: bool) -> dict[str, float]:
+def _triage_once(
+    settings: Settings, reports: list[dict[str, Any]], bank: list[Item], keep: bool
+) -> dict[str, float]:
     """A fresh stack with intake only; the reports accepted; `bank` filed as requests of
     1,000; then the victims worker and the triage worker: triage's rate from first to last
     output, and how long after the last output the victims worker had matched them all."""
@@ -323,13 +407,20 @@ def _triage_once(settings: Settings, reports: list[dict[str, Any]], bank: list[I
             sessions = make_sessionmaker(engine)
             now = m.now()
             for start in range(0, len(bank), 1000):
-                part = bank[start:start + 1000]
+                part = bank[start : start + 1000]
                 with sessions.begin() as ses:
-                    flow.file_request(ses, _request_doc(str(uuid.uuid4()), part, now), part,
-                                      source="bench", now=now)
+                    flow.file_request(
+                        ses,
+                        _request_doc(str(uuid.uuid4()), part, now),
+                        part,
+                        source="bench",
+                        now=now,
+                    )
                     drop(ses)
-            msgs = [(f"{r['provider_id']}/{r['provider_report_id']}".encode(), orjson.dumps(r))
-                    for r in reports]
+            msgs = [
+                (f"{r['provider_id']}/{r['provider_report_id']}".encode(), orjson.dumps(r))
+                for r in reports
+            ]
             sent_at: dict[bytes, float] = {}
             produce_stamped(bench_producer(s), s.topic(INTAKE), msgs, sent_at=sent_at)
             keys = {rid for rid, _case in intake_ids(sent_at).values()}
@@ -350,12 +441,25 @@ def _triage_once(settings: Settings, reports: list[dict[str, Any]], bank: list[I
                 matches = ses.scalar(select(func.count()).select_from(VictimMatch)) or 0
             engine.dispose()
         if not out:
-            return {"rate": 0.0, "cpu": cpu, "vcpu": vcpu, "matches": matches, "triaged": 0,
-                    "accepted": len(accepted), "behind": float("nan")}
+            return {
+                "rate": 0.0,
+                "cpu": cpu,
+                "vcpu": vcpu,
+                "matches": matches,
+                "triaged": 0,
+                "accepted": len(accepted),
+                "behind": float("nan"),
+            }
         _first, rate = span_rate(out)
-        return {"rate": rate, "cpu": cpu, "vcpu": vcpu, "matches": matches,
-                "triaged": len(out), "accepted": len(accepted),
-                "behind": max(0.0, caught - max(out.values()))}
+        return {
+            "rate": rate,
+            "cpu": cpu,
+            "vcpu": vcpu,
+            "matches": matches,
+            "triaged": len(out),
+            "accepted": len(accepted),
+            "behind": max(0.0, caught - max(out.values())),
+        }
     finally:
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
@@ -366,24 +470,37 @@ def matching_cost(reports: list[dict[str, Any]], bank: list[Item]) -> float:
     from victims.bank import VictimBank
     from victims.matching import live_rows
 
-    vb = VictimBank.from_rows([("r", it.item, k, v, it.pdq_quality) for it in bank
-                               for k, v in it.hashes()])
+    vb = VictimBank.from_rows(
+        [("r", it.item, k, v, it.pdq_quality) for it in bank for k, v in it.hashes()]
+    )
     envs = []
     for r in reports:
         rid = m.report_id_for(r["provider_id"], r["provider_report_id"])
-        envs.append({"report_id": rid, "case_id": m.case_id_for(rid),
-                     "provider_id": r["provider_id"],
-                     "provider_report_id": r["provider_report_id"],
-                     "received_at": "2026-11-23T12:00:00.000Z", "report": r})
+        envs.append(
+            {
+                "report_id": rid,
+                "case_id": m.case_id_for(rid),
+                "provider_id": r["provider_id"],
+                "provider_report_id": r["provider_report_id"],
+                "received_at": "2026-11-23T12:00:00.000Z",
+                "report": r,
+            }
+        )
     now = m.now()
     t0 = time.perf_counter()
     for i in range(0, len(envs), 500):  # batches of the victims worker's reads
-        live_rows(vb, envs[i:i + 500], now)
+        live_rows(vb, envs[i : i + 500], now)
     return (time.perf_counter() - t0) / max(1, len(envs)) * 1e6
 
 
-def run_live_bench(settings: Settings, *, reports: int = 20_000, victim_hashes: int = 10_000,
-                   rounds: int = 2, keep: bool = False) -> tuple[bool, Table]:
+def run_live_bench(
+    settings: Settings,
+    *,
+    reports: int = 20_000,
+    victim_hashes: int = 10_000,
+    rounds: int = 2,
+    keep: bool = False,
+) -> tuple[bool, Table]:
     """Part 2; returns (target met, the figures)."""
     run = uuid.uuid4().hex[:6]
     bank = victim_items(victim_hashes, 5)
@@ -391,51 +508,82 @@ def run_live_bench(settings: Settings, *, reports: int = 20_000, victim_hashes: 
     rates: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
     for r in range(rounds):
         for label, b in (("without", []), ("with", bank)):
-            console.print(f"round {r + 1}/{rounds}: triage of {reports:,} reports, the victims "
-                          f"worker beside it, {label} {victim_hashes:,} victims' hashes "
-                          "banked …")
+            console.print(
+                f"round {r + 1}/{rounds}: triage of {reports:,} reports, the victims "
+                f"worker beside it, {label} {victim_hashes:,} victims' hashes "
+                "banked …"
+            )
             rates[label].append(_triage_once(settings, docs, b, keep))
     best = {k: max(v, key=lambda x: x["rate"]) for k, v in rates.items()}
-    overhead = 1 - best["with"]["rate"] / best["without"]["rate"] if best["without"]["rate"] \
+    overhead = (
+        1 - best["with"]["rate"] / best["without"]["rate"]
+        if best["without"]["rate"]
         else float("nan")
+    )
     cost = matching_cost(docs, bank)
-    t = Table(title=f"centre bench victims: live matching beside triage ({reports:,} reports, "
-                    f"{victim_hashes:,} victims' hashes, best of {rounds})")
+    t = Table(
+        title=f"centre bench victims: live matching beside triage ({reports:,} reports, "
+        f"{victim_hashes:,} victims' hashes, best of {rounds})"
+    )
     t.add_column("figure")
     t.add_column("value", justify="right")
     for k in ("without", "with"):
         runs = ", ".join(f"{x['rate']:,.0f}" for x in rates[k])
         t.add_row(f"triage throughput {k} the victims' hashes", f"{runs} reports/s")
-        t.add_row(f"  CPU of worker triage per 1,000 reports ({k}, best run)",
-                  f"{best[k]['cpu'] * 1000 / max(1, best[k]['triaged']):.3f} s")
-        t.add_row(f"  CPU of worker victims per 1,000 reports ({k}, best run)",
-                  f"{best[k]['vcpu'] * 1000 / max(1, best[k]['triaged']):.3f} s")
-        t.add_row(f"  victims worker caught up after the last report triaged ({k}, best run)",
-                  f"{best[k]['behind']:.2f} s")
-    t.add_row("victims' matches recorded by the victims worker (best run with)",
-              f"{int(best['with']['matches']):,}")
-    t.add_row("throughput lost (best with vs best without)",
-              f"{overhead * 100:.1f} % (target ≤ {LIVE_TARGET * 100:.0f} %)")
+        t.add_row(
+            f"  CPU of worker triage per 1,000 reports ({k}, best run)",
+            f"{best[k]['cpu'] * 1000 / max(1, best[k]['triaged']):.3f} s",
+        )
+        t.add_row(
+            f"  CPU of worker victims per 1,000 reports ({k}, best run)",
+            f"{best[k]['vcpu'] * 1000 / max(1, best[k]['triaged']):.3f} s",
+        )
+        t.add_row(
+            f"  victims worker caught up after the last report triaged ({k}, best run)",
+            f"{best[k]['behind']:.2f} s",
+        )
+    t.add_row(
+        "victims' matches recorded by the victims worker (best run with)",
+        f"{int(best['with']['matches']):,}",
+    )
+    t.add_row(
+        "throughput lost (best with vs best without)",
+        f"{overhead * 100:.1f} % (target ≤ {LIVE_TARGET * 100:.0f} %)",
+    )
     t.add_row("matching cost in-process (victims' bank, per report)", f"{cost:.1f} µs")
-    ok = (overhead <= LIVE_TARGET and best["with"]["triaged"] == reports
-          and best["without"]["triaged"] == reports and best["with"]["matches"] > 0
-          and all(best[k]["behind"] <= LIVE_BEHIND_S for k in best))
+    ok = (
+        overhead <= LIVE_TARGET
+        and best["with"]["triaged"] == reports
+        and best["without"]["triaged"] == reports
+        and best["with"]["matches"] > 0
+        and all(best[k]["behind"] <= LIVE_BEHIND_S for k in best)
+    )
     return ok, t
 
 
-def run_victims_bench(settings: Settings, stored: int = 1_000_000, hashes: int = 1_000, *,
-                      reports: int = 20_000, victim_hashes: int = 10_000, rounds: int = 2,
-                      live: bool = True, keep: bool = False,
-                      database_url: str | None = None) -> int:
+def run_victims_bench(
+    settings: Settings,
+    stored: int = 1_000_000,
+    hashes: int = 1_000,
+    *,
+    reports: int = 20_000,
+    victim_hashes: int = 10_000,
+    rounds: int = 2,
+    live: bool = True,
+    keep: bool = False,
+    database_url: str | None = None,
+) -> int:
     """Both parts; prints the figures; 0 when every target is met."""
-    ok, t = run_past_bench(settings, stored=stored, hashes=hashes, keep=keep,
-                           database_url=database_url)
+    ok, t = run_past_bench(
+        settings, stored=stored, hashes=hashes, keep=keep, database_url=database_url
+    )
     console.print(t)
     if not ok:
         console.print("[red]past matching: target not met or matches not as seeded[/]")
     if live:
-        ok_live, t = run_live_bench(settings, reports=reports, victim_hashes=victim_hashes,
-                                    rounds=rounds, keep=keep)
+        ok_live, t = run_live_bench(
+            settings, reports=reports, victim_hashes=victim_hashes, rounds=rounds, keep=keep
+        )
         console.print(t)
         if not ok_live:
             console.print("[red]live matching: target not met[/]")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import orjson
 import typer
@@ -23,9 +24,11 @@ from triage.hashing import HashingError, hash_paths
 
 victims_app = typer.Typer(
     help="Help for victims: work out the fingerprints (hashes) of their pictures and videos "
-         "on this computer, so that copies can be found without the pictures leaving it; "
-         "file a request to find and remove them; tell the victim how it stands; withdraw it.",
-    no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
+    "on this computer, so that copies can be found without the pictures leaving it; "
+    "file a request to find and remove them; tell the victim how it stands; withdraw it.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
 )
 
 
@@ -71,11 +74,17 @@ def _inside(path: Path, folder: Path) -> bool:
 
 @victims_app.command("hash", help=_HASH_HELP, no_args_is_help=True)
 def hash_command(
-    paths: Annotated[list[Path], typer.Argument(
-        help="pictures, videos, or folders containing them")],
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", metavar="FILE",
-        help="write the list of hashes to this file instead of the screen")] = None,
+    paths: Annotated[
+        list[Path], typer.Argument(help="pictures, videos, or folders containing them")
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="write the list of hashes to this file instead of the screen",
+        ),
+    ] = None,
 ) -> None:
     skip: list[Path] = []
     if out is not None:
@@ -83,8 +92,11 @@ def hash_command(
         for p in paths:
             p_real = Path(os.path.realpath(p))
             if out_real == p_real or (out.exists() and p.is_dir() and _inside(out_real, p_real)):
-                typer.echo(f"error: --out {out} would overwrite a file that is to be hashed; "
-                           "choose a new file name outside the folders given", err=True)
+                typer.echo(
+                    f"error: --out {out} would overwrite a file that is to be hashed; "
+                    "choose a new file name outside the folders given",
+                    err=True,
+                )
                 raise typer.Exit(2)
         skip.append(out)  # a new output file inside a folder given is not hashed itself
         try:
@@ -117,8 +129,11 @@ def hash_command(
     if hashed == 0 and failed == 0:
         typer.echo("error: no files found in: " + ", ".join(str(p) for p in paths), err=True)
         raise typer.Exit(1)
-    typer.echo(f"{hashed} file(s) hashed, {failed} could not be"
-               + (f"; hashes written to {out}" if out is not None else ""), err=True)
+    typer.echo(
+        f"{hashed} file(s) hashed, {failed} could not be"
+        + (f"; hashes written to {out}" if out is not None else ""),
+        err=True,
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -129,7 +144,7 @@ _err = Console(stderr=True)
 REFUSED_EXIT = 3  # an unknown request id or a wrong PIN: the same code for both
 
 
-from centre.cli_errors import load_settings, me  # noqa: E402
+from centre.cli_errors import load_settings, me
 
 _settings, _me = load_settings, me  # (centre/cli_errors.py)
 
@@ -155,18 +170,26 @@ def _desk_run(fn: Callable[[Any], T]) -> T:
         _err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
         raise typer.Exit(2) from None
     except (AuditError, KeySetError, UnknownKeyError) as exc:
-        _err.print("[red]the audit trail cannot record this step, so nothing was done:[/] "
-                   f"{escape(str(exc))}", soft_wrap=True)
+        _err.print(
+            "[red]the audit trail cannot record this step, so nothing was done:[/] "
+            f"{escape(str(exc))}",
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     except DeliveryError as exc:
-        _err.print(f"[red]the broker did not take the request, so it was not filed:[/] "
-                   f"{escape(str(exc))}; try again when the stack runs (`centre up`)",
-                   soft_wrap=True)
+        _err.print(
+            f"[red]the broker did not take the request, so it was not filed:[/] "
+            f"{escape(str(exc))}; try again when the stack runs (`centre up`)",
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        _err.print(f"[red]database error:[/] {escape(detail)} (is the database at the newest "
-                   "migration? `centre db upgrade` brings it there)", soft_wrap=True)
+        _err.print(
+            f"[red]database error:[/] {escape(detail)} (is the database at the newest "
+            "migration? `centre db upgrade` brings it there)",
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     finally:
         desk.close()
@@ -193,16 +216,27 @@ and its retention has ended; they never go to a provider, to law enforcement or 
 
 @victims_app.command("request", help=_REQUEST_HELP, no_args_is_help=True)
 def request_command(
-    hashes: Annotated[Path, typer.Option("--hashes", metavar="FILE",
-                                         help="the list from `centre victims hash`")],
-    representative: Annotated[Optional[str], typer.Option(
-        help="who acts for the victim (a parent, a lawyer, a helpline), as you record it")] = None,
-    identity_ref: Annotated[Optional[str], typer.Option(
-        help="your reference to the victim's identity (a file number at the helpline; "
-             "better than a name)")] = None,
+    hashes: Annotated[
+        Path, typer.Option("--hashes", metavar="FILE", help="the list from `centre victims hash`")
+    ],
+    representative: Annotated[
+        Optional[str],
+        typer.Option(
+            help="who acts for the victim (a parent, a lawyer, a helpline), as you record it"
+        ),
+    ] = None,
+    identity_ref: Annotated[
+        Optional[str],
+        typer.Option(
+            help="your reference to the victim's identity (a file number at the helpline; "
+            "better than a name)"
+        ),
+    ] = None,
     by: Annotated[Optional[str], typer.Option(help="your login (default: $USER)")] = None,
-    wait: Annotated[float, typer.Option(
-        help="seconds to wait for the search of the stored reports (0: do not wait)")] = 60.0,
+    wait: Annotated[
+        float,
+        typer.Option(help="seconds to wait for the search of the stored reports (0: do not wait)"),
+    ] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     from victims.common import VictimError
@@ -216,41 +250,64 @@ def request_command(
         VictimDesk.check_identity("--representative", representative)
         VictimDesk.check_identity("--identity-ref", identity_ref)
     except OSError as exc:
-        _refused(me, "hash_list", ["unreadable_file"],
-                 f"cannot read --hashes {hashes}: {exc.strerror or exc}")
+        _refused(
+            me,
+            "hash_list",
+            ["unreadable_file"],
+            f"cannot read --hashes {hashes}: {exc.strerror or exc}",
+        )
     except HashListError as exc:
         _refused(me, "hash_list", exc.codes, f"{hashes}: {exc}")
     except VictimError as exc:
         _refused(me, "identity", ["invalid_identity"], str(exc))
 
     def go(desk: Any) -> tuple[str, str, Any]:
-        rid, pin = desk.file(items, by=me, representative=representative,
-                             identity_ref=identity_ref)
+        rid, pin = desk.file(items, by=me, representative=representative, identity_ref=identity_ref)
         filed = desk.wait_filed(rid, wait) if wait > 0 else None
         return rid, pin, filed
 
     rid, pin, filed = _desk_run(go)
     low = [i.item for i in items if i.pdq and i.pdq_quality is not None and i.pdq_quality < 50]
     if as_json:
-        sys.stdout.write(orjson.dumps({"request_id": rid, "pin": pin, "items": len(items),
-                                       "pdq_low_quality_items": low, "filed": filed}).decode()
-                         + "\n")
+        sys.stdout.write(
+            orjson.dumps(
+                {
+                    "request_id": rid,
+                    "pin": pin,
+                    "items": len(items),
+                    "pdq_low_quality_items": low,
+                    "filed": filed,
+                }
+            ).decode()
+            + "\n"
+        )
         return
     out = Console()
     out.print(f"request id: [bold]{rid}[/]")
     out.print(f"PIN:        [bold]{pin}[/]")
-    out.print("Give both to the victim (or their representative). The PIN is shown only "
-              "now: the centre keeps only a slow hash of it.", soft_wrap=True)
+    out.print(
+        "Give both to the victim (or their representative). The PIN is shown only "
+        "now: the centre keeps only a slow hash of it.",
+        soft_wrap=True,
+    )
     out.print(f"{len(items)} item(s) sent.")
     if low:
-        out.print(f"items {', '.join(map(str, low))}: PDQ quality below 50, so only exact "
-                  "copies of these are found (re-encoded copies are not).", soft_wrap=True)
+        out.print(
+            f"items {', '.join(map(str, low))}: PDQ quality below 50, so only exact "
+            "copies of these are found (re-encoded copies are not).",
+            soft_wrap=True,
+        )
     if filed is None:
-        out.print("The victims worker has not filed it yet; it will search the stored "
-                  "reports when it does (`centre victims list` shows it then).", soft_wrap=True)
+        out.print(
+            "The victims worker has not filed it yet; it will search the stored "
+            "reports when it does (`centre victims list` shows it then).",
+            soft_wrap=True,
+        )
     else:
-        out.print(f"Filed and searched: {filed['matches']} stored item(s) matched, "
-                  f"{filed['notices']} removal notice(s) queued.")
+        out.print(
+            f"Filed and searched: {filed['matches']} stored item(s) matched, "
+            f"{filed['notices']} removal notice(s) queued."
+        )
 
 
 def _refused(by: str, what: str, codes: list[str], message: str) -> None:
@@ -268,8 +325,9 @@ def _pin(pin: Optional[str]) -> str:
 @victims_app.command("status", no_args_is_help=True)
 def status_command(
     request_id: Annotated[str, typer.Argument(help="the request id")],
-    pin: Annotated[Optional[str], typer.Option(
-        help="the request's PIN (asked for, hidden, when not given)")] = None,
+    pin: Annotated[
+        Optional[str], typer.Option(help="the request's PIN (asked for, hidden, when not given)")
+    ] = None,
     by: Annotated[Optional[str], typer.Option(help="your login (default: $USER)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -284,20 +342,40 @@ def status_command(
         sys.stdout.write(orjson.dumps(st).decode() + "\n")
         return
     out = Console()
-    out.print(f"request {st['request_id']}: {st['state']}"
-              + (f" (withdrawn {st['withdrawn_at']})" if st["withdrawn_at"] else "")
-              + f", filed {st['filed_at']}")
-    out.print(f"{st['items_found']} of the {st['items_in_your_list']} item(s) in the list "
-              f"found in {st['reports_holding_your_material']} report(s).")
+    out.print(
+        f"request {st['request_id']}: {st['state']}"
+        + (f" (withdrawn {st['withdrawn_at']})" if st["withdrawn_at"] else "")
+        + f", filed {st['filed_at']}"
+    )
+    out.print(
+        f"{st['items_found']} of the {st['items_in_your_list']} item(s) in the list "
+        f"found in {st['reports_holding_your_material']} report(s)."
+    )
     t = Table(title="Who reported it, and removal")
-    for col in ("provider", "reports", "first reported", "last reported", "notices",
-                "removed", "not found", "refused", "waiting"):
+    for col in (
+        "provider",
+        "reports",
+        "first reported",
+        "last reported",
+        "notices",
+        "removed",
+        "not found",
+        "refused",
+        "waiting",
+    ):
         t.add_column(col)
     for p in st["providers"]:
-        t.add_row(p["provider"], str(p.get("reports", 0)), p.get("first_reported_at") or "—",
-                  p.get("last_reported_at") or "—", str(p.get("notices", 0)),
-                  str(p.get("removed", 0)), str(p.get("not_found", 0)),
-                  str(p.get("refused", 0)), str(p.get("waiting_for_answer", 0)))
+        t.add_row(
+            p["provider"],
+            str(p.get("reports", 0)),
+            p.get("first_reported_at") or "—",
+            p.get("last_reported_at") or "—",
+            str(p.get("notices", 0)),
+            str(p.get("removed", 0)),
+            str(p.get("not_found", 0)),
+            str(p.get("refused", 0)),
+            str(p.get("waiting_for_answer", 0)),
+        )
     out.print(t)
     t = Table(title="Forwarded to law enforcement")
     for col in ("to", "cases", "first forwarded"):
@@ -306,16 +384,19 @@ def status_command(
         t.add_row(f["to"], str(f["cases"]), f["first_forwarded_at"] or "not yet")
     out.print(t)
     n = st["removal_notices"]
-    out.print(f"removal notices: {n['notices']} ({n['sent']} sent, {n['repeats']} reminders), "
-              f"{n['removed']} removed, {n['not_found']} not found, {n['refused']} refused, "
-              f"{n['waiting_for_answer']} waiting for an answer, {n['cancelled']} cancelled")
+    out.print(
+        f"removal notices: {n['notices']} ({n['sent']} sent, {n['repeats']} reminders), "
+        f"{n['removed']} removed, {n['not_found']} not found, {n['refused']} refused, "
+        f"{n['waiting_for_answer']} waiting for an answer, {n['cancelled']} cancelled"
+    )
 
 
 @victims_app.command("withdraw", no_args_is_help=True)
 def withdraw_command(
     request_id: Annotated[str, typer.Argument(help="the request id")],
-    pin: Annotated[Optional[str], typer.Option(
-        help="the request's PIN (asked for, hidden, when not given)")] = None,
+    pin: Annotated[
+        Optional[str], typer.Option(help="the request's PIN (asked for, hidden, when not given)")
+    ] = None,
     by: Annotated[Optional[str], typer.Option(help="your login (default: $USER)")] = None,
 ) -> None:
     """Withdraw a request at the victim's wish: their hashes are deleted (no report is
@@ -329,9 +410,11 @@ def withdraw_command(
     if w.repeated:
         print(f"request {w.request_id} was already withdrawn; nothing changed")
         return
-    print(f"request {w.request_id} withdrawn: {w.hashes_removed} hash(es) deleted, "
-          f"{w.notices_cancelled} notice(s) cancelled ({w.cancellations_queued} provider "
-          "notice(s) of the cancellation queued for the victims worker)")
+    print(
+        f"request {w.request_id} withdrawn: {w.hashes_removed} hash(es) deleted, "
+        f"{w.notices_cancelled} notice(s) cancelled ({w.cancellations_queued} provider "
+        "notice(s) of the cancellation queued for the victims worker)"
+    )
 
 
 @victims_app.command("list")
@@ -350,8 +433,16 @@ def list_command(
     for col in ("request", "state", "filed", "by", "items", "matches", "notices", "open"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["request_id"], r["state"], r["filed_at"], r["filed_by"], str(r["items"]),
-                  str(r["matches"]), str(r["notices"]), str(r["open_notices"]))
+        t.add_row(
+            r["request_id"],
+            r["state"],
+            r["filed_at"],
+            r["filed_by"],
+            str(r["items"]),
+            str(r["matches"]),
+            str(r["notices"]),
+            str(r["open_notices"]),
+        )
     Console().print(t)
 
 
@@ -371,7 +462,13 @@ def escalations_command(
     for col in ("provider", "provider report", "why", "since", "sent", "state", "reason"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["provider_id"], str(r["provider_report_id"]), r["why"],
-                  r["escalated_at"] or "", str(r["sent"]), r["state"],
-                  r["refusal_reason"] or "")
+        t.add_row(
+            r["provider_id"],
+            str(r["provider_report_id"]),
+            r["why"],
+            r["escalated_at"] or "",
+            str(r["sent"]),
+            r["state"],
+            r["refusal_reason"] or "",
+        )
     Console().print(t)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,10 +26,14 @@ RESCAN_AFTER = dt.timedelta(seconds=60)  # one more pass over stored reports aft
 RESCAN_AFTER_FAILURE = dt.timedelta(minutes=10)  # live matching failed: a pass, not a storm
 KEEP_ALIVE = dt.timedelta(days=7)  # an open request's key is touched at least this often
 _NS = uuid.uuid5(uuid.UUID("6f1c3c52-8a47-4f4e-9d0c-7d2b1f0e5a11"), "victims")
-LEGAL_BASIS = ("CSA Regulation proposal, Art. 21: the EU Centre assists a victim, at their "
-               "request, in the removal of material depicting them")
-REFUSED = ("no request with this id and PIN: check both (the PIN was shown once, when the "
-           "request was filed)")
+LEGAL_BASIS = (
+    "CSA Regulation proposal, Art. 21: the EU Centre assists a victim, at their "
+    "request, in the removal of material depicting them"
+)
+REFUSED = (
+    "no request with this id and PIN: check both (the PIN was shown once, when the "
+    "request was filed)"
+)
 
 
 class VictimError(ValueError):
@@ -76,7 +81,7 @@ def request_ref(request_id: str, provider_id: str) -> str:
 
 def _chunks(items: Sequence[Any], n: int = 500) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 def _insert_ignore(s: Session, table: Any) -> Any:
@@ -92,8 +97,11 @@ def _insert_ignore(s: Session, table: Any) -> Any:
 
 def bump_version(s: Session) -> None:
     """Tell every victims worker's live matching that the victims' banks changed."""
-    s.execute(update(VictimBankState).where(VictimBankState.id == 1).values(
-        version=VictimBankState.version + 1))
+    s.execute(
+        update(VictimBankState)
+        .where(VictimBankState.id == 1)
+        .values(version=VictimBankState.version + 1)
+    )
 
 
 def get(s: Session, request_id: str, *, lock: bool = False) -> VictimRequest | None:
@@ -115,4 +123,4 @@ def _bool(v: Any) -> bool | None:
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
-    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import delete, literal, select, update
 from sqlalchemy.orm import Session
@@ -94,8 +95,9 @@ log = logging.getLogger(__name__)
 # up in this module, so replacing `flow.insert_matches` (as a test does) reaches this step.
 
 
-def live_matches(s: Session, bank: VictimBank, envelopes: Sequence[dict[str, Any]],
-                 now: dt.datetime) -> int:
+def live_matches(
+    s: Session, bank: VictimBank, envelopes: Sequence[dict[str, Any]], now: dt.datetime
+) -> int:
     """Match a batch of triaged reports (as the victims worker reads them from
     reports.triaged) against the victims' banks and record the matches in the caller's
     transaction; a match already recorded (the report read again) is skipped by the unique
@@ -113,12 +115,17 @@ def live_matches(s: Session, bank: VictimBank, envelopes: Sequence[dict[str, Any
     except Exception as exc:  # a bug here: the stored reports are searched again instead
         if nested is not None:
             nested.rollback()
-        log.error("victims: live matching failed on a batch (%s); stored reports will be "
-                  "searched again for the open requests", type(exc).__name__)
+        log.error(
+            "victims: live matching failed on a batch (%s); stored reports will be "
+            "searched again for the open requests",
+            type(exc).__name__,
+        )
         metrics.ERRORS.labels(STAGE, "victim_matching_failed").inc()
-        s.execute(update(VictimRequest).where(VictimRequest.state == OPEN,
-                                              VictimRequest.rescan_at.is_(None))
-                  .values(rescan_at=now + RESCAN_AFTER_FAILURE))
+        s.execute(
+            update(VictimRequest)
+            .where(VictimRequest.state == OPEN, VictimRequest.rescan_at.is_(None))
+            .values(rescan_at=now + RESCAN_AFTER_FAILURE)
+        )
         return 0
     if nested is not None:
         nested.commit()
@@ -137,35 +144,69 @@ class Filed:
     searched: Searched = field(default_factory=Searched)
 
 
-def file_request(s: Session, doc: dict[str, Any], items: list[Item], *, source: str,
-                 now: dt.datetime) -> Filed:
+def file_request(
+    s: Session, doc: dict[str, Any], items: list[Item], *, source: str, now: dt.datetime
+) -> Filed:
     """Record a victim-request/v1: the request, its private bank, then the search of every
     stored report. A request id seen before changes nothing (a replay)."""
     rid = doc["request_id"]
     if s.get(VictimRequest, rid) is not None:
         return Filed(rid, False)
-    s.add(VictimRequest(request_id=rid, state=OPEN, pin_hash=doc["pin"], items=len(items),
-                        requested_at=doc["requested_at"][:64], filed_at=now,
-                        filed_by=str(doc["filed_by"])[:100], source=source[:300],
-                        rescan_at=now + RESCAN_AFTER))
+    s.add(
+        VictimRequest(
+            request_id=rid,
+            state=OPEN,
+            pin_hash=doc["pin"],
+            items=len(items),
+            requested_at=doc["requested_at"][:64],
+            filed_at=now,
+            filed_by=str(doc["filed_by"])[:100],
+            source=source[:300],
+            rescan_at=now + RESCAN_AFTER,
+        )
+    )
     s.flush()
-    rows = [{"request_id": rid, "item": it.item, "kind": k, "value": v,
-             "media_type": it.media_type, "pdq_quality": it.pdq_quality if k == "pdq" else None}
-            for it in items for k, v in it.hashes()]
+    rows = [
+        {
+            "request_id": rid,
+            "item": it.item,
+            "kind": k,
+            "value": v,
+            "media_type": it.media_type,
+            "pdq_quality": it.pdq_quality if k == "pdq" else None,
+        }
+        for it in items
+        for k, v in it.hashes()
+    ]
     for chunk in _chunks(rows, 1000):
         s.execute(_insert_ignore(s, VictimHash.__table__), list(chunk))
     bump_version(s)
     kinds: dict[str, int] = {}
     for r in rows:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    _audit(s, STAGE, "victim.request_filed", subject(rid),
-           {"items": len(items), "hashes": kinds, "filed_by": doc["filed_by"],
-            "identity_recorded": bool(doc.get("identity_recorded")), "source": source},
-           at=now, discriminator=rid)
+    _audit(
+        s,
+        STAGE,
+        "victim.request_filed",
+        subject(rid),
+        {
+            "items": len(items),
+            "hashes": kinds,
+            "filed_by": doc["filed_by"],
+            "identity_recorded": bool(doc.get("identity_recorded")),
+            "source": source,
+        },
+        at=now,
+        discriminator=rid,
+    )
     metrics.OUTCOMES.labels(STAGE, "filed").inc()
     searched = past_match(s, [rid], now=now)
-    log.info("victim request filed: %d item(s), %d match(es), %d notice(s)", len(items),
-             searched.matches, searched.notices)
+    log.info(
+        "victim request filed: %d item(s), %d match(es), %d notice(s)",
+        len(items),
+        searched.matches,
+        searched.notices,
+    )
     return Filed(rid, True, searched)
 
 
@@ -173,9 +214,12 @@ def rescan_due(s: Session, now: dt.datetime, limit: int = 1000) -> list[str]:
     """Search stored reports once more, in one pass, for the open requests whose rescan is
     due (reports triaged while a request was being filed, matched live before its bank was
     seen; or a batch whose live matching failed)."""
-    rows = s.scalars(select(VictimRequest).where(
-        VictimRequest.rescan_at.is_not(None), VictimRequest.rescan_at <= now)
-        .order_by(VictimRequest.rescan_at).limit(limit)).all()
+    rows = s.scalars(
+        select(VictimRequest)
+        .where(VictimRequest.rescan_at.is_not(None), VictimRequest.rescan_at <= now)
+        .order_by(VictimRequest.rescan_at)
+        .limit(limit)
+    ).all()
     for r in rows:
         r.rescan_at = None
     due = [r.request_id for r in rows if r.state == OPEN]
@@ -208,15 +252,24 @@ def withdraw(s: Session, request_id: str, *, by: str, now: dt.datetime) -> Withd
         return Withdrawn(r.request_id, repeated=True)
     out = Withdrawn(r.request_id)
     r.state, r.withdrawn_at, r.withdrawn_by, r.rescan_at = WITHDRAWN, now, by[:100], None
-    deleted = cast("CursorResult[Any]", s.execute(delete(VictimHash).where(
-        VictimHash.request_id == r.request_id)))
+    deleted = cast(
+        "CursorResult[Any]",
+        s.execute(delete(VictimHash).where(VictimHash.request_id == r.request_id)),
+    )
     out.hashes_removed = deleted.rowcount or 0
     bump_version(s)
-    s.execute(update(VictimMatch).where(VictimMatch.request_id == r.request_id,
-                                        VictimMatch.state == "new").values(state="withdrawn"))
-    open_notices = s.scalars(select(VictimNotice).where(
-        VictimNotice.request_id == r.request_id, VictimNotice.type == "removal",
-        VictimNotice.state.in_(("pending", "sent")))).all()
+    s.execute(
+        update(VictimMatch)
+        .where(VictimMatch.request_id == r.request_id, VictimMatch.state == "new")
+        .values(state="withdrawn")
+    )
+    open_notices = s.scalars(
+        select(VictimNotice).where(
+            VictimNotice.request_id == r.request_id,
+            VictimNotice.type == "removal",
+            VictimNotice.state.in_(("pending", "sent")),
+        )
+    ).all()
     cancels = []
     for n in open_notices:
         if n.state == "sent":
@@ -226,10 +279,21 @@ def withdraw(s: Session, request_id: str, *, by: str, now: dt.datetime) -> Withd
         s.execute(_insert_ignore(s, VictimNotice.__table__), list(chunk))
     out.notices_cancelled, out.cancellations_queued = len(open_notices), len(cancels)
     # `personal` (nothing but the time) restarts the victim's retention at the withdrawal.
-    _audit(s, staff(by), "victim.request_withdrawn", subject(r.request_id),
-           {"hashes_removed": out.hashes_removed, "notices_cancelled": len(open_notices),
-            "cancellations_queued": len(cancels)}, at=now, discriminator="withdrawn",
-           person=subject(r.request_id), personal={"withdrawn_at": m.iso(now)})
+    _audit(
+        s,
+        staff(by),
+        "victim.request_withdrawn",
+        subject(r.request_id),
+        {
+            "hashes_removed": out.hashes_removed,
+            "notices_cancelled": len(open_notices),
+            "cancellations_queued": len(cancels),
+        },
+        at=now,
+        discriminator="withdrawn",
+        person=subject(r.request_id),
+        personal={"withdrawn_at": m.iso(now)},
+    )
     metrics.OUTCOMES.labels(STAGE, "withdrawn").inc()
     log.info("victim request withdrawn: %d notice(s) cancelled", len(open_notices))
     return out
@@ -238,12 +302,24 @@ def withdraw(s: Session, request_id: str, *, by: str, now: dt.datetime) -> Withd
 def keep_alive(s: Session, now: dt.datetime, limit: int = 1000) -> int:
     """An open request keeps the victim's key: retention runs from the withdrawal, not
     from the filing. A key unused for KEEP_ALIVE gets an entry that uses it."""
-    rows = s.scalars(select(VictimRequest.request_id).join(
-        AuditSubjectKey, AuditSubjectKey.person == literal("victim:") + VictimRequest.request_id)
+    rows = s.scalars(
+        select(VictimRequest.request_id)
+        .join(
+            AuditSubjectKey, AuditSubjectKey.person == literal("victim:") + VictimRequest.request_id
+        )
         .where(VictimRequest.state == OPEN, AuditSubjectKey.last_used_at < now - KEEP_ALIVE)
-        .limit(limit)).all()
+        .limit(limit)
+    ).all()
     for rid in rows:
-        _audit(s, STAGE, "victim.request_open", subject(rid), {"state": OPEN}, at=now,
-               discriminator=m.iso(now)[:10], person=subject(rid),
-               personal={"open_at": m.iso(now)})
+        _audit(
+            s,
+            STAGE,
+            "victim.request_open",
+            subject(rid),
+            {"state": OPEN},
+            at=now,
+            discriminator=m.iso(now)[:10],
+            person=subject(rid),
+            personal={"open_at": m.iso(now)},
+        )
     return len(rows)

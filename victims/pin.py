@@ -27,7 +27,9 @@ GROUPS, GROUP_LEN = 3, 4  # 12 characters, 60 bits
 _N_LOG2, _R, _P = 15, 8, 1  # ~32 MiB and ~0.1 s per check on a current core
 _SALT = 16
 _LEN = 32
-_FORMAT = re.compile(r"scrypt\$(\d{1,2})\$(\d{1,2})\$(\d{1,2})\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)")
+_FORMAT = re.compile(
+    r"scrypt\$(\d{1,2})\$(\d{1,2})\$(\d{1,2})\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)"
+)
 _FOLD = str.maketrans({"O": "0", "I": "1", "L": "1", "U": "V"})
 
 
@@ -37,7 +39,7 @@ class PinFormatError(ValueError):
 
 def new_pin() -> str:
     chars = "".join(secrets.choice(ALPHABET) for _ in range(GROUPS * GROUP_LEN))
-    return "-".join(chars[i:i + GROUP_LEN] for i in range(0, len(chars), GROUP_LEN))
+    return "-".join(chars[i : i + GROUP_LEN] for i in range(0, len(chars), GROUP_LEN))
 
 
 def normalise(pin: str) -> str:
@@ -53,8 +55,16 @@ def hash_pin(pin: str, *, n_log2: int = _N_LOG2) -> str:
     """The stored form: scrypt with a random salt, parameters included."""
     salt = secrets.token_bytes(_SALT)
     digest = _kdf(salt, n_log2, _R, _P).derive(normalise(pin).encode())
-    return "$".join(["scrypt", str(n_log2), str(_R), str(_P),
-                     base64.b64encode(salt).decode(), base64.b64encode(digest).decode()])
+    return "$".join(
+        [
+            "scrypt",
+            str(n_log2),
+            str(_R),
+            str(_P),
+            base64.b64encode(salt).decode(),
+            base64.b64encode(digest).decode(),
+        ]
+    )
 
 
 def well_formed(stored: str) -> bool:
@@ -78,6 +88,13 @@ def check_pin(pin: str, stored: str | None) -> bool:
 
 
 # Compared against when there is no request: the same parameters as a real one.
-DUMMY = "$".join(["scrypt", str(_N_LOG2), str(_R), str(_P),
-                  base64.b64encode(b"\0" * _SALT).decode(),
-                  base64.b64encode(b"\0" * _LEN).decode()])
+DUMMY = "$".join(
+    [
+        "scrypt",
+        str(_N_LOG2),
+        str(_R),
+        str(_P),
+        base64.b64encode(b"\0" * _SALT).decode(),
+        base64.b64encode(b"\0" * _LEN).decode(),
+    ]
+)

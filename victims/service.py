@@ -18,14 +18,14 @@ import time
 import uuid
 from typing import Any
 
-
 from centre import messages as m
 from centre.db import make_engine, make_sessionmaker
-from victims.tables import VictimRequest
 from centre.settings import Settings
 from centre.topology import VICTIMS_REQUESTS
-from victims import flow, pin as pins
+from victims import flow
+from victims import pin as pins
 from victims.model import Item, build_request, is_request_id
+from victims.tables import VictimRequest
 
 log = logging.getLogger(__name__)
 MAX_IDENTITY = 200
@@ -47,7 +47,7 @@ class VictimDesk:
             self._log.close()
         self.engine.dispose()
 
-    def __enter__(self) -> "VictimDesk":
+    def __enter__(self) -> VictimDesk:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -65,20 +65,42 @@ class VictimDesk:
     def sink(self) -> flow.AuditSink:
         return flow.AuditSink(log=self.audit_log())
 
-    def _record(self, action: str, subject: str, details: dict[str, Any], *, by: str,
-                person: str | None = None, personal: dict[str, Any] | None = None) -> None:
+    def _record(
+        self,
+        action: str,
+        subject: str,
+        details: dict[str, Any],
+        *,
+        by: str,
+        person: str | None = None,
+        personal: dict[str, Any] | None = None,
+    ) -> None:
         from centre.audit import AuditEvent
 
-        self.audit_log().record([AuditEvent(
-            actor=flow.staff(by), action=action, subject=subject,
-            discriminator=uuid.uuid4().hex, details=details, person=person,
-            personal=personal, at=m.now())])
+        self.audit_log().record(
+            [
+                AuditEvent(
+                    actor=flow.staff(by),
+                    action=action,
+                    subject=subject,
+                    discriminator=uuid.uuid4().hex,
+                    details=details,
+                    person=person,
+                    personal=personal,
+                    at=m.now(),
+                )
+            ]
+        )
 
     def refuse_input(self, what: str, codes: list[str], *, by: str) -> None:
         """A request the desk would not file (a malformed or empty list): nothing was sent;
         the refusal is recorded (codes only)."""
-        self._record("victim.request_refused", "victims:request",
-                     {"what": what, "codes": sorted(set(codes))[:20]}, by=by)
+        self._record(
+            "victim.request_refused",
+            "victims:request",
+            {"what": what, "codes": sorted(set(codes))[:20]},
+            by=by,
+        )
 
     # -- filing --------------------------------------------------------------------------
 
@@ -90,13 +112,18 @@ class VictimDesk:
         if not v:
             raise flow.VictimError(f"{name} must not be empty when given")
         if len(v) > MAX_IDENTITY or _CONTROL.search(v):
-            raise flow.VictimError(f"{name} must be one line of at most {MAX_IDENTITY} "
-                                   "characters")
+            raise flow.VictimError(f"{name} must be one line of at most {MAX_IDENTITY} characters")
         return v
 
-    def file(self, items: list[Item], *, by: str, representative: str | None = None,
-             identity_ref: str | None = None, now: dt.datetime | None = None) \
-            -> tuple[str, str]:
+    def file(
+        self,
+        items: list[Item],
+        *,
+        by: str,
+        representative: str | None = None,
+        identity_ref: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> tuple[str, str]:
         """Send a victim-request/v1; returns (request id, PIN). The identity, when given, is
         recorded first, sealed under the victim's key; the message carries only hashes and
         the PIN's slow hash. Raises when the broker does not take the message (the request
@@ -106,29 +133,48 @@ class VictimDesk:
         now = now or m.now()
         if not items:
             raise flow.VictimError("the list holds no hashes")
-        identity = {k: v for k, v in (("representative", representative),
-                                      ("identity_ref", identity_ref)) if v}
+        identity = {
+            k: v
+            for k, v in (("representative", representative), ("identity_ref", identity_ref))
+            if v
+        }
         rid = str(uuid.uuid4())
         pin = pins.new_pin()
-        doc = build_request(request_id=rid, items=items, pin_hash=pins.hash_pin(pin),
-                            filed_by=re.sub(r"[^A-Za-z0-9._@-]", "-", by)[:100] or "unknown",
-                            requested_at=now, identity_recorded=bool(identity))
+        doc = build_request(
+            request_id=rid,
+            items=items,
+            pin_hash=pins.hash_pin(pin),
+            filed_by=re.sub(r"[^A-Za-z0-9._@-]", "-", by)[:100] or "unknown",
+            requested_at=now,
+            identity_recorded=bool(identity),
+        )
         if identity:
-            self._record("victim.identity_recorded", flow.subject(rid),
-                         {"fields": sorted(identity)}, by=by, person=flow.subject(rid),
-                         personal=identity)
+            self._record(
+                "victim.identity_recorded",
+                flow.subject(rid),
+                {"fields": sorted(identity)},
+                by=by,
+                person=flow.subject(rid),
+                personal=identity,
+            )
         if self._producer is None:
-            self._producer = BatchProducer(self.settings, **{"message.timeout.ms": 20000,
-                                                             "message.max.bytes": 4 << 20})
+            self._producer = BatchProducer(
+                self.settings, **{"message.timeout.ms": 20000, "message.max.bytes": 4 << 20}
+            )
         try:
             self._producer.send(VICTIMS_REQUESTS, m.dumps(doc), key=rid.encode())
             self._producer.flush_or_raise(30)
         except Exception as exc:
-            self._record("victim.request_not_sent", flow.subject(rid),
-                         {"error": type(exc).__name__}, by=by)
+            self._record(
+                "victim.request_not_sent", flow.subject(rid), {"error": type(exc).__name__}, by=by
+            )
             raise
-        self._record("victim.request_sent", flow.subject(rid),
-                     {"items": len(items), "topic": VICTIMS_REQUESTS}, by=by)
+        self._record(
+            "victim.request_sent",
+            flow.subject(rid),
+            {"items": len(items), "topic": VICTIMS_REQUESTS},
+            by=by,
+        )
         return rid, pin
 
     def wait_filed(self, request_id: str, timeout: float) -> dict[str, Any] | None:
@@ -146,8 +192,9 @@ class VictimDesk:
 
     # -- the victim's access ------------------------------------------------------------
 
-    def _authenticate(self, s: Any, request_id: str, pin: str, *, by: str,
-                      purpose: str) -> VictimRequest:
+    def _authenticate(
+        self, s: Any, request_id: str, pin: str, *, by: str, purpose: str
+    ) -> VictimRequest:
         """The request when the id exists and the PIN is its PIN. Otherwise the refusal is
         recorded (in its own transaction) and NotFoundOrWrongPin raised: the same message,
         the same exit code and the same scrypt work whichever it was."""
@@ -157,20 +204,30 @@ class VictimDesk:
         if ok and r is not None:
             return r
         s.rollback()
-        self._record("victim.access_refused",
-                     flow.subject(rid) if is_request_id(rid) else "victim:malformed-id",
-                     {"purpose": purpose, "why": "wrong_pin" if r is not None else "unknown_id"},
-                     by=by)
+        self._record(
+            "victim.access_refused",
+            flow.subject(rid) if is_request_id(rid) else "victim:malformed-id",
+            {"purpose": purpose, "why": "wrong_pin" if r is not None else "unknown_id"},
+            by=by,
+        )
         raise flow.NotFoundOrWrongPin()
 
     def status(self, request_id: str, pin: str, *, by: str) -> dict[str, Any]:
         with self.sessions.begin() as s:
             r = self._authenticate(s, request_id, pin, by=by, purpose="status")
             out = flow.status(s, r.request_id)
-            flow._audit(s, flow.staff(by), "victim.status_shown", flow.subject(r.request_id),
-                        {"reports": out["reports_holding_your_material"],
-                         "notices": out["removal_notices"]["notices"]}, at=m.now(),
-                        discriminator=uuid.uuid4().hex)
+            flow._audit(
+                s,
+                flow.staff(by),
+                "victim.status_shown",
+                flow.subject(r.request_id),
+                {
+                    "reports": out["reports_holding_your_material"],
+                    "notices": out["removal_notices"]["notices"],
+                },
+                at=m.now(),
+                discriminator=uuid.uuid4().hex,
+            )
             self.sink().commit(s)
         return out
 

@@ -54,8 +54,9 @@ from victims.model import validate_request, validate_response
 
 log = logging.getLogger(__name__)
 STAGE = flow.STAGE
-_NS_INVALID = uuid.uuid5(uuid.UUID("6f1c3c52-8a47-4f4e-9d0c-7d2b1f0e5a11"),
-                         "victims.response_invalid")
+_NS_INVALID = uuid.uuid5(
+    uuid.UUID("6f1c3c52-8a47-4f4e-9d0c-7d2b1f0e5a11"), "victims.response_invalid"
+)
 
 
 def _printable(headers: dict[str, bytes]) -> dict[str, str]:
@@ -74,18 +75,27 @@ class TopicReader:
 
         spec = READERS[reader]
         self.topic = settings.topic(spec.source)
-        self.consumer = Consumer({**base_config(settings),
-                                  "group.id": group_id(settings, spec.name),
-                                  "enable.auto.commit": False,
-                                  "auto.offset.reset": "earliest", **options})
+        self.consumer = Consumer(
+            {
+                **base_config(settings),
+                "group.id": group_id(settings, spec.name),
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                **options,
+            }
+        )
         self.consumer.subscribe([self.topic])
 
     def poll(self, max_messages: int = 500) -> list[Record]:
         from centre.kafka import position
 
         msgs = [x for x in self.consumer.consume(max_messages, timeout=0) if x.error() is None]
-        return [Record(*position(x), x.key(), x.value(),
-                       _headers(x.headers()), x.timestamp()[1] / 1000.0) for x in msgs]
+        return [
+            Record(
+                *position(x), x.key(), x.value(), _headers(x.headers()), x.timestamp()[1] / 1000.0
+            )
+            for x in msgs
+        ]
 
     def commit(self) -> None:
         """Everything `poll` returned is done."""
@@ -107,9 +117,16 @@ class TriagedReader(TopicReader):
     hot topic read a few times a second: fewer, fuller fetches, and a bounded prefetch."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, "victims-match", **{
-            "fetch.wait.max.ms": 100, "fetch.min.bytes": 65536,
-            "queued.min.messages": 10000, "queued.max.messages.kbytes": 16384})
+        super().__init__(
+            settings,
+            "victims-match",
+            **{
+                "fetch.wait.max.ms": 100,
+                "fetch.min.bytes": 65536,
+                "queued.min.messages": 10000,
+                "queued.max.messages.kbytes": 16384,
+            },
+        )
 
 
 _REPORT_IDS = ("report_id", "case_id", "provider_id", "provider_report_id")
@@ -123,8 +140,9 @@ def triaged_report(value: bytes | None) -> dict[str, Any] | None:
 
     try:
         doc = m.loads(value or b"")
-        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) and doc[k]
-                                                for k in _REPORT_IDS):
+        if not isinstance(doc, dict) or not all(
+            isinstance(doc.get(k), str) and doc[k] for k in _REPORT_IDS
+        ):
             return None
         m.parse_time(doc["received_at"])
         content = doc["report"].get("content") or []
@@ -161,15 +179,14 @@ class VictimStage(StageBase):
     # Live matching and answers go on between batches of requests (filing one may be long).
     idle_under_load_s = 0.5
 
-    def __init__(self, settings: Settings, *, read_responses: bool = True,
-                 read_triaged: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, read_responses: bool = True, read_triaged: bool = True
+    ) -> None:
         super().__init__(settings)
         self.provider_topics = ProviderTopics(settings)
         self.keys = KeySet(settings.keys_dir)  # companies' public keys, for their answers
-        self.responses: ResponseReader | None = (ResponseReader(settings) if read_responses
-                                                 else None)
-        self.triaged: TriagedReader | None = (TriagedReader(settings) if read_triaged
-                                              else None)
+        self.responses: ResponseReader | None = ResponseReader(settings) if read_responses else None
+        self.triaged: TriagedReader | None = TriagedReader(settings) if read_triaged else None
         # The open requests' banks, for new reports; reloaded when victim_bank_state's
         # version changes (read at most every 0.1 s).
         self.bank = VictimBank(recheck_s=0.1)
@@ -207,9 +224,15 @@ class VictimStage(StageBase):
                     dead.append(row)
                     metrics.ERRORS.labels(STAGE, "malformed_request").inc()
                     metrics.OUTCOMES.labels(STAGE, "invalid").inc()
-                    flow._audit(s, STAGE, "victim.request_invalid", f"dead_letter:{position}",
-                                {"codes": sorted({p["code"] for p in out.problems})}, at=now,
-                                discriminator=position)
+                    flow._audit(
+                        s,
+                        STAGE,
+                        "victim.request_invalid",
+                        f"dead_letter:{position}",
+                        {"codes": sorted({p["code"] for p in out.problems})},
+                        at=now,
+                        discriminator=position,
+                    )
                     continue
                 assert out.request is not None
                 flow.file_request(s, out.request, out.items, source=position, now=now)
@@ -221,11 +244,20 @@ class VictimStage(StageBase):
         self.send_due(now)
         self.poll_responses()
 
-    def _dead(self, rec: Record, provider_id: str | None, problems: list[dict[str, str]],
-              now: dt.datetime) -> dict[str, Any]:
-        return dict(topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key,
-                    value=rec.value, headers=_printable(rec.headers), provider_id=provider_id,
-                    reasons=problems, received_at=now)
+    def _dead(
+        self, rec: Record, provider_id: str | None, problems: list[dict[str, str]], now: dt.datetime
+    ) -> dict[str, Any]:
+        return dict(
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            key=rec.key,
+            value=rec.value,
+            headers=_printable(rec.headers),
+            provider_id=provider_id,
+            reasons=problems,
+            received_at=now,
+        )
 
     # -- notices.responses ---------------------------------------------------------------
 
@@ -246,11 +278,22 @@ class VictimStage(StageBase):
         refusals: list[dict[str, Any]] = []
         audit = flow.AuditSink(producer=self.producer)
 
-        def refused(s: Any, action: str, position: str, problems: list[dict[str, str]],
-                    provider_id: str | None) -> None:
-            flow._audit(s, STAGE, action, f"dead_letter:{position}",
-                        {"codes": sorted({p["code"] for p in problems}),
-                         "provider_id": provider_id}, at=now, discriminator=position)
+        def refused(
+            s: Any,
+            action: str,
+            position: str,
+            problems: list[dict[str, str]],
+            provider_id: str | None,
+        ) -> None:
+            flow._audit(
+                s,
+                STAGE,
+                action,
+                f"dead_letter:{position}",
+                {"codes": sorted({p["code"] for p in problems}), "provider_id": provider_id},
+                at=now,
+                discriminator=position,
+            )
 
         with self.sessions.begin() as s:
             for rec in records:
@@ -274,24 +317,36 @@ class VictimStage(StageBase):
                 metrics.ERRORS.labels(STAGE, "invalid_response").inc()
                 dead.append(self._dead(rec, out.provider_id, problems, now))
                 if out.provider_id:
-                    refusals.append({
-                        "schema": "notice/v1",
-                        "notice_id": str(uuid.uuid5(_NS_INVALID, position)),
-                        "type": "response_invalid", "provider_id": out.provider_id,
-                        "answering": out.notice_id, "reasons": problems, "at": m.iso(now)})
+                    refusals.append(
+                        {
+                            "schema": "notice/v1",
+                            "notice_id": str(uuid.uuid5(_NS_INVALID, position)),
+                            "type": "response_invalid",
+                            "provider_id": out.provider_id,
+                            "answering": out.notice_id,
+                            "reasons": problems,
+                            "at": m.iso(now),
+                        }
+                    )
             if dead:
                 s.execute(flow._insert_ignore(s, DeadLetter.__table__), dead)
                 metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
             if refusals:  # only to companies the centre knows: no topic for any name sent
-                known = set(s.scalars(select(Provider.provider_id).where(
-                    Provider.provider_id.in_(sorted({n["provider_id"] for n in refusals})))))
+                known = set(
+                    s.scalars(
+                        select(Provider.provider_id).where(
+                            Provider.provider_id.in_(sorted({n["provider_id"] for n in refusals}))
+                        )
+                    )
+                )
                 refusals = [n for n in refusals if n["provider_id"] in known]
             audit.settle(s)
         if refusals:
             self.provider_topics.ensure({n["provider_id"] for n in refusals})
             for n in refusals:
-                self.producer.send(notices_topic(n["provider_id"]), m.dumps(n),
-                                   key=n["notice_id"].encode())
+                self.producer.send(
+                    notices_topic(n["provider_id"]), m.dumps(n), key=n["notice_id"].encode()
+                )
             metrics.MESSAGES_OUT.labels(STAGE, "notice").inc(len(refusals))
             self.producer.flush_or_raise()
 
@@ -303,9 +358,12 @@ class VictimStage(StageBase):
 
         sig = rec.headers.get("signature")
         key = self.keys.provider_public(provider_id) if provider_id else None
-        _status, problems = check_signature(rec.value or b"",
-                                            sig.decode("ascii", "replace") if sig else None,
-                                            key, self.settings.require_signatures)
+        _status, problems = check_signature(
+            rec.value or b"",
+            sig.decode("ascii", "replace") if sig else None,
+            key,
+            self.settings.require_signatures,
+        )
         return [p.as_dict() for p in problems]
 
     # -- reports.triaged -----------------------------------------------------------------
@@ -326,8 +384,7 @@ class VictimStage(StageBase):
             self.triaged.commit()
         return len(records)
 
-    def match_triaged(self, records: list[Record],
-                      now: dt.datetime | None = None) -> LiveMatched:
+    def match_triaged(self, records: list[Record], now: dt.datetime | None = None) -> LiveMatched:
         """Match a batch of reports.triaged against the open victims' banks, in one
         transaction: the matches recorded, their removal notices queued and audited as the
         tick would (`victim.matched`), then the notices sent. A report read again changes
@@ -345,8 +402,12 @@ class VictimStage(StageBase):
                 env = triaged_report(rec.value)
                 if env is None:
                     out.malformed += 1
-                    log.warning("victims: unreadable message at %s/%d/%d skipped", rec.topic,
-                                rec.partition, rec.offset)
+                    log.warning(
+                        "victims: unreadable message at %s/%d/%d skipped",
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                    )
                     continue
                 envelopes.append(env)
             if out.malformed:
@@ -358,8 +419,12 @@ class VictimStage(StageBase):
         if out.notices:
             self.send_due(now)
         if out.decided:
-            log.info("victims: %d new match(es) in %d new report(s), %d notice(s) queued",
-                     out.decided, len(envelopes), out.notices)
+            log.info(
+                "victims: %d new match(es) in %d new report(s), %d notice(s) queued",
+                out.decided,
+                len(envelopes),
+                out.notices,
+            )
         return out
 
     # -- periodic work -------------------------------------------------------------------
@@ -387,11 +452,21 @@ class VictimStage(StageBase):
         return self.send_due(now)
 
     def send_due(self, now: dt.datetime) -> flow.Dispatched:
-        done = flow.dispatch(self.sessions, self.producer, self.provider_topics, now=now,
-                             repeat=self.repeat, escalate_after=self.escalate_after,
-                             audit=flow.AuditSink(producer=self.producer))
+        done = flow.dispatch(
+            self.sessions,
+            self.producer,
+            self.provider_topics,
+            now=now,
+            repeat=self.repeat,
+            escalate_after=self.escalate_after,
+            audit=flow.AuditSink(producer=self.producer),
+        )
         if done.sent or done.repeats or done.cancellations:
-            log.info("victims: %d notice(s) sent, %d repeated, %d cancellation(s), "
-                     "%d escalated", done.sent, done.repeats, done.cancellations,
-                     done.escalated)
+            log.info(
+                "victims: %d notice(s) sent, %d repeated, %d cancellation(s), %d escalated",
+                done.sent,
+                done.repeats,
+                done.cancellations,
+                done.escalated,
+            )
         return done

@@ -18,10 +18,12 @@ from victims.reading import removal_hours
 from victims.tables import VictimHash, VictimMatch, VictimNotice, VictimRequest
 
 
-def victim_figures(conn: Any, since: dt.datetime | None = None,
-                   until: dt.datetime | None = None) -> dict[str, Any]:
+def victim_figures(
+    conn: Any, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> dict[str, Any]:
     """The figures from a Session or Connection; the window applies to when requests were
     filed, matches found and notices first queued."""
+
     def window(q: Any, col: Any) -> Any:
         if since is not None:
             q = q.where(col >= since)
@@ -29,22 +31,50 @@ def victim_figures(conn: Any, since: dt.datetime | None = None,
             q = q.where(col < until)
         return q
 
-    by_state = dict(conn.execute(window(select(VictimRequest.state, func.count())
-                                        .group_by(VictimRequest.state),
-                                        VictimRequest.filed_at)).all())
+    by_state = dict(
+        conn.execute(
+            window(
+                select(VictimRequest.state, func.count()).group_by(VictimRequest.state),
+                VictimRequest.filed_at,
+            )
+        ).all()
+    )
     banked = conn.execute(select(func.count()).select_from(VictimHash)).scalar_one()
-    found_by = dict(conn.execute(window(select(VictimMatch.found_by, func.count())
-                                        .group_by(VictimMatch.found_by),
-                                        VictimMatch.found_at)).all())
-    reports = conn.execute(window(select(func.count(func.distinct(VictimMatch.report_id))),
-                                  VictimMatch.found_at)).scalar_one()
-    removal = window(select(VictimNotice.state, VictimNotice.answer, VictimNotice.escalation,
-                            VictimNotice.attempts, VictimNotice.provider_id,
-                            VictimNotice.first_sent_at, VictimNotice.removed_at)
-                     .where(VictimNotice.type == "removal"), VictimNotice.created_at)
-    notices = {"queued": 0, "sent": 0, "reminders": 0, "removed": 0, "not_found": 0,
-               "refused": 0, "waiting_for_answer": 0, "cancelled": 0,
-               "escalated_refused": 0, "escalated_unanswered": 0}
+    found_by = dict(
+        conn.execute(
+            window(
+                select(VictimMatch.found_by, func.count()).group_by(VictimMatch.found_by),
+                VictimMatch.found_at,
+            )
+        ).all()
+    )
+    reports = conn.execute(
+        window(select(func.count(func.distinct(VictimMatch.report_id))), VictimMatch.found_at)
+    ).scalar_one()
+    removal = window(
+        select(
+            VictimNotice.state,
+            VictimNotice.answer,
+            VictimNotice.escalation,
+            VictimNotice.attempts,
+            VictimNotice.provider_id,
+            VictimNotice.first_sent_at,
+            VictimNotice.removed_at,
+        ).where(VictimNotice.type == "removal"),
+        VictimNotice.created_at,
+    )
+    notices = {
+        "queued": 0,
+        "sent": 0,
+        "reminders": 0,
+        "removed": 0,
+        "not_found": 0,
+        "refused": 0,
+        "waiting_for_answer": 0,
+        "cancelled": 0,
+        "escalated_refused": 0,
+        "escalated_unanswered": 0,
+    }
     spans = []
     for st, ans, esc, attempts, pid, first, removed in conn.execute(removal):
         notices["queued"] += 1
@@ -66,8 +96,10 @@ def victim_figures(conn: Any, since: dt.datetime | None = None,
         "requests_open": int(by_state.get("open", 0)),
         "requests_withdrawn": int(by_state.get("withdrawn", 0)),
         "hashes_banked": int(banked),
-        "matches": {"when_filed": int(found_by.get("past", 0)),
-                    "by_triage_later": int(found_by.get("live", 0))},
+        "matches": {
+            "when_filed": int(found_by.get("past", 0)),
+            "by_triage_later": int(found_by.get("live", 0)),
+        },
         "reports_matched": int(reports),
         "removal_notices": notices,
         "time_to_removal_by_provider": removal_hours(spans),
@@ -85,12 +117,14 @@ def render(figures: dict[str, Any]) -> list[Any]:
     t.add_row("withdrawn", str(figures["requests_withdrawn"]))
     t.add_row("hashes in the victims' banks", str(figures["hashes_banked"]))
     t.add_row("items matched when a request was filed", str(figures["matches"]["when_filed"]))
-    t.add_row("items matched later, as reports arrived",
-              str(figures["matches"]["by_triage_later"]))
+    t.add_row("items matched later, as reports arrived", str(figures["matches"]["by_triage_later"]))
     t.add_row("reports holding victims' material", str(figures["reports_matched"]))
     for k, v in figures["removal_notices"].items():
-        t.add_row(f"removal notices: {k.replace('_', ' ')}", str(v),
-                  style="red" if k.startswith("escalated") and v else None)
+        t.add_row(
+            f"removal notices: {k.replace('_', ' ')}",
+            str(v),
+            style="red" if k.startswith("escalated") and v else None,
+        )
     tables = [t]
     per = figures["time_to_removal_by_provider"]
     if per:
@@ -98,7 +132,11 @@ def render(figures: dict[str, Any]) -> list[Any]:
         for col in ("provider", "removals", "median", "90th percentile"):
             t.add_column(col, justify="left" if col == "provider" else "right")
         for pid, row in per.items():
-            t.add_row(pid, str(row["removals"]), f"{row['median_hours']:,.1f} h",
-                      f"{row['p90_hours']:,.1f} h")
+            t.add_row(
+                pid,
+                str(row["removals"]),
+                f"{row['median_hours']:,.1f} h",
+                f"{row['p90_hours']:,.1f} h",
+            )
         tables.append(t)
     return tables

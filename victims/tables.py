@@ -51,8 +51,7 @@ class VictimHash(Base):
     __tablename__ = "victim_hashes"
     __table_args__ = (UniqueConstraint("request_id", "kind", "value", name="uq_victim_hash"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(ForeignKey("victim_requests.request_id"),
-                                            index=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("victim_requests.request_id"), index=True)
     item: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))  # sha256 | md5 | pdq
     value: Mapped[str] = mapped_column(String(128))
@@ -75,11 +74,11 @@ class VictimMatch(Base):
     the report here, so the notice never reads the report again."""
 
     __tablename__ = "victim_matches"
-    __table_args__ = (UniqueConstraint("request_id", "report_id", "content_id",
-                                       name="uq_victim_match"),)
+    __table_args__ = (
+        UniqueConstraint("request_id", "report_id", "content_id", name="uq_victim_match"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(ForeignKey("victim_requests.request_id"),
-                                            index=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("victim_requests.request_id"), index=True)
     item: Mapped[int] = mapped_column(Integer)  # the victim's list line that matched
     report_id: Mapped[str] = mapped_column(String(36), index=True)
     case_id: Mapped[str] = mapped_column(String(36))
@@ -105,8 +104,7 @@ class VictimNotice(Base):
 
     __tablename__ = "victim_notices"
     notice_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    request_id: Mapped[str] = mapped_column(ForeignKey("victim_requests.request_id"),
-                                            index=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("victim_requests.request_id"), index=True)
     match_id: Mapped[int | None] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(24))  # removal | removal_cancelled
     provider_id: Mapped[str] = mapped_column(String(100), index=True)

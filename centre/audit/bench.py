@@ -66,8 +66,10 @@ class _Peak:
         self._sample()
 
     def __str__(self) -> str:
-        return (f"peak RSS +{(self.peak - self.start) / 1e6:.0f} MB, of it anonymous "
-                f"+{(self.anon_peak - self.anon_start) / 1e6:.0f} MB")
+        return (
+            f"peak RSS +{(self.peak - self.start) / 1e6:.0f} MB, of it anonymous "
+            f"+{(self.anon_peak - self.anon_start) / 1e6:.0f} MB"
+        )
 
 
 def _records(start: int, n: int, run: str) -> list[Any]:
@@ -77,23 +79,37 @@ def _records(start: int, n: int, run: str) -> list[Any]:
     from centre.runtime import Record
 
     out = []
-    at = dt.datetime.now(dt.timezone.utc)
+    at = dt.datetime.now(dt.UTC)
     for i in range(start, start + n):
         person = f"victim:{run}-{i % 200}" if i % 100 == 0 else None
         ev = AuditEvent(
-            actor="triage", action="report.prioritised", subject=f"report:{run}-{i:09d}",
-            details={"priority": "P2", "category": "new_material",
-                     "reasons": [{"code": "new_material", "message": "media present, no "
-                                  "match in the known_material bank", "path": "$.content"}]},
-            person=person, personal={"age_band": "child", "country": "de"} if person else None,
-            at=at)
-        out.append(Record("audit.events", i % 12, i, ev.subject.encode(), ev.to_json(), {},
-                          at.timestamp()))
+            actor="triage",
+            action="report.prioritised",
+            subject=f"report:{run}-{i:09d}",
+            details={
+                "priority": "P2",
+                "category": "new_material",
+                "reasons": [
+                    {
+                        "code": "new_material",
+                        "message": "media present, no match in the known_material bank",
+                        "path": "$.content",
+                    }
+                ],
+            },
+            person=person,
+            personal={"age_band": "child", "country": "de"} if person else None,
+            at=at,
+        )
+        out.append(
+            Record("audit.events", i % 12, i, ev.subject.encode(), ev.to_json(), {}, at.timestamp())
+        )
     return out
 
 
-def _bench_backend(label: str, url: str, home: Path, entries: int, batch: int,
-                   say: Callable[[str], None]) -> dict[str, float]:
+def _bench_backend(
+    label: str, url: str, home: Path, entries: int, batch: int, say: Callable[[str], None]
+) -> dict[str, float]:
     from centre.audit import VerifyResult, verify_file
     from centre.audit.writer import AuditWriterStage
     from centre.db import upgrade
@@ -114,16 +130,20 @@ def _bench_backend(label: str, url: str, home: Path, entries: int, batch: int,
                 stage.process(records)
                 spent += time.perf_counter() - t
         figures["writer"] = entries / spent
-        say(f"{label:10} writer        {figures['writer']:>10,.0f} entries/s   "
-            f"({entries:,} entries, batches of {batch}; {mem})")
+        say(
+            f"{label:10} writer        {figures['writer']:>10,.0f} entries/s   "
+            f"({entries:,} entries, batches of {batch}; {mem})"
+        )
 
-        names = {"verify_db": "verify (db)", "export": "export",
-                 "verify_file": "verify (file)"}
+        names = {"verify_db": "verify (db)", "export": "export", "verify_file": "verify (file)"}
         phases: tuple[tuple[str, Callable[[], VerifyResult]], ...] = (
             ("verify_db", lambda: stage.log.verify()),
             ("export", lambda: stage.log.export(home / "audit.jsonl")),
-            ("verify_file", lambda: verify_file(
-                home / "audit.jsonl", stage.log.keys.centre_public_keys())))
+            (
+                "verify_file",
+                lambda: verify_file(home / "audit.jsonl", stage.log.keys.centre_public_keys()),
+            ),
+        )
         for name, phase in phases:
             with _Peak() as mem:
                 t = time.perf_counter()
@@ -132,8 +152,10 @@ def _bench_backend(label: str, url: str, home: Path, entries: int, batch: int,
             if not result.ok or result.entries != entries:
                 raise RuntimeError(f"{label} {name}: {result.summary()}")
             figures[name] = entries / spent
-            say(f"{label:10} {names[name]:13} {figures[name]:>10,.0f} entries/s   "
-                f"({spent:.2f} s; {mem})")
+            say(
+                f"{label:10} {names[name]:13} {figures[name]:>10,.0f} entries/s   "
+                f"({spent:.2f} s; {mem})"
+            )
         size = (home / "audit.jsonl").stat().st_size
         say(f"{label:10} export file   {size / 1e6:>10,.1f} MB")
     finally:
@@ -159,28 +181,44 @@ def _pg_scratch(url: str) -> tuple[str, Callable[[], None]]:
     return make_url(url).set(database=name).render_as_string(hide_password=False), drop
 
 
-def run_audit_bench(settings_or_db_url: Settings | str | None = None, *,
-                    entries: int = 100_000, batch: int = 500,
-                    say: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
+def run_audit_bench(
+    settings_or_db_url: Settings | str | None = None,
+    *,
+    entries: int = 100_000,
+    batch: int = 500,
+    say: Callable[[str], None] = print,
+) -> dict[str, dict[str, float]]:
     """Measure and print the audit trail's figures; returns them per backend.
 
     SQLite always (a scratch file); PostgreSQL too when `settings_or_db_url` is, or has as
     its database, a postgresql URL (a scratch database is made on that server)."""
-    url = (settings_or_db_url.database_url if isinstance(settings_or_db_url, Settings)
-           else settings_or_db_url)
+    url = (
+        settings_or_db_url.database_url
+        if isinstance(settings_or_db_url, Settings)
+        else settings_or_db_url
+    )
     pg_url = url if url and url.startswith("postgresql") else None
     tmp = Path(tempfile.mkdtemp(prefix="centre-audit-bench-"))
     results: dict[str, dict[str, float]] = {}
     try:
-        say(f"audit trail, {entries:,} entries (targets: writer ≥ 20,000/s, verify ≥ "
-            "100,000/s, export ≥ 50,000/s)")
-        results["sqlite"] = _bench_backend("sqlite", f"sqlite:///{tmp / 'sqlite' / 'audit.db'}",
-                                           tmp / "sqlite", entries, batch, say)
+        say(
+            f"audit trail, {entries:,} entries (targets: writer ≥ 20,000/s, verify ≥ "
+            "100,000/s, export ≥ 50,000/s)"
+        )
+        results["sqlite"] = _bench_backend(
+            "sqlite",
+            f"sqlite:///{tmp / 'sqlite' / 'audit.db'}",
+            tmp / "sqlite",
+            entries,
+            batch,
+            say,
+        )
         if pg_url:
             scratch, drop = _pg_scratch(pg_url)
             try:
-                results["postgresql"] = _bench_backend("postgresql", scratch, tmp / "pg",
-                                                       entries, batch, say)
+                results["postgresql"] = _bench_backend(
+                    "postgresql", scratch, tmp / "pg", entries, batch, say
+                )
             finally:
                 drop()
         say(f"RSS of this process at the end: {psutil.Process().memory_info().rss / 1e6:.0f} MB")

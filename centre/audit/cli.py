@@ -22,8 +22,10 @@ from centre.cli_errors import failed
 
 audit_app = typer.Typer(
     help="The audit trail: every step taken on a report, complaint or victim's request, and "
-         "every access by staff, kept so that no change goes unnoticed.",
-    no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
+    "every access by staff, kept so that no change goes unnoticed.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
 )
 err = Console(stderr=True)
 
@@ -88,8 +90,10 @@ def export(
         err.print(f"[red]{escape(result.summary())}[/]", soft_wrap=True)
         print(f"written to {file}, without a new signed head")
         raise typer.Exit(1)
-    print(f"{result.entries} entries and {result.checkpoints} checkpoints written to {file}; "
-          f"head {result.head_seq} {result.head_hash}")
+    print(
+        f"{result.entries} entries and {result.checkpoints} checkpoints written to {file}; "
+        f"head {result.head_seq} {result.head_hash}"
+    )
 
 
 def _known_head(text: str) -> tuple[int, bytes]:
@@ -99,23 +103,39 @@ def _known_head(text: str) -> tuple[int, bytes]:
     except ValueError:
         value = (0, b"")
     if not sep or value[0] < 1 or len(value[1]) != 32:
-        raise typer.BadParameter("give it as SEQ:HASH, the hash in 64 hex digits, as "
-                                 "printed by an earlier verify or export")
+        raise typer.BadParameter(
+            "give it as SEQ:HASH, the hash in 64 hex digits, as "
+            "printed by an earlier verify or export"
+        )
     return value
 
 
 @audit_app.command("verify")
 def verify(
-    file: Annotated[Optional[Path], typer.Option(
-        "--file", help="an export written by `centre audit export` (default: the trail in "
-                       "the database)")] = None,
-    public_key: Annotated[Optional[list[Path]], typer.Option(
-        "--public-key", help="the centre's Ed25519 public key (PEM or 32 raw bytes); give it "
-                             "again for each older key (default: the keys under "
-                             "CENTRE_HOME)")] = None,
-    known_head: Annotated[Optional[str], typer.Option(
-        "--known-head", help="a head seen before, as SEQ:HASH: the trail must still contain "
-                             "it, which also catches a log rolled back to an older copy")] = None,
+    file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--file",
+            help="an export written by `centre audit export` (default: the trail in the database)",
+        ),
+    ] = None,
+    public_key: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--public-key",
+            help="the centre's Ed25519 public key (PEM or 32 raw bytes); give it "
+            "again for each older key (default: the keys under "
+            "CENTRE_HOME)",
+        ),
+    ] = None,
+    known_head: Annotated[
+        Optional[str],
+        typer.Option(
+            "--known-head",
+            help="a head seen before, as SEQ:HASH: the trail must still contain "
+            "it, which also catches a log rolled back to an older copy",
+        ),
+    ] = None,
 ) -> None:
     """Check that the audit trail is intact: no entry changed, removed, inserted, moved, and
     nothing cut off at the end.
@@ -155,11 +175,21 @@ def verify(
 
 @audit_app.command("show")
 def show(
-    subject: Annotated[str, typer.Option(help="what to read about, e.g. report:<report id>, "
-                                              "case:<case id> or victim:<request id>")],
-    role: Annotated[str, typer.Option(help="the role you read in; only the roles in "
-                                           "CENTRE_AUDIT_READER_ROLES may (default: auditor, "
-                                           "dpo)")],
+    subject: Annotated[
+        str,
+        typer.Option(
+            help="what to read about, e.g. report:<report id>, "
+            "case:<case id> or victim:<request id>"
+        ),
+    ],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="the role you read in; only the roles in "
+            "CENTRE_AUDIT_READER_ROLES may (default: auditor, "
+            "dpo)"
+        ),
+    ],
     by: Annotated[Optional[str], typer.Option(help="who reads (default: your user name)")] = None,
 ) -> None:
     """Print, decrypted, every entry of the audit trail about one subject, oldest first, one
@@ -194,16 +224,22 @@ def _when(text: str | None) -> dt.datetime | None:
         t = dt.datetime.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter("give a time like 2027-01-31T00:00:00Z") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 @audit_app.command("purge")
 def purge(
-    now: Annotated[Optional[str], typer.Option(
-        "--now", help="judge retention as of this time (ISO 8601, UTC unless a zone is given; "
-                      "default: the current time)")] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="only list who would be erased; change nothing")] = False,
+    now: Annotated[
+        Optional[str],
+        typer.Option(
+            "--now",
+            help="judge retention as of this time (ISO 8601, UTC unless a zone is given; "
+            "default: the current time)",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="only list who would be erased; change nothing")
+    ] = False,
 ) -> None:
     """Erase the data about people whose retention has ended, and record that it was done.
 
@@ -225,8 +261,10 @@ def purge(
     finally:
         log.close()
     for d in done:
-        print(f"{d['person']}\t{d['kind']}\tlast used {d['last_used_at']}\t"
-              f"retention {d['retention_days']} days")
+        print(
+            f"{d['person']}\t{d['kind']}\tlast used {d['last_used_at']}\t"
+            f"retention {d['retention_days']} days"
+        )
     verb = "would be erased" if dry_run else "erased"
     print(f"{len(done)} person key(s) {verb}")
 

@@ -27,7 +27,7 @@ from centre.topology import AUDIT_EVENTS
 EVENT_SCHEMA: Final = "audit-event/v1"
 EXPORT_FORMAT: Final = "centre-audit-export/v1"
 ZERO_HASH: Final = bytes(32)
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 # The root namespace of centre.messages, so that every id of the centre derives from one root.
 NS_AUDIT: Final = uuid.uuid5(uuid.UUID("6f1c3c52-8a47-4f4e-9d0c-7d2b1f0e5a11"), "audit")
 
@@ -76,8 +76,13 @@ def _reason(code: str, message: str, path: str) -> dict[str, str]:
 # -- events ------------------------------------------------------------------------------------
 
 
-def event_id_for(actor: str, action: str, subject: str, discriminator: str = "",
-                 ordered_by: dt.datetime | None = None) -> str:
+def event_id_for(
+    actor: str,
+    action: str,
+    subject: str,
+    discriminator: str = "",
+    ordered_by: dt.datetime | None = None,
+) -> str:
     """The deterministic id of an event: the same decision on the same input, taken again after
     a crash, has the same id and is appended once. `discriminator` tells apart events that
     share actor, action and subject (a supplement number, a content id, a Kafka offset).
@@ -110,8 +115,9 @@ def kind_of(person: str) -> str:
     return person.split(":", 1)[0]
 
 
-_FIELDS: Final = frozenset({"schema", "event_id", "at", "actor", "action", "subject",
-                            "details", "person", "personal"})
+_FIELDS: Final = frozenset(
+    {"schema", "event_id", "at", "actor", "action", "subject", "details", "person", "personal"}
+)
 
 
 def _check(ev: dict[str, Any]) -> list[dict[str, str]]:
@@ -119,16 +125,19 @@ def _check(ev: dict[str, Any]) -> list[dict[str, str]]:
     problems: list[dict[str, str]] = []
     unknown = ev.keys() - _FIELDS
     for name in sorted(unknown):
-        problems.append(_reason("unknown_field", "field not part of audit-event/v1",
-                                f"$.{str(name)[:40]}"))
+        problems.append(
+            _reason("unknown_field", "field not part of audit-event/v1", f"$.{str(name)[:40]}")
+        )
     if ev.get("schema") != EVENT_SCHEMA:
         problems.append(_reason("schema", f"must be {EVENT_SCHEMA!r}", "$.schema"))
     eid = ev.get("event_id")
     if not isinstance(eid, str) or not _UUID_RE.fullmatch(eid):
         problems.append(_reason("event_id", "must be a lower-case UUID", "$.event_id"))
-    for name, rx, what in (("actor", _ACTOR_RE, "an actor name ([a-z][a-z0-9_.:-], ≤100)"),
-                           ("action", _ACTION_RE, "an action such as report.received"),
-                           ("subject", _REF_RE, "a reference kind:id (no spaces or '@')")):
+    for name, rx, what in (
+        ("actor", _ACTOR_RE, "an actor name ([a-z][a-z0-9_.:-], ≤100)"),
+        ("action", _ACTION_RE, "an action such as report.received"),
+        ("subject", _REF_RE, "a reference kind:id (no spaces or '@')"),
+    ):
         v = ev.get(name)
         if not isinstance(v, str) or not rx.fullmatch(v):
             problems.append(_reason(name, f"must be {what}", f"$.{name}"))
@@ -153,13 +162,15 @@ def _check(ev: dict[str, Any]) -> list[dict[str, str]]:
         if not isinstance(personal, Mapping):
             problems.append(_reason("personal", "must be a JSON object", "$.personal"))
         if person is None:
-            problems.append(_reason("person", "personal data needs the person it is about",
-                                    "$.person"))
+            problems.append(
+                _reason("person", "personal data needs the person it is about", "$.person")
+            )
     return problems
 
 
-_WELL_FORMED = re.compile(r"%s\|%s\|%s\|%s" % (
-    _UUID_RE.pattern, _ACTOR_RE.pattern, _ACTION_RE.pattern, _REF_RE.pattern))
+_WELL_FORMED = re.compile(
+    r"%s\|%s\|%s\|%s" % (_UUID_RE.pattern, _ACTOR_RE.pattern, _ACTION_RE.pattern, _REF_RE.pattern)
+)
 
 
 def _well_formed(ev: dict[str, Any]) -> dt.datetime | None:
@@ -169,9 +180,13 @@ def _well_formed(ev: dict[str, Any]) -> dt.datetime | None:
         if ev["schema"] != EVENT_SCHEMA or not ev.keys() <= _FIELDS:
             return None
         eid, actor, action, subject = ev["event_id"], ev["actor"], ev["action"], ev["subject"]
-        if (type(eid) is not str or type(actor) is not str or type(action) is not str
-                or type(subject) is not str
-                or not _WELL_FORMED.fullmatch(f"{eid}|{actor}|{action}|{subject}")):
+        if (
+            type(eid) is not str
+            or type(actor) is not str
+            or type(action) is not str
+            or type(subject) is not str
+            or not _WELL_FORMED.fullmatch(f"{eid}|{actor}|{action}|{subject}")
+        ):
             return None
         if type(ev.get("details", {})) is not dict:
             return None
@@ -211,8 +226,13 @@ class AuditEvent:
 
     def __post_init__(self) -> None:
         if not self.event_id:
-            object.__setattr__(self, "event_id", event_id_for(
-                self.actor, self.action, self.subject, self.discriminator, self.ordered_by))
+            object.__setattr__(
+                self,
+                "event_id",
+                event_id_for(
+                    self.actor, self.action, self.subject, self.discriminator, self.ordered_by
+                ),
+            )
         if not self._plainly_well_formed():
             problems = _check(self._wire(check=True))
             if problems:
@@ -223,19 +243,30 @@ class AuditEvent:
         """The common case, checked at the cost of one match (as `_well_formed`): ids and
         names well formed, a zoned time, details a dict, no person. Anything else gets the
         full check, which names each problem."""
-        return (self.person is None and self.personal is None
-                and type(self.event_id) is str and type(self.actor) is str
-                and type(self.action) is str and type(self.subject) is str
-                and type(self.details) is dict
-                and isinstance(self.at, dt.datetime) and self.at.tzinfo is not None
-                and _WELL_FORMED.fullmatch(
-                    f"{self.event_id}|{self.actor}|{self.action}|{self.subject}") is not None)
+        return (
+            self.person is None
+            and self.personal is None
+            and type(self.event_id) is str
+            and type(self.actor) is str
+            and type(self.action) is str
+            and type(self.subject) is str
+            and type(self.details) is dict
+            and isinstance(self.at, dt.datetime)
+            and self.at.tzinfo is not None
+            and _WELL_FORMED.fullmatch(f"{self.event_id}|{self.actor}|{self.action}|{self.subject}")
+            is not None
+        )
 
     def _wire(self, check: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {"schema": EVENT_SCHEMA, "event_id": self.event_id,
-                             "at": self.at if check else at_text(self.at), "actor": self.actor,
-                             "action": self.action, "subject": self.subject,
-                             "details": self.details}
+        d: dict[str, Any] = {
+            "schema": EVENT_SCHEMA,
+            "event_id": self.event_id,
+            "at": self.at if check else at_text(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "subject": self.subject,
+            "details": self.details,
+        }
         if self.person is not None:
             d["person"] = self.person
         if self.personal is not None:
@@ -269,23 +300,37 @@ class AuditEvent:
             try:
                 orjson.dumps(ev.get(name))
             except TypeError:
-                raise AuditEventError([_reason("not_encodable", "nested too deeply",
-                                               f"$.{name}")]) from None
+                raise AuditEventError(
+                    [_reason("not_encodable", "nested too deeply", f"$.{name}")]
+                ) from None
         # Checked: built without __post_init__ checking it all a second time.
         obj = object.__new__(cls)
-        fields: tuple[tuple[str, Any], ...] = (("actor", ev["actor"]), ("action", ev["action"]),
-                            ("subject", ev["subject"]), ("discriminator", ""),
-                            ("details", ev.get("details") or {}), ("person", ev.get("person")),
-                            ("personal", ev.get("personal")), ("at", _utc(at)),
-                            ("ordered_by", None), ("event_id", ev["event_id"]))
+        fields: tuple[tuple[str, Any], ...] = (
+            ("actor", ev["actor"]),
+            ("action", ev["action"]),
+            ("subject", ev["subject"]),
+            ("discriminator", ""),
+            ("details", ev.get("details") or {}),
+            ("person", ev.get("person")),
+            ("personal", ev.get("personal")),
+            ("at", _utc(at)),
+            ("ordered_by", None),
+            ("event_id", ev["event_id"]),
+        )
         for name, value in fields:
             object.__setattr__(obj, name, value)
         return obj
 
 
 class _Producer(Protocol):
-    def send(self, topic: str, value: bytes, key: bytes | None = None,
-             headers: list[tuple[str, bytes]] | None = None, prefixed: bool = False) -> None: ...
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        prefixed: bool = False,
+    ) -> None: ...
 
 
 def emit(producer: _Producer, events: Iterable[AuditEvent]) -> int:
@@ -311,24 +356,56 @@ _U64: Final = struct.Struct(">Q")
 _NONCE: Final = struct.Struct(">4xQ")  # counter nonce under a data key used for one batch
 
 
-def entry_hash(prev_hash: bytes, seq: int, event_id: bytes, at: bytes, actor: bytes,
-               action: bytes, subject: bytes, person: bytes, data_key_id: bytes,
-               ciphertext: bytes, personal: bytes) -> bytes:
+def entry_hash(
+    prev_hash: bytes,
+    seq: int,
+    event_id: bytes,
+    at: bytes,
+    actor: bytes,
+    action: bytes,
+    subject: bytes,
+    person: bytes,
+    data_key_id: bytes,
+    ciphertext: bytes,
+    personal: bytes,
+) -> bytes:
     """SHA-256(prev_hash ‖ entry bytes), the entry bytes as in the package docstring."""
-    return hashlib.sha256(b"".join((
-        prev_hash,
-        _ENTRY.pack(_MAGIC, seq, len(event_id), len(at), len(actor), len(action), len(subject),
-                    len(person), len(data_key_id), len(ciphertext), len(personal)),
-        event_id, at, actor, action, subject, person, data_key_id, ciphertext, personal,
-    ))).digest()
+    return hashlib.sha256(
+        b"".join(
+            (
+                prev_hash,
+                _ENTRY.pack(
+                    _MAGIC,
+                    seq,
+                    len(event_id),
+                    len(at),
+                    len(actor),
+                    len(action),
+                    len(subject),
+                    len(person),
+                    len(data_key_id),
+                    len(ciphertext),
+                    len(personal),
+                ),
+                event_id,
+                at,
+                actor,
+                action,
+                subject,
+                person,
+                data_key_id,
+                ciphertext,
+                personal,
+            )
+        )
+    ).digest()
 
 
 def tree_head_message(seq: int, head_hash: bytes, at: str) -> bytes:
     return b"%s%s%s%s" % (_HEAD_PREFIX, _U64.pack(seq), head_hash, at.encode("ascii"))
 
 
-def _sign_head(signer: Ed25519PrivateKey, seq: int, head_hash: bytes,
-               at: str) -> tuple[str, bytes]:
+def _sign_head(signer: Ed25519PrivateKey, seq: int, head_hash: bytes, at: str) -> tuple[str, bytes]:
     return key_id(signer), signer.sign(tree_head_message(seq, head_hash, at))
 
 

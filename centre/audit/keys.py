@@ -51,8 +51,10 @@ class AuditKeyring:
             kid = path.read_text(encoding="ascii").strip()
         except FileNotFoundError:
             if not create:
-                raise AuditKeyError(f"no audit key-encryption key under {self.directory}: the "
-                                    "audit writer makes one on first use") from None
+                raise AuditKeyError(
+                    f"no audit key-encryption key under {self.directory}: the "
+                    "audit writer makes one on first use"
+                ) from None
             kid = self._create_first()
         if not re.fullmatch(r"[0-9a-f]{16}", kid):
             raise AuditKeyError(f"{path} does not hold a key id")
@@ -65,8 +67,7 @@ class AuditKeyring:
     def _create_first(self) -> str:
         kid = self.create()
         # `current` is the commit point: when a concurrent process won, its KEK is the one.
-        if not _write_file(self.directory / "current", f"{kid}\n".encode(), 0o644,
-                           replace=False):
+        if not _write_file(self.directory / "current", f"{kid}\n".encode(), 0o644, replace=False):
             (self.directory / f"{kid}.kek").unlink(missing_ok=True)
             return self.current_id(create=False)
         return kid
@@ -82,12 +83,20 @@ class AuditKeyring:
             salt, nonce = os.urandom(16), os.urandom(12)
             wrap = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
             sealed = AESGCM(wrap.derive(self._passphrase)).encrypt(nonce, key, kid.encode())
-            record.update(protection="scrypt-A256GCM", n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
-                          salt=_b64(salt), nonce=_b64(nonce), key=_b64(sealed))
+            record.update(
+                protection="scrypt-A256GCM",
+                n=_SCRYPT_N,
+                r=_SCRYPT_R,
+                p=_SCRYPT_P,
+                salt=_b64(salt),
+                nonce=_b64(nonce),
+                key=_b64(sealed),
+            )
         else:
             record.update(protection="none", key=_b64(key))
-        _write_file(self.directory / f"{kid}.kek", orjson.dumps(record) + b"\n", 0o600,
-                    replace=False)
+        _write_file(
+            self.directory / f"{kid}.kek", orjson.dumps(record) + b"\n", 0o600, replace=False
+        )
         self._keks[kid] = AESGCM(key)
         return kid
 
@@ -114,11 +123,16 @@ class AuditKeyring:
             else:
                 if not self._passphrase:
                     raise AuditKeyError(f"{path} is encrypted: set {PASSPHRASE_ENV}")
-                wrap = Scrypt(salt=base64.b64decode(record["salt"]), length=32,
-                              n=record["n"], r=record["r"], p=record["p"])
+                wrap = Scrypt(
+                    salt=base64.b64decode(record["salt"]),
+                    length=32,
+                    n=record["n"],
+                    r=record["r"],
+                    p=record["p"],
+                )
                 key = AESGCM(wrap.derive(self._passphrase)).decrypt(
-                    base64.b64decode(record["nonce"]), base64.b64decode(record["key"]),
-                    kid.encode())
+                    base64.b64decode(record["nonce"]), base64.b64decode(record["key"]), kid.encode()
+                )
         except InvalidTag:
             raise AuditKeyError(f"cannot open {path}: wrong passphrase") from None
         except (KeyError, TypeError, ValueError, binascii.Error):

@@ -18,16 +18,34 @@ from sqlalchemy.orm import Session
 _KEY = "centre.audit_events"  # where a session keeps the events of its transaction
 
 
-def queue(s: Session, actor: str, action: str, subject: str, details: dict[str, Any], *,
-          at: dt.datetime, discriminator: str = "", person: str | None = None,
-          personal: dict[str, Any] | None = None) -> None:
+def queue(
+    s: Session,
+    actor: str,
+    action: str,
+    subject: str,
+    details: dict[str, Any],
+    *,
+    at: dt.datetime,
+    discriminator: str = "",
+    person: str | None = None,
+    personal: dict[str, Any] | None = None,
+) -> None:
     """Keep an audit-event/v1 with the session's transaction. `personal` is sealed under
     the key of `person` (crypto-shredded at the end of its retention)."""
     from centre.audit import AuditEvent
 
-    s.info.setdefault(_KEY, []).append(AuditEvent(
-        actor=actor, action=action, subject=subject, discriminator=discriminator,
-        details=details, person=person, personal=personal, at=at))
+    s.info.setdefault(_KEY, []).append(
+        AuditEvent(
+            actor=actor,
+            action=action,
+            subject=subject,
+            discriminator=discriminator,
+            details=details,
+            person=person,
+            personal=personal,
+            at=at,
+        )
+    )
 
 
 def drop(s: Session) -> list[Any]:

@@ -28,12 +28,18 @@ class AuditEntry(Base):
 
     __tablename__ = "audit"
     # Only entries about a person are indexed by person (most have none).
-    __table_args__ = (Index("ix_audit_person", "person",
-                            sqlite_where=text("person IS NOT NULL"),
-                            postgresql_where=text("person IS NOT NULL")),)
+    __table_args__ = (
+        Index(
+            "ix_audit_person",
+            "person",
+            sqlite_where=text("person IS NOT NULL"),
+            postgresql_where=text("person IS NOT NULL"),
+        ),
+    )
     # INTEGER on SQLite makes seq the rowid itself, not a second index beside it.
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"),
-                                     primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     at: Mapped[dt.datetime]
     actor: Mapped[str] = mapped_column(String(100))

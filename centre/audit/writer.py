@@ -69,35 +69,57 @@ class AuditWriterStage(StageBase):
         events: list[AuditEvent] = []
         dead: list[dict[str, Any]] = []
         rejected: list[AuditEvent] = []
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         for r in records:
             try:
                 events.append(AuditEvent.from_json(r.value))
             except AuditEventError as exc:
                 where = f"{r.topic}/{r.partition}/{r.offset}"
-                dead.append(dict(topic=r.topic, partition=r.partition, offset=r.offset,
-                                 key=r.key, value=r.value, headers=_printable(r.headers),
-                                 provider_id=None, reasons=exc.reasons, received_at=now))
+                dead.append(
+                    dict(
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key,
+                        value=r.value,
+                        headers=_printable(r.headers),
+                        provider_id=None,
+                        reasons=exc.reasons,
+                        received_at=now,
+                    )
+                )
                 # The rejection is itself in the trail; its id comes from the message's
                 # position, so a batch read again records it once.
-                rejected.append(AuditEvent(
-                    actor=ACTOR, action="audit.event_rejected", subject=f"dead_letter:{where}",
-                    details={"topic": r.topic, "partition": r.partition, "offset": r.offset,
-                             "reasons": exc.reasons}, at=now))
+                rejected.append(
+                    AuditEvent(
+                        actor=ACTOR,
+                        action="audit.event_rejected",
+                        subject=f"dead_letter:{where}",
+                        details={
+                            "topic": r.topic,
+                            "partition": r.partition,
+                            "offset": r.offset,
+                            "reasons": exc.reasons,
+                        },
+                        at=now,
+                    )
+                )
         with self.sessions.begin() as s:
             if dead:
                 dialect = s.bind.dialect.name
                 ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(
-                    cast(Table, DeadLetter.__table__))
-                s.execute(ins.on_conflict_do_nothing(
-                    index_elements=["topic", "partition", "offset"]), dead)
+                    cast(Table, DeadLetter.__table__)
+                )
+                s.execute(
+                    ins.on_conflict_do_nothing(index_elements=["topic", "partition", "offset"]),
+                    dead,
+                )
             result = self.log.append(s, events + rejected, now=now)
         count_committed(result)
         if dead:
             metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
             metrics.ERRORS.labels(STAGE, "malformed_event").inc(len(dead))
-            log.warning("audit: %d malformed event(s) kept in the dead-letter store",
-                        len(dead))
+            log.warning("audit: %d malformed event(s) kept in the dead-letter store", len(dead))
         metrics.OUTCOMES.labels(STAGE, "appended").inc(result.appended)
         metrics.OUTCOMES.labels(STAGE, "duplicate").inc(result.duplicates)
         self._maybe_purge()

@@ -441,18 +441,23 @@ def test_batch_sealer_envelopes_open_and_never_share_a_nonce() -> None:
     signer = Ed25519PrivateKey.generate()
     de, fr = X25519PrivateKey.generate(), X25519PrivateKey.generate()
     sealer = Sealer(signer)
-    envs = [sealer.seal(b"case %d" % i, recipient_id=r, recipient_public=k.public_key())
-            for i in range(50) for r, k in (("de", de), ("fr", fr))]
+    envs = [
+        sealer.seal(b"case %d" % i, recipient_id=r, recipient_public=k.public_key())
+        for i in range(50)
+        for r, k in (("de", de), ("fr", fr))
+    ]
     headers = [peek_header(e) for e in envs]
     assert len({h["nonce"] for h in headers}) == len(envs)
     assert len({h["epk"] for h in headers if h["recipient"] == "de"}) == 1  # one key per batch
     for i, e in enumerate(envs):
         rcpt, key = (("de", de), ("fr", fr))[i % 2]
-        assert open_envelope(e, recipient_id=rcpt, recipient_private=key,
-                             centre_public=signer.public_key()) == b"case %d" % (i // 2)
+        assert open_envelope(
+            e, recipient_id=rcpt, recipient_private=key, centre_public=signer.public_key()
+        ) == b"case %d" % (i // 2)
     with pytest.raises(NotForYouError):
-        open_envelope(envs[0], recipient_id="fr", recipient_private=fr,
-                      centre_public=signer.public_key())
+        open_envelope(
+            envs[0], recipient_id="fr", recipient_private=fr, centre_public=signer.public_key()
+        )
     other = Sealer(signer).seal(b"x", recipient_id="de", recipient_public=de.public_key())
     assert peek_header(other)["epk"] != headers[0]["epk"]  # a new batch, a new key
 
@@ -463,15 +468,18 @@ def test_batch_signed_envelopes_each_verify_alone(size: int) -> None:
 
     signer = Ed25519PrivateKey.generate()
     de = X25519PrivateKey.generate()
-    envs = Sealer(signer).seal_batch(
-        [(b"case %d" % i, "de", de.public_key()) for i in range(size)])
+    envs = Sealer(signer).seal_batch([(b"case %d" % i, "de", de.public_key()) for i in range(size)])
     sigs = {e[-64:] for e in envs}
     assert len(sigs) == 1  # one signature for the batch
     for i, e in enumerate(envs):
         h = peek_header(e)
         assert (h["leaf"], h["leaves"]) == (i, size)
-        assert open_envelope(e, recipient_id="de", recipient_private=de,
-                             centre_public=signer.public_key()) == b"case %d" % i
+        assert (
+            open_envelope(
+                e, recipient_id="de", recipient_private=de, centre_public=signer.public_key()
+            )
+            == b"case %d" % i
+        )
 
 
 def test_batch_envelope_tampering_is_forgery() -> None:
@@ -486,18 +494,19 @@ def test_batch_envelope_tampering_is_forgery() -> None:
     assert depth == 3
     proof_at = len(env) - 65 - 32 * depth
     candidates = {
-        "proof byte": env[:proof_at] + bytes([env[proof_at] ^ 1]) + env[proof_at + 1:],
+        "proof byte": env[:proof_at] + bytes([env[proof_at] ^ 1]) + env[proof_at + 1 :],
         "ciphertext byte": header + b"\n" + bytes([rest[0] ^ 1]) + rest[1:],
-        "another envelope's proof": env[:proof_at] + envs[3][len(envs[3]) - 65 - 96:],
-        "shorter proof": env[:proof_at] + env[proof_at + 32:-65] + bytes([depth - 1]) + env[-64:],
+        "another envelope's proof": env[:proof_at] + envs[3][len(envs[3]) - 65 - 96 :],
+        "shorter proof": env[:proof_at] + env[proof_at + 32 : -65] + bytes([depth - 1]) + env[-64:],
         "moved to another leaf": header.replace(b'"leaf":2', b'"leaf":3') + b"\n" + rest,
         "batch said larger": header.replace(b'"leaves":6', b'"leaves":7') + b"\n" + rest,
     }
     for what, bad in candidates.items():
         assert bad != env, what
         with pytest.raises(ForgedError):
-            open_envelope(bad, recipient_id="de", recipient_private=de,
-                          centre_public=signer.public_key())
+            open_envelope(
+                bad, recipient_id="de", recipient_private=de, centre_public=signer.public_key()
+            )
 
 
 def test_batch_position_must_be_sane() -> None:
@@ -507,8 +516,15 @@ def test_batch_position_must_be_sane() -> None:
     de = X25519PrivateKey.generate()
     env = Sealer(signer).seal(b"x", recipient_id="de", recipient_public=de.public_key())
     header, rest = env.split(b"\n", 1)
-    for a, b in [(b'"leaf":0', b'"leaf":1'), (b'"leaf":0', b'"leaf":-1'),
-                 (b'"leaves":1', b'"leaves":true')]:
+    for a, b in [
+        (b'"leaf":0', b'"leaf":1'),
+        (b'"leaf":0', b'"leaf":-1'),
+        (b'"leaves":1', b'"leaves":true'),
+    ]:
         with pytest.raises(MalformedError, match="position"):
-            open_envelope(header.replace(a, b) + b"\n" + rest, recipient_id="de",
-                          recipient_private=de, centre_public=signer.public_key())
+            open_envelope(
+                header.replace(a, b) + b"\n" + rest,
+                recipient_id="de",
+                recipient_private=de,
+                centre_public=signer.public_key(),
+            )

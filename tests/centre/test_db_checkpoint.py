@@ -31,8 +31,7 @@ def _fill(path: Path, rows: int) -> None:
             c.execute(text("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, b BLOB)"))
         for _ in range(rows // 100):
             with engine.begin() as c:
-                c.execute(text("INSERT INTO t (b) VALUES (randomblob(4000))"),
-                          [{}] * 100)
+                c.execute(text("INSERT INTO t (b) VALUES (randomblob(4000))"), [{}] * 100)
     finally:
         engine.dispose()  # stops the engine's own checkpointer (8 MB: not reached here)
 
@@ -47,8 +46,11 @@ def test_commits_do_not_checkpoint_and_the_thread_does(tmp_path: Path) -> None:
 
     cp = Checkpointer(str(db), every_s=0.05, min_bytes=1 << 20)
     try:
-        wait_for("the log copied into the database file",
-                 lambda: db.stat().st_size > 5_000_000, timeout=30)
+        wait_for(
+            "the log copied into the database file",
+            lambda: db.stat().st_size > 5_000_000,
+            timeout=30,
+        )
     finally:
         cp.stop()
         holder.close()
@@ -116,13 +118,12 @@ def test_a_reader_of_an_old_snapshot_makes_it_back_off(tmp_path: Path) -> None:
         for _ in range(30):  # ~12 MB after the reader's snapshot
             with engine.begin() as c:
                 c.execute(text("INSERT INTO t (b) VALUES (randomblob(4000))"), [{}] * 100)
-        cp = Checkpointer(str(db), every_s=0.02, min_bytes=1 << 20, restart_frames=500,
-                           restart_backoff_s=60)
-        wait_for("a RESTART tried", lambda: cp is not None and cp.restart_attempts >= 1,
-                 timeout=30)
+        cp = Checkpointer(
+            str(db), every_s=0.02, min_bytes=1 << 20, restart_frames=500, restart_backoff_s=60
+        )
+        wait_for("a RESTART tried", lambda: cp is not None and cp.restart_attempts >= 1, timeout=30)
         rounds = cp._rounds
-        wait_for("more rounds", lambda: cp is not None and cp._rounds >= rounds + 20,
-                 timeout=30)
+        wait_for("more rounds", lambda: cp is not None and cp._rounds >= rounds + 20, timeout=30)
         assert cp.restarts == 0 and cp.restart_attempts == 1
     finally:
         if cp is not None:

@@ -9,8 +9,10 @@ from centre import messages as m
 def test_uuid5_text_is_the_standard_uuid5() -> None:
     rng = random.Random(3)
     names = ["", "a", "provider/ref-1", "pdq:" + "f" * 64, "ünïcødé/✓"]
-    names += ["".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(rng.randrange(1, 80)))
-              for _ in range(500)]
+    names += [
+        "".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(rng.randrange(1, 80)))
+        for _ in range(500)
+    ]
     for ns in (m.NS_REPORT, m.NS_CASE, m.NS_CLUSTER, uuid.NAMESPACE_URL):
         for name in names:
             assert m.uuid5_text(ns, name) == str(uuid.uuid5(ns, name))
@@ -29,7 +31,7 @@ def test_time_ordered_ids_lead_with_their_millisecond_and_are_deterministic() ->
     ns = uuid.uuid5(uuid.NAMESPACE_URL, "t")
     # A receipt time as intake makes it (from a Kafka timestamp in seconds, a float), and as
     # triage and routing read it back from the envelope (`iso`, milliseconds).
-    received = dt.datetime.fromtimestamp(1_795_000_000.123, dt.timezone.utc)
+    received = dt.datetime.fromtimestamp(1_795_000_000.123, dt.UTC)
     again = m.parse_time(m.iso(received))
     a = m.time_ordered_text(received, ns, "x")
     assert a == m.time_ordered_text(again, ns, "x")
@@ -53,5 +55,8 @@ def test_report_and_case_ids_lead_with_the_receipt_when_intake_gives_it() -> Non
     assert rid != m.report_id_for("acme", "r-1") != m.report_id_for("acme", "r-2", received)
     case = m.case_id_for(rid, received)
     assert case != rid and case != m.case_id_for(rid)
-    assert rid[:13] == case[:13] == f"{1_795_000_000_123:012x}"[:8] + "-" + \
-        f"{1_795_000_000_123:012x}"[8:]
+    assert (
+        rid[:13]
+        == case[:13]
+        == f"{1_795_000_000_123:012x}"[:8] + "-" + f"{1_795_000_000_123:012x}"[8:]
+    )

@@ -45,7 +45,9 @@ def test_a_crash_makes_the_batch_in_flight_suspect(tmp_path: Path) -> None:
     # Planned: the innocent as a batch, suspects at their first crash in small groups.
     plan = g.plan(batch(5, 12))
     assert [(k, [r.offset for r in rs]) for k, rs in plan] == [
-        ("batch", [5, 6, 7, 8, 9]), ("group", [10, 11, 12])]
+        ("batch", [5, 6, 7, 8, 9]),
+        ("group", [10, 11, 12]),
+    ]
 
 
 def test_groups_are_small() -> None:
@@ -103,14 +105,20 @@ def test_the_world_failing_is_told_from_the_input_failing() -> None:
 
 @pytest.fixture
 def watchdog(tmp_path: Path) -> Watchdog:
-    w = Watchdog(Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1",
-                          database_url="sqlite://", stuck_after_s=60), "intake", every=5)
+    w = Watchdog(
+        Settings(
+            home=tmp_path, kafka_bootstrap="127.0.0.1:1", database_url="sqlite://", stuck_after_s=60
+        ),
+        "intake",
+        every=5,
+    )
     w.armed = True
     return w
 
 
 def test_a_worker_whose_partitions_wait_and_that_consumes_nothing_is_stuck(
-        watchdog: Watchdog) -> None:
+    watchdog: Watchdog,
+) -> None:
     watchdog.assigned = {0, 1}
     watchdog.consumed_at = 0.0
     offsets = {0: (100, 150), 1: (10, 10), 2: (0, 500)}
@@ -132,7 +140,8 @@ def test_consuming_or_no_waiting_input_is_not_stuck(watchdog: Watchdog) -> None:
 
 
 def test_a_worker_without_partitions_is_stuck_only_if_the_group_stands_still(
-        watchdog: Watchdog) -> None:
+    watchdog: Watchdog,
+) -> None:
     watchdog.assigned = set()  # never rejoined its group
     watchdog.consumed_at = 0.0
     moving = [{0: (c, 1000)} for c in range(100, 1000, 50)]

@@ -18,15 +18,18 @@ def test_defaults_follow_the_contract(tmp_path: Path) -> None:
     assert s.topic("reports.intake") == "reports.intake"
 
 
-@pytest.mark.parametrize("env,word", [
-    ({"CENTRE_KAFKA_BOOTSTRAP": "not a host"}, "CENTRE_KAFKA_BOOTSTRAP"),
-    ({"CENTRE_DATABASE_URL": "centre.db"}, "CENTRE_DATABASE_URL"),
-    ({"CENTRE_TOPIC_PREFIX": "a/b"}, "CENTRE_TOPIC_PREFIX"),
-    ({"CENTRE_REQUIRE_SIGNATURES": "maybe"}, "CENTRE_REQUIRE_SIGNATURES"),
-    ({"CENTRE_PARTITIONS": "0"}, "CENTRE_PARTITIONS"),
-    ({"CENTRE_PARTITIONS": "many"}, "CENTRE_PARTITIONS"),
-    ({"CENTRE_GEOIP_DB": "/nonexistent.mmdb"}, "CENTRE_GEOIP_DB"),
-])
+@pytest.mark.parametrize(
+    "env,word",
+    [
+        ({"CENTRE_KAFKA_BOOTSTRAP": "not a host"}, "CENTRE_KAFKA_BOOTSTRAP"),
+        ({"CENTRE_DATABASE_URL": "centre.db"}, "CENTRE_DATABASE_URL"),
+        ({"CENTRE_TOPIC_PREFIX": "a/b"}, "CENTRE_TOPIC_PREFIX"),
+        ({"CENTRE_REQUIRE_SIGNATURES": "maybe"}, "CENTRE_REQUIRE_SIGNATURES"),
+        ({"CENTRE_PARTITIONS": "0"}, "CENTRE_PARTITIONS"),
+        ({"CENTRE_PARTITIONS": "many"}, "CENTRE_PARTITIONS"),
+        ({"CENTRE_GEOIP_DB": "/nonexistent.mmdb"}, "CENTRE_GEOIP_DB"),
+    ],
+)
 def test_bad_values_name_the_variable(env: dict[str, str], word: str, tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=word):
         load({"CENTRE_HOME": str(tmp_path), **env})

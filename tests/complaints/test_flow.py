@@ -5,8 +5,9 @@ broker side replaced by a recorder (the integration tests use the real one)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -14,6 +15,9 @@ from sqlalchemy import select, update
 
 from centre.crypto import open_envelope
 from centre.db import make_engine, make_sessionmaker
+from centre.keys import KeySet
+from complaints import flow, states
+from complaints.model import ComplaintV1
 from complaints.tables import (
     Complaint,
     ComplaintEvent,
@@ -22,10 +26,6 @@ from complaints.tables import (
     ComplaintRelatedCase,
 )
 from routing.tables import Hold
-from triage.tables import Indicator
-from centre.keys import KeySet
-from complaints import flow, states
-from complaints.model import ComplaintV1
 from tests.complaints.seed import (
     NOW,
     FakeProducer,
@@ -35,6 +35,7 @@ from tests.complaints.seed import (
     hashes,
     item,
 )
+from triage.tables import Indicator
 
 SLA = 7
 
@@ -48,15 +49,26 @@ class World:
         self.topics = FakeTopics()
 
     def file(self, now: dt.datetime = NOW, **over: Any) -> flow.Filed:
-        doc: dict[str, Any] = {"schema": "complaint/v1", "complaint_ref": "u-1",
-                               "channel": "provider", "provider_id": "acme",
-                               "concerns": {"provider_report_id": "r1"},
-                               "grounds": "wrongful_removal", "contact_ref": "ticket-1",
-                               "filed_at": "2026-11-23T10:00:00Z"}
+        doc: dict[str, Any] = {
+            "schema": "complaint/v1",
+            "complaint_ref": "u-1",
+            "channel": "provider",
+            "provider_id": "acme",
+            "concerns": {"provider_report_id": "r1"},
+            "grounds": "wrongful_removal",
+            "contact_ref": "ticket-1",
+            "filed_at": "2026-11-23T10:00:00Z",
+        }
         doc.update(over)
         with self.sessions.begin() as s:
-            return flow.file_complaint(s, ComplaintV1.model_validate(doc), source="test",
-                                       actor="tester", now=now, sla_days=SLA)
+            return flow.file_complaint(
+                s,
+                ComplaintV1.model_validate(doc),
+                source="test",
+                actor="tester",
+                now=now,
+                sla_days=SLA,
+            )
 
     def step(self, fn: Any, *args: Any, **kw: Any) -> Any:
         with self.sessions.begin() as s:
@@ -76,11 +88,17 @@ class World:
         return [orjson.loads(v) for v, _k in self.producer.on(f"provider.{provider}.notices")]
 
     def opened(self, recipient: str) -> list[dict[str, Any]]:
-        return [orjson.loads(open_envelope(v, recipient_id=recipient,
-                                           recipient_private=self.keys.recipient_private_keys(
-                                               recipient),
-                                           centre_public=self.keys.centre_public_keys()))
-                for v, _k in self.producer.on(f"le.{recipient}")]
+        return [
+            orjson.loads(
+                open_envelope(
+                    v,
+                    recipient_id=recipient,
+                    recipient_private=self.keys.recipient_private_keys(recipient),
+                    centre_public=self.keys.centre_public_keys(),
+                )
+            )
+            for v, _k in self.producer.on(f"le.{recipient}")
+        ]
 
 
 @pytest.fixture
@@ -90,8 +108,13 @@ def w(db_url: str, tmp_path: Path) -> Iterator[World]:
     world.engine.dispose()
 
 
-def decide(w: World, cid: str, uphold: bool, reason: str = "not CSAM: a beach photo",
-           now: dt.datetime = NOW) -> flow.Decided:
+def decide(
+    w: World,
+    cid: str,
+    uphold: bool,
+    reason: str = "not CSAM: a beach photo",
+    now: dt.datetime = NOW,
+) -> flow.Decided:
     w.step(flow.assign, cid, "hanna", by="lead", now=now)
     return w.step(flow.decide, cid, uphold=uphold, reason=reason, by="hanna", now=now)
 
@@ -131,8 +154,13 @@ def test_a_complaint_naming_nothing_known_is_kept_unmatched(w: World) -> None:
         w.step(flow.decide, f.complaint_id, uphold=True, reason="x", by="hanna", now=NOW)
     # found later by the handler: linked, then it can be upheld
     _rid, case = add_report(w.engine, "blue", "b1", items=[item("f1", "b")])
-    sub = w.step(flow.link, f.complaint_id, {"provider_id": "blue", "provider_report_id": "b1"},
-                 by="hanna", now=NOW)
+    sub = w.step(
+        flow.link,
+        f.complaint_id,
+        {"provider_id": "blue", "provider_report_id": "b1"},
+        by="hanna",
+        now=NOW,
+    )
     assert sub.case_id == case
     d = w.step(flow.decide, f.complaint_id, uphold=True, reason="wrong", by="hanna", now=NOW)
     assert d.retractions == 2
@@ -142,9 +170,13 @@ def test_a_second_complaint_on_the_same_report_joins_the_open_one(w: World) -> N
     add_report(w.engine, "acme", "r1", items=[item("f1", "a")])
     first = w.file()
     second = w.file(complaint_ref="u-2", contact_ref="ticket-2", grounds="wrongful_report")
-    by_authority = w.file(complaint_ref="ca-9", channel="coordinating_authority",
-                          authority="fr", provider_id=None,
-                          concerns={"provider_id": "acme", "provider_report_id": "r1"})
+    by_authority = w.file(
+        complaint_ref="ca-9",
+        channel="coordinating_authority",
+        authority="fr",
+        provider_id=None,
+        concerns={"provider_id": "acme", "provider_report_id": "r1"},
+    )
     assert second.joined and by_authority.joined
     assert second.complaint_id == by_authority.complaint_id == first.complaint_id
     assert len(w.rows(Complaint)) == 1 and len(w.rows(ComplaintFiling)) == 3
@@ -160,16 +192,33 @@ def test_a_second_complaint_on_the_same_report_joins_the_open_one(w: World) -> N
 
 
 def test_a_complaint_by_hash_concerns_the_filers_own_report_of_that_content(w: World) -> None:
-    add_report(w.engine, "blue", "b1", items=[item("f1", "x")], cluster="c1",
-               received_at=NOW - dt.timedelta(days=3))
-    rid, _case = add_report(w.engine, "acme", "a1", items=[item("g7", "x")], cluster="c1",
-                            received_at=NOW - dt.timedelta(days=1))
+    add_report(
+        w.engine,
+        "blue",
+        "b1",
+        items=[item("f1", "x")],
+        cluster="c1",
+        received_at=NOW - dt.timedelta(days=3),
+    )
+    rid, _case = add_report(
+        w.engine,
+        "acme",
+        "a1",
+        items=[item("g7", "x")],
+        cluster="c1",
+        received_at=NOW - dt.timedelta(days=1),
+    )
     f = w.file(concerns={"md5": hashes("x")["md5"].upper()})
     c = w.complaint(f.complaint_id)
     assert (c.report_id, c.matched_by) == (rid, "md5")
     # from a filer with no report of it: the earliest report of the cluster
-    g = w.file(complaint_ref="ca-1", channel="coordinating_authority", authority="de",
-               provider_id=None, concerns={"sha256": hashes("x")["sha256"]})
+    g = w.file(
+        complaint_ref="ca-1",
+        channel="coordinating_authority",
+        authority="de",
+        provider_id=None,
+        concerns={"sha256": hashes("x")["sha256"]},
+    )
     assert g.joined is False
     assert w.complaint(g.complaint_id).provider_id == "blue"
 
@@ -201,8 +250,13 @@ def test_assign_note_and_the_state_machine(w: World) -> None:
     again = w.step(flow.decide, cid, uphold=False, reason="stands", by="omar", now=NOW)
     assert again.repeated
     actions = [(e.action, e.actor) for e in w.rows(ComplaintEvent)]
-    assert actions == [("filed", "tester"), ("assigned", "lead"), ("reassigned", "lead"),
-                       ("noted", "omar"), ("decided", "omar")]
+    assert actions == [
+        ("filed", "tester"),
+        ("assigned", "lead"),
+        ("reassigned", "lead"),
+        ("noted", "omar"),
+        ("decided", "omar"),
+    ]
     decided = w.rows(ComplaintEvent, ComplaintEvent.action == "decided")[0]
     assert decided.details["from"] == "under_review" and decided.details["to"] == "rejected"
 
@@ -211,14 +265,25 @@ def test_assign_note_and_the_state_machine(w: World) -> None:
 
 
 def test_upheld_retracts_everywhere_banks_the_content_and_lists_the_cluster(w: World) -> None:
-    rid, case = add_report(w.engine, "acme", "r1",
-                           items=[item("f1", "a"), item("f2", "b", pdq_quality=30),
-                                  {"content_id": "t", "media_type": "text", "text": "hi"}],
-                           recipients=("de", "fr", "europol"), cluster="root")
-    others = [add_report(w.engine, "blue", f"b{i}", items=[item("f1", "a")], cluster="root")
-              for i in range(3)]
-    merged = add_report(w.engine, "blue", "m1", items=[item("f9", "m")], cluster="old",
-                        merged_into="root")
+    rid, case = add_report(
+        w.engine,
+        "acme",
+        "r1",
+        items=[
+            item("f1", "a"),
+            item("f2", "b", pdq_quality=30),
+            {"content_id": "t", "media_type": "text", "text": "hi"},
+        ],
+        recipients=("de", "fr", "europol"),
+        cluster="root",
+    )
+    others = [
+        add_report(w.engine, "blue", f"b{i}", items=[item("f1", "a")], cluster="root")
+        for i in range(3)
+    ]
+    merged = add_report(
+        w.engine, "blue", "m1", items=[item("f9", "m")], cluster="old", merged_into="root"
+    )
     add_report(w.engine, "blue", "elsewhere", items=[item("f1", "zz")], cluster="other")
     cid = w.file().complaint_id
     d = decide(w, cid, True)
@@ -230,7 +295,8 @@ def test_upheld_retracts_everywhere_banks_the_content_and_lists_the_cluster(w: W
     fp = w.rows(Indicator, Indicator.bank == "false_positive")
     assert sorted((i.kind, i.value) for i in fp) == sorted(
         [(k, hashes("a")[k]) for k in ("sha256", "md5", "pdq")]
-        + [(k, hashes("b")[k]) for k in ("sha256", "md5")])
+        + [(k, hashes("b")[k]) for k in ("sha256", "md5")]
+    )
     assert {i.source for i in fp} == {f"complaint:{cid}"}
     assert all(i.added_by == "hanna" and cid in (i.reason or "") for i in fp)
     assert d.banked == 5
@@ -244,8 +310,7 @@ def test_upheld_retracts_everywhere_banks_the_content_and_lists_the_cluster(w: W
         assert set(doc) >= {"schema", "case_id", "reason", "at"}
     notices = {n["type"]: n for n in w.notices("acme")}
     r = notices["reinstatement"]
-    assert (r["report_id"], r["provider_report_id"], r["content_ids"]) == (rid, "r1",
-                                                                           ["f1", "f2"])
+    assert (r["report_id"], r["provider_report_id"], r["content_ids"]) == (rid, "r1", ["f1", "f2"])
     assert notices["complaint_decided"]["decision"] == "upheld"
     assert w.complaint(cid).effects == "done"
     assert {m_.state for m_ in w.rows(ComplaintMessage)} == {"sent"}
@@ -273,11 +338,24 @@ def test_a_hash_complaint_banks_only_that_content(w: World) -> None:
 
 
 def test_a_disabled_false_positive_entry_is_enabled_again(w: World) -> None:
-    add_report(w.engine, "acme", "r1", items=[{"content_id": "f", "media_type": "image",
-                                               "sha256": hashes("a")["sha256"]}])
+    add_report(
+        w.engine,
+        "acme",
+        "r1",
+        items=[{"content_id": "f", "media_type": "image", "sha256": hashes("a")["sha256"]}],
+    )
     with w.sessions.begin() as s:
-        s.add(Indicator(bank="false_positive", kind="sha256", value=hashes("a")["sha256"],
-                        source="import", added_by="x", added_at=NOW, enabled=False))
+        s.add(
+            Indicator(
+                bank="false_positive",
+                kind="sha256",
+                value=hashes("a")["sha256"],
+                source="import",
+                added_by="x",
+                added_at=NOW,
+                enabled=False,
+            )
+        )
     d = decide(w, w.file().complaint_id, True)
     assert (d.bank_values, d.banked) == (1, 1)
     (e,) = w.rows(Indicator, Indicator.bank == "false_positive")
@@ -295,15 +373,19 @@ def test_rejected_sends_the_reasons_back_and_changes_nothing_else(w: World) -> N
     assert w.rows(Indicator) == [] and w.rows(ComplaintRelatedCase) == []
     (n,) = [n for n in w.notices("acme") if n["type"] == "complaint_decided"]
     assert n["decision"] == "rejected"
-    assert n["reasons"] == [{"code": "complaint_rejected",
-                             "message": "the material is what the report says"}]
+    assert n["reasons"] == [
+        {"code": "complaint_rejected", "message": "the material is what the report says"}
+    ]
     assert w.complaint(cid).effects == "done"
 
 
 def test_a_rejected_complaint_from_the_centre_channel_sends_nothing(w: World) -> None:
     add_report(w.engine, "acme", "r1", items=[item("f1", "a")])
-    cid = w.file(channel="centre", provider_id=None,
-                 concerns={"provider_id": "acme", "provider_report_id": "r1"}).complaint_id
+    cid = w.file(
+        channel="centre",
+        provider_id=None,
+        concerns={"provider_id": "acme", "provider_report_id": "r1"},
+    ).complaint_id
     d = decide(w, cid, False, "stands")
     assert d.notices == 0 and w.complaint(cid).effects == "none"
 
@@ -322,8 +404,12 @@ def test_a_hold_delays_the_providers_notices_not_the_retractions(w: World) -> No
     c = w.complaint(cid)
     assert (c.effects, c.effects_held_until) == ("held", until)
     assert [n["type"] for n in w.notices("acme")] == ["complaint_received"]
-    assert {m_.state for m_ in w.rows(ComplaintMessage, ComplaintMessage.kind == "notice",
-                                      ComplaintMessage.body.is_not(None))} >= {"held"}
+    assert {
+        m_.state
+        for m_ in w.rows(
+            ComplaintMessage, ComplaintMessage.kind == "notice", ComplaintMessage.body.is_not(None)
+        )
+    } >= {"held"}
     # the worker's pass while the hold lasts sends nothing
     w.dispatch(now=NOW + dt.timedelta(days=1), stale_before=NOW)
     assert [n["type"] for n in w.notices("acme")] == ["complaint_received"]
@@ -331,7 +417,10 @@ def test_a_hold_delays_the_providers_notices_not_the_retractions(w: World) -> No
     after = w.dispatch(now=until + dt.timedelta(seconds=1), stale_before=until)
     assert after.notices == 2
     assert sorted(n["type"] for n in w.notices("acme")) == [
-        "complaint_decided", "complaint_received", "reinstatement"]
+        "complaint_decided",
+        "complaint_received",
+        "reinstatement",
+    ]
     assert w.complaint(cid).effects == "done"
     acts = [e.action for e in w.rows(ComplaintEvent)]
     assert "effects_held" in acts and acts[-1] == "effects_sent"

@@ -20,10 +20,16 @@ SECRET = "call me on +33 6 12 34 56 78"  # stands for a complainant's personal d
 
 def example(**over: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "schema": "complaint/v1", "complaint_ref": "u-778", "channel": "provider",
-        "provider_id": "acme-social", "concerns": {"provider_report_id": "r-000123"},
-        "grounds": "wrongful_removal", "statement": SECRET, "contact_ref": "ticket-4711",
-        "filed_at": "2026-11-20T10:15:00Z", "x_unknown": {"kept": True},
+        "schema": "complaint/v1",
+        "complaint_ref": "u-778",
+        "channel": "provider",
+        "provider_id": "acme-social",
+        "concerns": {"provider_report_id": "r-000123"},
+        "grounds": "wrongful_removal",
+        "statement": SECRET,
+        "contact_ref": "ticket-4711",
+        "filed_at": "2026-11-20T10:15:00Z",
+        "x_unknown": {"kept": True},
     }
     doc.update(over)
     return doc
@@ -46,10 +52,18 @@ def test_the_documented_example_is_valid_and_keeps_unknown_fields() -> None:
     assert out.provider_id == "acme-social" and out.complaint_ref == "u-778"
 
 
-@pytest.mark.parametrize("concerns", [
-    {"report_id": "b9d1…"}, {"case_id": "x"}, {"provider_report_id": "r1"},
-    {"provider_id": "blue", "provider_report_id": "r1"}, {"sha256": "A" * 64},
-    {"md5": "b" * 32}, {"pdq": "c" * 64}])
+@pytest.mark.parametrize(
+    "concerns",
+    [
+        {"report_id": "b9d1…"},
+        {"case_id": "x"},
+        {"provider_report_id": "r1"},
+        {"provider_id": "blue", "provider_report_id": "r1"},
+        {"sha256": "A" * 64},
+        {"md5": "b" * 32},
+        {"pdq": "c" * 64},
+    ],
+)
 def test_each_way_of_naming_the_report_is_accepted(concerns: dict[str, str]) -> None:
     assert problems(example(concerns=concerns)) == []
 
@@ -65,13 +79,25 @@ def test_every_grounds_value(grounds: str) -> None:
 
 
 def test_every_problem_at_once_with_its_path() -> None:
-    doc = example(channel="coordinating_authority", authority="US", concerns={},
-                  grounds="meh", contact_ref=" ", filed_at="2026-11-20")
+    doc = example(
+        channel="coordinating_authority",
+        authority="US",
+        concerns={},
+        grounds="meh",
+        contact_ref=" ",
+        filed_at="2026-11-20",
+    )
     del doc["complaint_ref"]
-    assert sorted(problems(doc)) == sorted([
-        ("missing_field", "$.complaint_ref"), ("invalid_value", "$.authority"),
-        ("invalid_value", "$.grounds"), ("invalid_value", "$.contact_ref"),
-        ("invalid_value", "$.filed_at"), ("subject_required", "$.concerns")])
+    assert sorted(problems(doc)) == sorted(
+        [
+            ("missing_field", "$.complaint_ref"),
+            ("invalid_value", "$.authority"),
+            ("invalid_value", "$.grounds"),
+            ("invalid_value", "$.contact_ref"),
+            ("invalid_value", "$.filed_at"),
+            ("subject_required", "$.concerns"),
+        ]
+    )
 
 
 def test_channel_rules() -> None:
@@ -79,29 +105,37 @@ def test_channel_rules() -> None:
     del doc["provider_id"]
     assert ("missing_field", "$.provider_id") in problems(doc)
     assert ("missing_field", "$.authority") in problems(example(channel="coordinating_authority"))
-    ok = example(channel="coordinating_authority", authority="DE",
-                 concerns={"report_id": "r"})
+    ok = example(channel="coordinating_authority", authority="DE", concerns={"report_id": "r"})
     assert problems(ok) == []
     assert ComplaintV1.model_validate(ok).filer == "de"
-    assert problems(example(channel="centre")) == [("missing_field",
-                                                    "$.concerns.provider_id")]
-    assert problems(example(channel="centre", concerns={"provider_id": "acme",
-                                                        "provider_report_id": "r"})) == []
+    assert problems(example(channel="centre")) == [("missing_field", "$.concerns.provider_id")]
+    assert (
+        problems(
+            example(channel="centre", concerns={"provider_id": "acme", "provider_report_id": "r"})
+        )
+        == []
+    )
     assert ("invalid_value", "$.channel") in problems(example(channel="email"))
 
 
 def test_types_are_strict_and_hashes_checked() -> None:
-    assert problems(example(concerns={"sha256": "zz"})) == [("invalid_hash",
-                                                             "$.concerns.sha256")]
+    assert problems(example(concerns={"sha256": "zz"})) == [("invalid_hash", "$.concerns.sha256")]
     assert ("invalid_value", "$.grounds") in problems(example(grounds=3))
     assert ("invalid_type", "$.concerns") in problems(example(concerns="r1"))
     assert ("invalid_value", "$.complaint_ref") in problems(example(complaint_ref="x" * 201))
     assert ("invalid_value", "$.provider_id") in problems(example(provider_id="ACME!"))
 
 
-@pytest.mark.parametrize("raw,code", [
-    (b"", "invalid_json"), (b"{not json", "invalid_json"), (b"\xff\xfe", "invalid_encoding"),
-    (b"[1, 2]", "not_an_object"), (b"{" + b'"a": "' + b"x" * 300_000 + b'"}', "too_large")])
+@pytest.mark.parametrize(
+    "raw,code",
+    [
+        (b"", "invalid_json"),
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe", "invalid_encoding"),
+        (b"[1, 2]", "not_an_object"),
+        (b"{" + b'"a": "' + b"x" * 300_000 + b'"}', "too_large"),
+    ],
+)
 def test_unreadable_values(raw: bytes, code: str) -> None:
     out = validate_complaint(raw, b"acme-social/u-1")
     assert [p.code for p in out.problems] == [code]
@@ -114,18 +148,27 @@ def test_wrong_schema_name() -> None:
 
 
 def test_a_coordinating_authority_is_not_answered_on_a_provider_topic() -> None:
-    out = validate_complaint(orjson.dumps(example(channel="coordinating_authority",
-                                                  authority="xx")), b"acme-social/u")
+    out = validate_complaint(
+        orjson.dumps(example(channel="coordinating_authority", authority="xx")), b"acme-social/u"
+    )
     assert not out.accepted and out.provider_id is None
 
 
 def test_schema_file_is_current_and_describes_the_contract() -> None:
-    assert SCHEMA_FILE.read_text(encoding="utf-8") == render(), \
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == render(), (
         "run: python -m complaints.schema_gen"
+    )
     assert schema_gen_main(["--check"]) == 0
     s = complaint_json_schema()
-    assert set(s["required"]) == {"schema", "complaint_ref", "channel", "concerns", "grounds",
-                                  "contact_ref", "filed_at"}
+    assert set(s["required"]) == {
+        "schema",
+        "complaint_ref",
+        "channel",
+        "concerns",
+        "grounds",
+        "contact_ref",
+        "filed_at",
+    }
     assert s["additionalProperties"] is True
     assert json.loads(render())["$id"].endswith("complaint-v1.json")
 

@@ -4,18 +4,19 @@ nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import select
 
 from centre.db import DeadLetter, make_engine
-from complaints.tables import Complaint, ComplaintFiling
 from centre.runtime import Record
 from centre.settings import Settings
 from complaints.stage import ComplaintIntakeStage
+from complaints.tables import Complaint, ComplaintFiling
 from tests.complaints.seed import FakeProducer, FakeTopics, add_report, item
 
 TOPIC = "complaints.intake"
@@ -27,16 +28,24 @@ def rec(offset: int, value: Any, key: bytes | None = b"acme/u-1") -> Record:
 
 
 def complaint(ref: str = "u-1", **over: Any) -> dict[str, Any]:
-    return {"schema": "complaint/v1", "complaint_ref": ref, "channel": "provider",
-            "provider_id": "acme", "concerns": {"provider_report_id": "r1"},
-            "grounds": "wrongful_removal", "contact_ref": "ticket-1",
-            "filed_at": "2026-11-23T10:00:00Z", **over}
+    return {
+        "schema": "complaint/v1",
+        "complaint_ref": ref,
+        "channel": "provider",
+        "provider_id": "acme",
+        "concerns": {"provider_report_id": "r1"},
+        "grounds": "wrongful_removal",
+        "contact_ref": "ticket-1",
+        "filed_at": "2026-11-23T10:00:00Z",
+        **over,
+    }
 
 
 @pytest.fixture
 def stage(db_url: str, tmp_path: Path) -> Iterator[ComplaintIntakeStage]:
-    s = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1", database_url=db_url,
-                 complaint_sla_days=3)
+    s = Settings(
+        home=tmp_path, kafka_bootstrap="127.0.0.1:1", database_url=db_url, complaint_sla_days=3
+    )
     st = ComplaintIntakeStage(s)
     st.producer = FakeProducer()  # type: ignore[assignment]
     st.provider_topics = FakeTopics()  # type: ignore[assignment]
@@ -48,23 +57,32 @@ def notices(stage: ComplaintIntakeStage) -> list[dict[str, Any]]:
     return [orjson.loads(v) for v, _k in stage.producer.on("provider.acme.notices")]  # type: ignore[attr-defined]
 
 
-def test_a_batch_files_answers_and_keeps_going(stage: ComplaintIntakeStage,
-                                               db_url: str) -> None:
+def test_a_batch_files_answers_and_keeps_going(stage: ComplaintIntakeStage, db_url: str) -> None:
     engine = make_engine(db_url)
     add_report(engine, "acme", "r1", items=[item("f1", "a")])
-    batch = [rec(0, complaint()), rec(1, b"{broken", key=b"acme/u-2"),
-             rec(2, complaint("u-3", concerns={})),
-             rec(3, complaint("u-4", concerns={"report_id": "unknown"})),
-             rec(4, complaint("u-5", grounds="wrongful_report")),
-             rec(5, complaint("u-6", channel="coordinating_authority", authority="xx"))]
+    batch = [
+        rec(0, complaint()),
+        rec(1, b"{broken", key=b"acme/u-2"),
+        rec(2, complaint("u-3", concerns={})),
+        rec(3, complaint("u-4", concerns={"report_id": "unknown"})),
+        rec(4, complaint("u-5", grounds="wrongful_report")),
+        rec(5, complaint("u-6", channel="coordinating_authority", authority="xx")),
+    ]
     stage.process(batch)
     with engine.connect() as c:
-        dead = c.execute(select(DeadLetter.offset, DeadLetter.provider_id, DeadLetter.reasons)
-                         .order_by(DeadLetter.offset)).all()
-        complaints = c.execute(select(Complaint.complaint_id, Complaint.matched_by,
-                                      Complaint.due_at, Complaint.opened_at)).all()
-        filings = c.execute(select(ComplaintFiling.complaint_ref, ComplaintFiling.joined,
-                                   ComplaintFiling.source)).all()
+        dead = c.execute(
+            select(DeadLetter.offset, DeadLetter.provider_id, DeadLetter.reasons).order_by(
+                DeadLetter.offset
+            )
+        ).all()
+        complaints = c.execute(
+            select(
+                Complaint.complaint_id, Complaint.matched_by, Complaint.due_at, Complaint.opened_at
+            )
+        ).all()
+        filings = c.execute(
+            select(ComplaintFiling.complaint_ref, ComplaintFiling.joined, ComplaintFiling.source)
+        ).all()
     assert [(o, p) for o, p, _r in dead] == [(1, "acme"), (2, "acme"), (5, None)]
     assert dead[1][2][0]["path"] == "$.concerns"
     assert sorted(f[0] for f in filings) == ["u-1", "u-4", "u-5"]
@@ -78,7 +96,10 @@ def test_a_batch_files_answers_and_keeps_going(stage: ComplaintIntakeStage,
         by_type.setdefault(n["type"], []).append(n)
     assert sorted(n["complaint_ref"] for n in by_type["complaint_invalid"]) == ["u-2", "u-3"]
     assert sorted(n["complaint_ref"] for n in by_type["complaint_received"]) == [
-        "u-1", "u-4", "u-5"]
+        "u-1",
+        "u-4",
+        "u-5",
+    ]
     joined = [n for n in by_type["complaint_received"] if n["complaint_ref"] == "u-5"][0]
     assert joined["joined"] is True
     unmatched = [n for n in by_type["complaint_received"] if n["complaint_ref"] == "u-4"][0]
@@ -100,8 +121,9 @@ def test_a_batch_files_answers_and_keeps_going(stage: ComplaintIntakeStage,
         assert len(c.execute(select(ComplaintFiling.filing_id)).all()) == 3
         assert len(c.execute(select(DeadLetter.id)).all()) == 3
     after = notices(stage)
-    assert [n for n in after if n["type"] == "complaint_received"] == \
-        [n for n in got if n["type"] == "complaint_received"]
+    assert [n for n in after if n["type"] == "complaint_received"] == [
+        n for n in got if n["type"] == "complaint_received"
+    ]
     # invalid answers are re-sent with the same notice_id (the company drops repeats)
     assert len({n["notice_id"] for n in after}) == before
     engine.dispose()

@@ -20,17 +20,30 @@ from tests.complaints.seed import NOW, add_report, item
 CONTACT = "ticket-SECRET-4711"
 
 
-def _file(sessions, ref: str, prid: str, grounds: str, now: dt.datetime,  # type: ignore[no-untyped-def]
-          channel: str = "provider") -> str:
-    doc = {"schema": "complaint/v1", "complaint_ref": ref, "channel": channel,
-           "concerns": {"provider_id": "acme", "provider_report_id": prid},
-           "grounds": grounds, "contact_ref": CONTACT, "statement": "my name is Jo",
-           "filed_at": "2026-11-20T10:00:00Z"}
+def _file(
+    sessions,
+    ref: str,
+    prid: str,
+    grounds: str,
+    now: dt.datetime,  # type: ignore[no-untyped-def]
+    channel: str = "provider",
+) -> str:
+    doc = {
+        "schema": "complaint/v1",
+        "complaint_ref": ref,
+        "channel": channel,
+        "concerns": {"provider_id": "acme", "provider_report_id": prid},
+        "grounds": grounds,
+        "contact_ref": CONTACT,
+        "statement": "my name is Jo",
+        "filed_at": "2026-11-20T10:00:00Z",
+    }
     if channel == "provider":
         doc["provider_id"] = "acme"
     with sessions.begin() as s:
-        return flow.file_complaint(s, ComplaintV1.model_validate(doc), source="t", actor="t",
-                                   now=now, sla_days=7).complaint_id
+        return flow.file_complaint(
+            s, ComplaintV1.model_validate(doc), source="t", actor="t", now=now, sla_days=7
+        ).complaint_id
 
 
 def _decide(sessions, cid: str, uphold: bool, now: dt.datetime) -> None:  # type: ignore[no-untyped-def]
@@ -49,8 +62,7 @@ def test_figures(db_url: str, tmp_path: Path) -> None:
         a = _file(sessions, "a", "r0", "wrongful_removal", t0)
         _file(sessions, "a2", "r0", "wrongful_report", t0)  # joins a
         b = _file(sessions, "b", "r1", "not_child_sexual_abuse", t0)
-        _file(sessions, "c", "r2", "wrongful_removal", NOW - dt.timedelta(days=2),
-              channel="centre")
+        _file(sessions, "c", "r2", "wrongful_removal", NOW - dt.timedelta(days=2), channel="centre")
         _file(sessions, "late", "r3", "other", NOW - dt.timedelta(days=9))
         _file(sessions, "x", "unknown", "other", NOW, channel="centre")
         _decide(sessions, a, True, t0 + dt.timedelta(hours=10))
@@ -63,8 +75,12 @@ def test_figures(db_url: str, tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert f["filed"] == 6
-    assert f["by_grounds"] == {"not_child_sexual_abuse": 1, "other": 2, "wrongful_removal": 2,
-                               "wrongful_report": 1}
+    assert f["by_grounds"] == {
+        "not_child_sexual_abuse": 1,
+        "other": 2,
+        "wrongful_removal": 2,
+        "wrongful_report": 1,
+    }
     assert f["by_channel"] == {"centre": 2, "provider": 4}
     assert f["joined_open_complaint"] == 1
     assert f["complaints"] == 5

@@ -37,7 +37,7 @@ def test_an_unknown_field_nested_deep_is_refused_with_its_path() -> None:
 def test_the_depths_that_crashed_stages_are_refused(depth: int) -> None:
     doc = make_report(x=0)
     # Written out by hand: no serialiser in the test may nest that deep either.
-    value = report_bytes(doc).replace(b'"x": 0', b'"x": ' + b'{"k":' * depth + b'1' + b'}' * depth)
+    value = report_bytes(doc).replace(b'"x": 0', b'"x": ' + b'{"k":' * depth + b"1" + b"}" * depth)
     out = validate_report(value, report_key(doc))
     assert not out.accepted
     assert [p.code for p in out.problems] == ["too_deep"]
@@ -82,8 +82,9 @@ def test_known_fields_have_their_own_bounds() -> None:
 
 def test_too_many_content_items() -> None:
     doc = make_report()
-    doc["content"] = [{"content_id": f"c{i}", "media_type": "text"}
-                      for i in range(limits.MAX_CONTENT_ITEMS + 1)]
+    doc["content"] = [
+        {"content_id": f"c{i}", "media_type": "text"} for i in range(limits.MAX_CONTENT_ITEMS + 1)
+    ]
     assert codes(doc) == [("too_many_items", "$.content")]
 
 

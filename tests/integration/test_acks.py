@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from centre import samples
 from centre.db import Report, make_engine, make_sessionmaker
-from routing.tables import Delivery
 from centre.stack import Stack
+from routing.tables import Delivery
 from tests.integration.helpers import FeedbackReader, cli, send_reports, wait_for
 
 pytestmark = pytest.mark.integration
@@ -24,8 +24,13 @@ def _delivered(url: str, prid: str) -> dict[str, object]:
     try:
         with make_sessionmaker(engine)() as s:
             rid = s.scalar(select(Report.report_id).where(Report.provider_report_id == prid))
-            return dict(s.execute(select(Delivery.recipient, Delivery.delivered_at).where(
-                Delivery.report_id == rid)).all())
+            return dict(
+                s.execute(
+                    select(Delivery.recipient, Delivery.delivered_at).where(
+                        Delivery.report_id == rid
+                    )
+                ).all()
+            )
     finally:
         engine.dispose()
 
@@ -33,8 +38,9 @@ def _delivered(url: str, prid: str) -> dict[str, object]:
 def test_pull_is_recorded_and_overdue_lists_the_rest(stack: Stack) -> None:
     s = stack.settings
     run = uuid.uuid4().hex[:10]
-    rep = samples.report("chat-app", f"{run}-ack", media_seed=f"ack-{run}", ip_country=None,
-                         suspect_country="HR")
+    rep = samples.report(
+        "chat-app", f"{run}-ack", media_seed=f"ack-{run}", ip_country=None, suspect_country="HR"
+    )
     send_reports(s, [rep])
     fb = FeedbackReader(s, "chat-app")
     fb.final_for({rep["provider_report_id"]})
@@ -53,8 +59,11 @@ def test_pull_is_recorded_and_overdue_lists_the_rest(stack: Stack) -> None:
         assert out.returncode == 0, out.stderr
         got += [json.loads(line) for line in out.stdout.splitlines()]
     # the routing worker records acks between batches
-    wait_for("the pull recorded",
-             lambda: _delivered(s.database_url, rep["provider_report_id"])["hr"] is not None, 30)
+    wait_for(
+        "the pull recorded",
+        lambda: _delivered(s.database_url, rep["provider_report_id"])["hr"] is not None,
+        30,
+    )
     assert _delivered(s.database_url, rep["provider_report_id"])["europol"] is None
     over = cli(s, "cases", "overdue", "--hours", "0", "--json")
     listed = {(d["case_id"], d["recipient"]) for d in map(json.loads, over.stdout.splitlines())}

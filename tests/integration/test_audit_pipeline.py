@@ -44,8 +44,7 @@ def test_a_reports_way_is_in_the_audit_trail_and_the_trail_verifies(stack: Stack
     docs = pull_cases(s, "de", lambda d: any(x["provider_report_id"] == prid for x in d))
     case_id = next(x["case_id"] for x in docs if x["provider_report_id"] == prid)
 
-    want = {"report.received", "report.information_requested", "report.triaged",
-            "case.forwarded"}
+    want = {"report.received", "report.information_requested", "report.triaged", "case.forwarded"}
     entries = _entries(stack, f"report:{rid}", want)
     by_action = {e["action"]: e for e in entries}
     assert want <= set(by_action), sorted(by_action)
@@ -59,8 +58,9 @@ def test_a_reports_way_is_in_the_audit_trail_and_the_trail_verifies(stack: Stack
     assert rep["content"][0]["sha256"] not in json.dumps([e["details"] for e in entries])
 
     delivered = _entries(stack, f"case:{case_id}", {"case.delivered"})
-    assert any(e["action"] == "case.delivered" and e["details"]["recipient"] == "de"
-               for e in delivered)
+    assert any(
+        e["action"] == "case.delivered" and e["details"]["recipient"] == "de" for e in delivered
+    )
 
     ok = cli(s, "audit", "verify")
     assert ok.returncode == 0, ok.stdout + ok.stderr

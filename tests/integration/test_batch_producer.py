@@ -19,13 +19,18 @@ pytestmark = pytest.mark.integration
 
 
 def _settings(broker: LocalBroker, tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, kafka_bootstrap=broker.bootstrap,
-                    database_url=f"sqlite:///{tmp_path / 'c.db'}",
-                    topic_prefix=f"bp{uuid.uuid4().hex[:6]}.", partitions=1)
+    return Settings(
+        home=tmp_path,
+        kafka_bootstrap=broker.bootstrap,
+        database_url=f"sqlite:///{tmp_path / 'c.db'}",
+        topic_prefix=f"bp{uuid.uuid4().hex[:6]}.",
+        partitions=1,
+    )
 
 
-def test_a_detached_batch_is_waited_for_while_the_next_is_sent(broker: LocalBroker,
-                                                               tmp_path: Path) -> None:
+def test_a_detached_batch_is_waited_for_while_the_next_is_sent(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
     s = _settings(broker, tmp_path)
     ensure_topics(s, [TopicSpec("out", 1, "test")])
     p = BatchProducer(s)
@@ -75,10 +80,13 @@ def test_a_refused_message_fails_its_own_batch_only(broker: LocalBroker, tmp_pat
 
 
 def test_told_of_errors_only_a_flush_still_fails_on_a_refused_message(
-        broker: LocalBroker, tmp_path: Path) -> None:
+    broker: LocalBroker, tmp_path: Path
+) -> None:
     s = _settings(broker, tmp_path)
-    ensure_topics(s, [TopicSpec("out", 1, "test"),
-                      TopicSpec("small", 1, "test", {"max.message.bytes": "1000"})])
+    ensure_topics(
+        s,
+        [TopicSpec("out", 1, "test"), TopicSpec("small", 1, "test", {"max.message.bytes": "1000"})],
+    )
     p = BatchProducer(s, **{"message.timeout.ms": 20000, "delivery.report.only.error": True})
     for i in range(500):
         p.send("out", b"ok-%d" % i)

@@ -6,13 +6,13 @@ measures the time to recover."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from centre.broker import free_port
 from app.chaos import print_result, run_chaos
+from centre.broker import free_port
 from centre.pgserver import PrivatePostgres, private_postgres, server_bin
 from centre.settings import Settings
 
@@ -31,14 +31,20 @@ def postgres() -> Iterator[PrivatePostgres | None]:
 
 
 def test_nothing_is_lost_or_shown_twice_under_faults(
-        tmp_path: Path, postgres: PrivatePostgres | None) -> None:
-    settings = Settings(home=tmp_path / "home", kafka_bootstrap=None,
-                        local_kafka_port=free_port(), partitions=3, batch_size=200,
-                        database_url=postgres.url if postgres else
-                        f"sqlite:///{tmp_path / 'centre.db'}")
+    tmp_path: Path, postgres: PrivatePostgres | None
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        kafka_bootstrap=None,
+        local_kafka_port=free_port(),
+        partitions=3,
+        batch_size=200,
+        database_url=postgres.url if postgres else f"sqlite:///{tmp_path / 'centre.db'}",
+    )
     said: list[str] = []
-    r = run_chaos(settings, reports=4000, rate=200, pause_s=5, postgres=postgres,
-                  timeout=300, say=said.append)
+    r = run_chaos(
+        settings, reports=4000, rate=200, pause_s=5, postgres=postgres, timeout=300, say=said.append
+    )
     print_result(r, said.append)
     report = "\n".join(said)
     assert r.lost == [], report

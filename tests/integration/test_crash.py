@@ -20,8 +20,11 @@ pytestmark = pytest.mark.integration
 def _count(stack: Stack, status: str, prefix: str) -> int:
     engine = make_engine(stack.settings.database_url)
     with make_sessionmaker(engine)() as db:
-        n = db.scalar(select(func.count()).select_from(Report).where(
-            Report.status == status, Report.provider_report_id.like(f"{prefix}%")))
+        n = db.scalar(
+            select(func.count())
+            .select_from(Report)
+            .where(Report.status == status, Report.provider_report_id.like(f"{prefix}%"))
+        )
     engine.dispose()
     return int(n or 0)
 
@@ -31,18 +34,22 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stack: Stack, v
     s = stack.settings
     run = f"kill-{victim}-{uuid.uuid4().hex[:6]}"
     n = 600
-    reports = [samples.report("crash-co", f"{run}-{i:04d}", media_seed=f"{run}-{i % 50}",
-                              ip_country="de") for i in range(n)]
+    reports = [
+        samples.report("crash-co", f"{run}-{i:04d}", media_seed=f"{run}-{i % 50}", ip_country="de")
+        for i in range(n)
+    ]
     send_reports(s, reports[: n // 2])
     # Kill while the first half is being worked on: some reports already forwarded, not all.
-    wait_for("first cases forwarded", lambda: _count(stack, "forwarded", run) >= 20, 120,
-             every=0.05)
+    wait_for(
+        "first cases forwarded", lambda: _count(stack, "forwarded", run) >= 20, 120, every=0.05
+    )
     worker = stack.workers[victim]
     old_pid = worker.pid
     worker.kill()
-    send_reports(s, reports[n // 2:])
-    wait_for(f"{victim} restarted", lambda: worker.alive() and worker.pid != old_pid, 120,
-             every=0.05)
+    send_reports(s, reports[n // 2 :])
+    wait_for(
+        f"{victim} restarted", lambda: worker.alive() and worker.pid != old_pid, 120, every=0.05
+    )
 
     prids = {r["provider_report_id"] for r in reports}
     fb = FeedbackReader(s, "crash-co")
@@ -50,8 +57,9 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(stack: Stack, v
     assert {f["status"] for f in final.values()} == {"forwarded"}
     fb.close()
 
-    docs = pull_cases(s, "europol",
-                      lambda d: prids <= {x["provider_report_id"] for x in d}, timeout=240)
+    docs = pull_cases(
+        s, "europol", lambda d: prids <= {x["provider_report_id"] for x in d}, timeout=240
+    )
     mine = [d for d in docs if d["provider_report_id"] in prids]
     per_case = Counter(d["case_id"] for d in mine)
     assert len(per_case) == n, "a report was lost"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,10 +21,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def faust_stack(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
-    s = Settings(home=tmp_path, kafka_bootstrap=broker.bootstrap,
-                 database_url=f"sqlite:///{tmp_path / 'centre.db'}",
-                 topic_prefix=f"f{uuid.uuid4().hex[:6]}.", partitions=3, batch_size=100,
-                 runtime="faust")
+    s = Settings(
+        home=tmp_path,
+        kafka_bootstrap=broker.bootstrap,
+        database_url=f"sqlite:///{tmp_path / 'centre.db'}",
+        topic_prefix=f"f{uuid.uuid4().hex[:6]}.",
+        partitions=3,
+        batch_size=100,
+        runtime="faust",
+    )
     st = Stack(s)
     st.start(ready_timeout=180)
     yield st
@@ -34,8 +39,10 @@ def faust_stack(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
 def test_faust_agents_deliver_every_case_once_across_a_crash(faust_stack: Stack) -> None:
     s = faust_stack.settings
     run = uuid.uuid4().hex[:8]
-    reports = [samples.report("faust-co", f"{run}-{i:03d}", media_seed=f"{run}-{i % 10}",
-                              ip_country="fr") for i in range(200)]
+    reports = [
+        samples.report("faust-co", f"{run}-{i:03d}", media_seed=f"{run}-{i % 10}", ip_country="fr")
+        for i in range(200)
+    ]
     send_reports(s, reports[:100])
     fb = FeedbackReader(s, "faust-co")
     fb.until(lambda items: sum(f["status"] == "forwarded" for f in items) >= 10)
@@ -63,11 +70,11 @@ def test_faust_workers_do_their_periodic_work_when_no_message_comes(faust_stack:
     from sqlalchemy import select
 
     from centre.db import make_engine
-    from victims.tables import VictimNotice
     from centre.kafka import BatchProducer, base_config
     from centre.topology import NOTICE_RESPONSES, notices_topic
     from victims.model import Item
     from victims.service import VictimDesk
+    from victims.tables import VictimNotice
 
     s = faust_stack.settings
     run = uuid.uuid4().hex[:8]
@@ -80,11 +87,16 @@ def test_faust_workers_do_their_periodic_work_when_no_message_comes(faust_stack:
     fb.close()
     h = samples.fake_hashes(f"victim-{run}")
     with VictimDesk(s) as desk:
-        rid, _pin = desk.file([Item(1, "image", h["sha256"], h["md5"], h["pdq"], 90)],
-                              by="tester")
+        rid, _pin = desk.file([Item(1, "image", h["sha256"], h["md5"], h["pdq"], 90)], by="tester")
         assert desk.wait_filed(rid, 120), "the faust victims worker did not file the request"
-    c = Consumer({**base_config(s), "group.id": f"t-{run}", "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            **base_config(s),
+            "group.id": f"t-{run}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     c.subscribe([s.topic(notices_topic(provider))])
     notice = None
     deadline = time.monotonic() + 60
@@ -95,18 +107,30 @@ def test_faust_workers_do_their_periodic_work_when_no_message_comes(faust_stack:
     c.close()
     assert notice is not None, "no removal notice"
     p = BatchProducer(s)
-    p.send(NOTICE_RESPONSES, json.dumps({
-        "schema": "notice-response/v1", "notice_id": notice["notice_id"],
-        "provider_id": provider, "status": "removed", "at": notice["at"]}).encode(),
-        key=notice["notice_id"].encode())
+    p.send(
+        NOTICE_RESPONSES,
+        json.dumps(
+            {
+                "schema": "notice-response/v1",
+                "notice_id": notice["notice_id"],
+                "provider_id": provider,
+                "status": "removed",
+                "at": notice["at"],
+            }
+        ).encode(),
+        key=notice["notice_id"].encode(),
+    )
     p.flush_or_raise()
     p.close()
     engine = make_engine(s.database_url)
     try:
+
         def answer() -> str | None:
             with engine.connect() as conn:
-                return conn.execute(select(VictimNotice.answer).where(
-                    VictimNotice.notice_id == notice["notice_id"])).scalar()
+                return conn.execute(
+                    select(VictimNotice.answer).where(VictimNotice.notice_id == notice["notice_id"])
+                ).scalar()
+
         assert wait_for("the answer recorded", answer) == "removed"
     finally:
         engine.dispose()

@@ -21,10 +21,9 @@ import orjson
 import pytest
 
 from centre import samples
-from centre.stack import Stack
 from centre.fields import MAX_PROVIDER_REPORT_ID, PROVIDER_ID
+from centre.stack import Stack
 from intake.validation import MAX_REPORT_BYTES
-from tests.integration.helpers import FINAL, FeedbackReader, send_raw
 from tests.intake.test_fuzz import (
     FIELD_NAMES,
     ODD_NUMBERS,
@@ -35,6 +34,7 @@ from tests.intake.test_fuzz import (
     pathological_cases,
     serialise,
 )
+from tests.integration.helpers import FINAL, FeedbackReader, send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -77,21 +77,25 @@ def feedback_ids(value: bytes, key: bytes | None) -> tuple[str | None, str | Non
             doc = None
     body = doc if isinstance(doc, dict) else {}
     body_pid, body_prid = body.get("provider_id"), body.get("provider_report_id")
-    pid = next((p for p in (body_pid, key_pid)
-                if isinstance(p, str) and _PROVIDER_RE.fullmatch(p)), None)
-    prid = next((p for p in (body_prid, key_prid)
-                 if isinstance(p, str) and p and not p.isspace()), None)
+    pid = next(
+        (p for p in (body_pid, key_pid) if isinstance(p, str) and _PROVIDER_RE.fullmatch(p)), None
+    )
+    prid = next(
+        (p for p in (body_prid, key_prid) if isinstance(p, str) and p and not p.isspace()), None
+    )
     if prid is not None and len(prid) > MAX_PROVIDER_REPORT_ID:
-        prid = prid[:MAX_PROVIDER_REPORT_ID - 1] + "…"
+        prid = prid[: MAX_PROVIDER_REPORT_ID - 1] + "…"
     return pid, prid
 
 
 # -- seeded generators (no Hypothesis here: the broker run must be the same every time) ---------
 
+
 def rand_text(rng: random.Random) -> str:
     def char() -> str:
         lo, hi = rng.choice([(0x20, 0x7E), (0x00, 0x1F), (0xA0, 0xD7FF), (0xE000, 0x10FFFF)])
         return chr(rng.randint(lo, hi))
+
     return "".join(char() for _ in range(rng.randint(0, 24)))
 
 
@@ -100,11 +104,22 @@ def rand_json(rng: random.Random, depth: int = 0) -> Any:
     if depth < 3 and r < 0.15:
         return [rand_json(rng, depth + 1) for _ in range(rng.randint(0, 3))]
     if depth < 3 and r < 0.3:
-        return {rng.choice([rng.choice(FIELD_NAMES), rand_text(rng)]): rand_json(rng, depth + 1)
-                for _ in range(rng.randint(0, 3))}
-    return rng.choice([None, True, False, rng.randint(-(2**70), 2**70),
-                       rng.uniform(-1e300, 1e300), rand_text(rng), rng.choice(ODD_STRINGS),
-                       rng.choice(ODD_NUMBERS)])
+        return {
+            rng.choice([rng.choice(FIELD_NAMES), rand_text(rng)]): rand_json(rng, depth + 1)
+            for _ in range(rng.randint(0, 3))
+        }
+    return rng.choice(
+        [
+            None,
+            True,
+            False,
+            rng.randint(-(2**70), 2**70),
+            rng.uniform(-1e300, 1e300),
+            rand_text(rng),
+            rng.choice(ODD_STRINGS),
+            rng.choice(ODD_NUMBERS),
+        ]
+    )
 
 
 def spots(doc: Any) -> list[tuple[Any, Any]]:
@@ -152,12 +167,13 @@ def corrupted(rng: random.Random, prid: str) -> bytes:
         at = rng.randint(0, len(value))
         op = rng.choice(["delete", "insert", "overwrite"])
         if op == "delete":
-            del value[at:at + rng.randint(1, 16)]
+            del value[at : at + rng.randint(1, 16)]
         elif op == "insert":
-            value[at:at] = rng.choice(TOKENS) if rng.random() < 0.7 else rng.randbytes(
-                rng.randint(1, 4))
+            value[at:at] = (
+                rng.choice(TOKENS) if rng.random() < 0.7 else rng.randbytes(rng.randint(1, 4))
+            )
         else:
-            value[at:at + 1] = rng.randbytes(1)
+            value[at : at + 1] = rng.randbytes(1)
     return bytes(value)
 
 
@@ -165,12 +181,15 @@ def messages(run: str) -> tuple[list[Message], list[str]]:
     """The hostile messages and the valid reports among them (their ids), in sending order."""
     rng = random.Random(SEED)
     ids = iter(range(1, 1_000_000))
-    hostile = [Message(c.name, c.key, c.value, c.expect) for c in pathological_cases(
-        PROVIDER, lambda: f"{run}-p{next(ids):04d}")]
+    hostile = [
+        Message(c.name, c.key, c.value, c.expect)
+        for c in pathological_cases(PROVIDER, lambda: f"{run}-p{next(ids):04d}")
+    ]
     for i in range(MUTATIONS):
         prid = f"{run}-m{i:04d}"
-        hostile.append(Message(f"mutation {i}", key_of(PROVIDER, prid),
-                               serialise(mutated(rng, prid))))
+        hostile.append(
+            Message(f"mutation {i}", key_of(PROVIDER, prid), serialise(mutated(rng, prid)))
+        )
     for i in range(CORRUPTIONS):
         prid = f"{run}-c{i:04d}"
         hostile.append(Message(f"corruption {i}", key_of(PROVIDER, prid), corrupted(rng, prid)))
@@ -181,10 +200,15 @@ def messages(run: str) -> tuple[list[Message], list[str]]:
     for i, msg in enumerate(hostile):
         if i % every == 0 and len(valid) < VALID:
             prid = f"{run}-v{len(valid):03d}"
-            r = samples.report(PROVIDER, prid, media_seed=f"fuzz-{prid}",
-                               ip_country=rng.choice(["de", "fr", "nl", "us", None]))
-            out.append(Message(f"valid {prid}", key_of(PROVIDER, prid), orjson.dumps(r),
-                               "accepted"))
+            r = samples.report(
+                PROVIDER,
+                prid,
+                media_seed=f"fuzz-{prid}",
+                ip_country=rng.choice(["de", "fr", "nl", "us", None]),
+            )
+            out.append(
+                Message(f"valid {prid}", key_of(PROVIDER, prid), orjson.dumps(r), "accepted")
+            )
             valid.append(prid)
         out.append(msg)
     for m in out:
@@ -218,7 +242,8 @@ def test_no_message_crashes_or_stalls_a_stage(stack: Stack) -> None:
         raise AssertionError(
             f"{len(missing)} of {len(want)} messages got no final status in {TIMEOUT:.0f}s, "
             f"e.g. {[(tracked[i].name, fb.statuses(i)) for i in missing[:15]]}; workers "
-            f"{pids} -> {now}; logs in {stack.settings.home / 'logs'}") from None
+            f"{pids} -> {now}; logs in {stack.settings.home / 'logs'}"
+        ) from None
     # A little longer, for a second final status that would follow the first.
     until = time.monotonic() + 5
     fb.until(lambda _: time.monotonic() > until, timeout=30)
@@ -234,8 +259,9 @@ def test_no_message_crashes_or_stalls_a_stage(stack: Stack) -> None:
         codes = [r.get("code") for r in final.get("reasons") or []]
         if m.expect == "accepted" and final["status"] != "forwarded":
             wrong.append(f"{m.name}: {final['status']} {codes}, expected forwarded")
-        elif m.expect not in (None, "accepted") and (final["status"] != "rejected"
-                                                   or m.expect not in codes):
+        elif m.expect not in (None, "accepted") and (
+            final["status"] != "rejected" or m.expect not in codes
+        ):
             wrong.append(f"{m.name}: {final['status']} {codes}, expected rejected {m.expect}")
     assert not wrong, f"{len(wrong)} messages decided wrongly: {wrong[:20]}"
     assert {f"{run}-v{i:03d}" for i in range(len(valid))} <= want

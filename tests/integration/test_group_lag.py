@@ -20,9 +20,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_lag_is_what_the_group_has_not_committed(broker: LocalBroker, tmp_path: Path) -> None:
-    s = Settings(home=tmp_path, kafka_bootstrap=broker.bootstrap,
-                 database_url=f"sqlite:///{tmp_path / 'c.db'}",
-                 topic_prefix=f"lag{uuid.uuid4().hex[:6]}.", partitions=2)
+    s = Settings(
+        home=tmp_path,
+        kafka_bootstrap=broker.bootstrap,
+        database_url=f"sqlite:///{tmp_path / 'c.db'}",
+        topic_prefix=f"lag{uuid.uuid4().hex[:6]}.",
+        partitions=2,
+    )
     ensure_topics(s, [TopicSpec("src", 2, "test")])
     topic = s.topic("src")
     p = BatchProducer(s)
@@ -31,16 +35,19 @@ def test_lag_is_what_the_group_has_not_committed(broker: LocalBroker, tmp_path: 
     p.flush_or_raise()
     p.close()
 
-    c = Consumer({**base_config(s), "group.id": f"g-{uuid.uuid4()}",
-                  "enable.auto.commit": False})
+    c = Consumer({**base_config(s), "group.id": f"g-{uuid.uuid4()}", "enable.auto.commit": False})
     try:
         assert group_lag(c, topic) == 7  # nothing committed: every message
-        ends = {part: c.get_watermark_offsets(TopicPartition(topic, part), timeout=10)[1]
-                for part in (0, 1)}
+        ends = {
+            part: c.get_watermark_offsets(TopicPartition(topic, part), timeout=10)[1]
+            for part in (0, 1)
+        }
         assert sum(ends.values()) == 7
         # Committed: all of partition 0, one message of partition 1.
-        c.commit(offsets=[TopicPartition(topic, 0, ends[0]), TopicPartition(topic, 1, 1)],
-                 asynchronous=False)
+        c.commit(
+            offsets=[TopicPartition(topic, 0, ends[0]), TopicPartition(topic, 1, 1)],
+            asynchronous=False,
+        )
         assert group_lag(c, topic) == ends[1] - 1
         c.commit(offsets=[TopicPartition(topic, 1, ends[1])], asynchronous=False)
         assert group_lag(c, topic) == 0

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from centre import samples
 from centre.db import Report, ReportContent, ReportSupplement, make_engine, make_sessionmaker
-from routing.tables import Delivery
 from centre.stack import Stack
+from routing.tables import Delivery
 from tests.integration.helpers import FeedbackReader, pull_cases, send_reports
 
 pytestmark = pytest.mark.integration
@@ -27,28 +27,38 @@ def test_information_request_then_supplement_updates_the_case_everywhere(stack: 
     fb = FeedbackReader(s, provider)
     try:
         send_reports(s, [first])
-        fb.until(lambda items: "forwarded" in [f["status"] for f in items
-                                              if f["provider_report_id"] == prid])
+        fb.until(
+            lambda items: (
+                "forwarded" in [f["status"] for f in items if f["provider_report_id"] == prid]
+            )
+        )
         assert fb.statuses(prid) == ["received", "information_requested", "forwarded"]
         asked = next(f for f in fb.items if f["status"] == "information_requested")
         assert [(r["code"], r["path"]) for r in asked["reasons"]] == [
-            ("missing_ip_events", "$.location.ip_events"), ("missing_users", "$.users")]
+            ("missing_ip_events", "$.location.ip_events"),
+            ("missing_users", "$.users"),
+        ]
 
         nl = pull_cases(s, "nl", lambda d: any(x["provider_report_id"] == prid for x in d))
         case = next(x for x in nl if x["provider_report_id"] == prid)
         assert "supplement" not in case
-        assert case["jurisdiction"]["countries"] == [{"country": "nl",
-                                                      "basis": ["provider_hint"]}]
+        assert case["jurisdiction"]["countries"] == [{"country": "nl", "basis": ["provider_hint"]}]
 
         # The supplement: the upload came from Germany and the suspect lives in France.
-        sup = samples.report(provider, prid, media_seed=f"i-{run}", ip_country="de",
-                             suspect_country="FR")
+        sup = samples.report(
+            provider, prid, media_seed=f"i-{run}", ip_country="de", suspect_country="FR"
+        )
         sup["supplement"] = True
         send_reports(s, [sup])
         fb.until(lambda items: fb.statuses(prid).count("forwarded") == 2)
         statuses = fb.statuses(prid)
-        assert statuses == ["received", "information_requested", "forwarded",
-                            "received", "forwarded"], statuses  # nothing missing any more
+        assert statuses == [
+            "received",
+            "information_requested",
+            "forwarded",
+            "received",
+            "forwarded",
+        ], statuses  # nothing missing any more
         ack = [f for f in fb.items if f["provider_report_id"] == prid][3]
         assert [r["code"] for r in ack["reasons"]] == ["supplement_received"]
         # Not a duplicate submission, and the feedback ids of the two rounds differ.
@@ -74,14 +84,16 @@ def test_information_request_then_supplement_updates_the_case_everywhere(stack: 
             rep = db.scalars(select(Report).where(Report.provider_report_id == prid)).one()
             assert rep.supplements == 1 and rep.routed_supplements == 1
             assert rep.information_requested == ["$.location.ip_events", "$.users"]
-            sups = db.scalars(select(ReportSupplement).where(
-                ReportSupplement.report_id == rep.report_id)).all()
+            sups = db.scalars(
+                select(ReportSupplement).where(ReportSupplement.report_id == rep.report_id)
+            ).all()
             assert [x.seq for x in sups] == [1]
             assert "$.users" in sups[0].added
             body = db.get(ReportContent, rep.report_id).body
             assert body["users"][0]["country"] == "FR" and not body.get("supplement")
-            rcpts = set(db.scalars(select(Delivery.recipient).where(
-                Delivery.report_id == rep.report_id)))
+            rcpts = set(
+                db.scalars(select(Delivery.recipient).where(Delivery.report_id == rep.report_id))
+            )
             assert rcpts == {"nl", "de", "fr", "europol"}
     finally:
         engine.dispose()
@@ -92,8 +104,9 @@ def test_a_supplement_is_acknowledged_even_when_it_adds_nothing(stack: Stack) ->
     run = uuid.uuid4().hex[:10]
     provider = f"info-{run[:6]}"
     prid = f"{run}-b"
-    full = samples.report(provider, prid, media_seed=f"j-{run}", ip_country="de",
-                          suspect_country="DE")
+    full = samples.report(
+        provider, prid, media_seed=f"j-{run}", ip_country="de", suspect_country="DE"
+    )
     fb = FeedbackReader(s, provider)
     try:
         send_reports(s, [full])

@@ -17,16 +17,32 @@ pytestmark = pytest.mark.integration
 def test_p1_is_pulled_before_a_queued_backlog(stack: Stack) -> None:
     s = stack.settings
     run = uuid.uuid4().hex[:10]
-    backlog = [samples.report("blue-cloud", f"{run}-b{i}", media_seed=f"b-{run}-{i}",
-                              ip_country=None, suspect_country="SI") for i in range(300)]
-    urgent = samples.report("blue-cloud", f"{run}-p1", media_seed=f"p1-{run}", urgent=True,
-                            ip_country=None, suspect_country="SI")
+    backlog = [
+        samples.report(
+            "blue-cloud",
+            f"{run}-b{i}",
+            media_seed=f"b-{run}-{i}",
+            ip_country=None,
+            suspect_country="SI",
+        )
+        for i in range(300)
+    ]
+    urgent = samples.report(
+        "blue-cloud",
+        f"{run}-p1",
+        media_seed=f"p1-{run}",
+        urgent=True,
+        ip_country=None,
+        suspect_country="SI",
+    )
     send_reports(s, backlog)
     fb = FeedbackReader(s, "blue-cloud")
     fb.final_for({r["provider_report_id"] for r in backlog})  # all queued on le.si
     send_reports(s, [urgent])
-    assert fb.final_for({urgent["provider_report_id"]})[urgent["provider_report_id"]][
-        "status"] == "forwarded"
+    assert (
+        fb.final_for({urgent["provider_report_id"]})[urgent["provider_report_id"]]["status"]
+        == "forwarded"
+    )
     fb.close()
     first = cli(s, "liaison", "pull", "--country", "si", "--max", "1", "--timeout", "10")
     assert first.returncode == 0, first.stderr

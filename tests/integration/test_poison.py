@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 def _deep_value(doc: dict[str, Any], depth: int) -> bytes:
     """`doc` as JSON, its member "x" (0) replaced by `depth` objects inside one another:
     written out by hand, as no serialiser here may nest that deep."""
-    return orjson.dumps(doc).replace(b'"x":0', b'"x":' + b'{"k":' * depth + b'1' + b'}' * depth)
+    return orjson.dumps(doc).replace(b'"x":0', b'"x":' + b'{"k":' * depth + b"1" + b"}" * depth)
 
 
 def _as_accepted(stack: Stack, provider: str, prid: str, depth: int) -> tuple[str, bytes]:
@@ -37,14 +37,32 @@ def _as_accepted(stack: Stack, provider: str, prid: str, depth: int) -> tuple[st
     with make_sessionmaker(engine).begin() as s:
         if s.get(Provider, provider) is None:
             s.add(Provider(provider_id=provider, first_seen_at=received, reports_received=0))
-        s.add(Report(report_id=rid, case_id=m.case_id_for(rid, received), provider_id=provider,
-                     provider_report_id=prid, received_at=received, submitted_at="x",
-                     signature="absent", status="received", reasons=[], supplements=0))
+        s.add(
+            Report(
+                report_id=rid,
+                case_id=m.case_id_for(rid, received),
+                provider_id=provider,
+                provider_report_id=prid,
+                received_at=received,
+                submitted_at="x",
+                signature="absent",
+                status="received",
+                reasons=[],
+                supplements=0,
+            )
+        )
     engine.dispose()
     report = {**samples.report(provider, prid, ip_country="fr"), "x": 0}
-    envelope = {"supplement": 0, "report_id": rid, "case_id": m.case_id_for(rid, received),
-                "provider_id": provider, "provider_report_id": prid,
-                "received_at": m.iso(received), "signature": "absent", "report": report}
+    envelope = {
+        "supplement": 0,
+        "report_id": rid,
+        "case_id": m.case_id_for(rid, received),
+        "provider_id": provider,
+        "provider_report_id": prid,
+        "received_at": m.iso(received),
+        "signature": "absent",
+        "report": report,
+    }
     return rid, _deep_value(envelope, depth)
 
 
@@ -80,8 +98,9 @@ def test_the_same_message_past_intake_goes_through_triage_and_routing(stack: Sta
     fb = FeedbackReader(stack.settings, "deep-co")
     assert fb.final_for({f"{run}-past"})[f"{run}-past"]["status"] == "forwarded"
     fb.close()
-    cases = pull_cases(stack.settings, "fr",
-                       lambda d: f"{run}-past" in {x["provider_report_id"] for x in d})
+    cases = pull_cases(
+        stack.settings, "fr", lambda d: f"{run}-past" in {x["provider_report_id"] for x in d}
+    )
     case = next(c for c in cases if c["provider_report_id"] == f"{run}-past")
     depth, x = 0, case["report"]["x"]
     while isinstance(x, dict):
@@ -113,8 +132,11 @@ def test_a_message_no_stage_gets_past_is_set_aside_and_the_company_told(stack: S
     engine = make_engine(s.database_url)
     with make_sessionmaker(engine)() as db:
         assert db.scalar(select(Report.status).where(Report.report_id == rid)) == "quarantined"
-        kept = db.scalars(select(DeadLetter).where(DeadLetter.topic == s.topic(ACCEPTED),
-                                                   DeadLetter.key == rid.encode())).all()
+        kept = db.scalars(
+            select(DeadLetter).where(
+                DeadLetter.topic == s.topic(ACCEPTED), DeadLetter.key == rid.encode()
+            )
+        ).all()
         assert len(kept) == 1 and kept[0].value == value  # kept whole
         assert kept[0].reasons[0]["code"] == "quarantined"
     engine.dispose()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -22,10 +22,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def small_stack(broker: LocalBroker, tmp_path: Path) -> Iterator[Stack]:
-    settings = Settings(home=tmp_path, kafka_bootstrap=broker.bootstrap,
-                        database_url=f"sqlite:///{tmp_path / 'centre.db'}",
-                        topic_prefix=f"sv{uuid.uuid4().hex[:6]}.", partitions=3,
-                        stuck_after_s=6.0)
+    settings = Settings(
+        home=tmp_path,
+        kafka_bootstrap=broker.bootstrap,
+        database_url=f"sqlite:///{tmp_path / 'centre.db'}",
+        topic_prefix=f"sv{uuid.uuid4().hex[:6]}.",
+        partitions=3,
+        stuck_after_s=6.0,
+    )
     st = Stack(settings, stages=("intake",))
     st.start(ready_timeout=180)
     yield st
@@ -37,8 +41,9 @@ def test_a_frozen_worker_is_killed_and_started_again(small_stack: Stack) -> None
     frozen = intake.pid
     assert frozen is not None
     os.kill(frozen, signal.SIGSTOP)  # alive, but runs nothing: it stops beating
-    wait_for("the frozen worker replaced", lambda: intake.alive() and intake.pid != frozen,
-             timeout=90)
+    wait_for(
+        "the frozen worker replaced", lambda: intake.alive() and intake.pid != frozen, timeout=90
+    )
     assert small_stack.exits.get("intake") == 1
     report = samples.report("frozen-co", f"f-{uuid.uuid4().hex[:6]}")
     send_reports(small_stack.settings, [report])

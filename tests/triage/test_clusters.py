@@ -8,10 +8,10 @@ from sqlalchemy import select
 
 from centre import messages as m
 from centre.db import Provider, Report, make_engine, make_sessionmaker
-from triage.tables import Cluster
 from triage.clusters import ClusterBatch
+from triage.tables import Cluster
 
-NOW = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 
 
 def _reports(s, n: int) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
@@ -19,9 +19,20 @@ def _reports(s, n: int) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def
     ids = []
     for i in range(n):
         rid = m.report_id_for("p", f"r{i}")
-        s.add(Report(report_id=rid, case_id=m.case_id_for(rid), provider_id="p",
-                     provider_report_id=f"r{i}", received_at=NOW, submitted_at="x",
-                     signature="absent", status="received", reasons=[], supplements=0))
+        s.add(
+            Report(
+                report_id=rid,
+                case_id=m.case_id_for(rid),
+                provider_id="p",
+                provider_report_id=f"r{i}",
+                received_at=NOW,
+                submitted_at="x",
+                signature="absent",
+                status="received",
+                reasons=[],
+                supplements=0,
+            )
+        )
         ids.append((rid, m.case_id_for(rid)))
     s.flush()
     return ids
@@ -144,7 +155,9 @@ def test_a_stored_cluster_merges_with_one_made_in_the_same_batch(db_url: str) ->
         first = ClusterBatch(s, [x], NOW)
         old = first.assign(*r[0], [[x]]).cluster_ids[0]
         first.flush()
-        batch = ClusterBatch(s, [x, y], NOW + dt.timedelta(hours=1))  # x's cluster comes from the DB
+        batch = ClusterBatch(
+            s, [x, y], NOW + dt.timedelta(hours=1)
+        )  # x's cluster comes from the DB
         batch.assign(*r[1], [[y]])  # a new cluster, made now
         merged = batch.assign(*r[2], [[x, y]])  # links the stored one and the new one
         batch.flush()

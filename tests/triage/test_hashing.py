@@ -108,10 +108,18 @@ def test_pictures_are_recognised_in_a_fresh_process(tmp_path: Path) -> None:
     the generator here) having registered them first."""
     (tmp_path / "a.jpg").write_bytes(jpeg_bytes(structured_image(6)))
     (tmp_path / "b.png").write_bytes(png_bytes(structured_image(7)))
-    code = ("import sys, orjson; from triage.hashing import hash_paths; "
-            "[print(orjson.dumps(r).decode()) for r in hash_paths(sys.argv[1:])]")
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120, check=True)
+    code = (
+        "import sys, orjson; from triage.hashing import hash_paths; "
+        "[print(orjson.dumps(r).decode()) for r in hash_paths(sys.argv[1:])]"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     recs = [orjson.loads(line) for line in run.stdout.splitlines()]
     assert [(r["file"], r["media_type"]) for r in recs] == [("a.jpg", "image"), ("b.png", "image")]
     assert all(r["pdq_quality"] >= 80 for r in recs)
@@ -191,31 +199,41 @@ def test_fake_mp4_is_a_video_with_exact_hashes_only(tmp_path: Path) -> None:
     path = tmp_path / "clip.bin"  # the extension does not matter
     data = _fake_mp4(path)
     rec = hash_file(path)
-    assert rec == {"file": "clip.bin", "media_type": "video",
-                   "sha256": hashlib.sha256(data).hexdigest(),
-                   "md5": hashlib.md5(data).hexdigest()}
+    assert rec == {
+        "file": "clip.bin",
+        "media_type": "video",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "md5": hashlib.md5(data).hexdigest(),
+    }
 
 
-@pytest.mark.parametrize("header", [
-    b"\x1a\x45\xdf\xa3" + b"\x00" * 60,                       # Matroska / WebM
-    b"RIFF\x00\x10\x00\x00AVI LIST" + b"\x00" * 60,           # AVI
-    b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  ",           # QuickTime
-    b"\x00\x00\x01\xba" + b"\x00" * 60,                       # MPEG program stream
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\x1a\x45\xdf\xa3" + b"\x00" * 60,  # Matroska / WebM
+        b"RIFF\x00\x10\x00\x00AVI LIST" + b"\x00" * 60,  # AVI
+        b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  ",  # QuickTime
+        b"\x00\x00\x01\xba" + b"\x00" * 60,  # MPEG program stream
+    ],
+)
 def test_other_video_containers(tmp_path: Path, header: bytes) -> None:
     path = tmp_path / "v"
     path.write_bytes(header + bytes(range(256)) * 4)
     assert hash_file(path)["media_type"] == "video"
 
 
-@pytest.mark.parametrize("name,content,reason", [
-    ("report.pdf", b"%PDF-1.4\n" + b"x" * 500, "not a picture or video"),
-    ("empty.jpg", b"", "empty file"),
-    ("broken.jpg", None, "damaged"),
-    ("photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 100, "HEIF"),
-])
-def test_other_files_are_clear_errors(tmp_path: Path, name: str, content: bytes | None,
-                                      reason: str) -> None:
+@pytest.mark.parametrize(
+    "name,content,reason",
+    [
+        ("report.pdf", b"%PDF-1.4\n" + b"x" * 500, "not a picture or video"),
+        ("empty.jpg", b"", "empty file"),
+        ("broken.jpg", None, "damaged"),
+        ("photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 100, "HEIF"),
+    ],
+)
+def test_other_files_are_clear_errors(
+    tmp_path: Path, name: str, content: bytes | None, reason: str
+) -> None:
     if content is None:
         content = jpeg_bytes(structured_image(0))[:2000]  # a JPEG cut short
     path = tmp_path / name
@@ -240,10 +258,20 @@ def test_hash_paths_recurses_and_yields_errors_in_order(tmp_path: Path) -> None:
     (tmp_path / "a" / "b" / "3.txt").write_text("hello")
     _fake_mp4(tmp_path / "4.mp4", size=1000)
     out = list(hash_paths([tmp_path / "a", tmp_path / "4.mp4", tmp_path / "missing.png"]))
-    assert [r["file"] if isinstance(r, dict) else r.path.name for r in out] == \
-        ["1.png", "2.jpg", "3.txt", "4.mp4", "missing.png"]
-    assert [type(r).__name__ for r in out] == \
-        ["dict", "dict", "HashingError", "dict", "HashingError"]
+    assert [r["file"] if isinstance(r, dict) else r.path.name for r in out] == [
+        "1.png",
+        "2.jpg",
+        "3.txt",
+        "4.mp4",
+        "missing.png",
+    ]
+    assert [type(r).__name__ for r in out] == [
+        "dict",
+        "dict",
+        "HashingError",
+        "dict",
+        "HashingError",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,9 +322,10 @@ def test_cli_writes_json_lines_to_stdout_by_default(tmp_path: Path) -> None:
     case = tmp_path / "case"
     files = _case_folder(case)
     before = _files(tmp_path)
-    result = CliRunner().invoke(victims_app, ["hash", str(case / "one.jpg"),
-                                              str(case / "sub" / "notes.docx"),
-                                              str(case / "two.png")])
+    result = CliRunner().invoke(
+        victims_app,
+        ["hash", str(case / "one.jpg"), str(case / "sub" / "notes.docx"), str(case / "two.png")],
+    )
     assert result.exit_code == 1
     recs = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert [r["file"] for r in recs] == ["one.jpg", "two.png"]  # went on after the bad file

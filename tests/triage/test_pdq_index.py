@@ -11,12 +11,13 @@ from triage.pdq_index import PDQIndex, pdq_to_bytes
 POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)  # not bitwise_count
 
 
-def brute(codes: np.ndarray, ids: np.ndarray, queries: np.ndarray,
-          max_distance: int = 31) -> list[list[tuple[int, int]]]:
+def brute(
+    codes: np.ndarray, ids: np.ndarray, queries: np.ndarray, max_distance: int = 31
+) -> list[list[tuple[int, int]]]:
     """The oracle: every stored hash against every query, by byte popcount table."""
     out: list[list[tuple[int, int]]] = []
     for lo in range(0, len(queries), 32):
-        q = queries[lo:lo + 32]
+        q = queries[lo : lo + 32]
         d = POP8[q[:, None, :] ^ codes[None, :, :]].sum(axis=2, dtype=np.int64)
         for row in d:
             j = np.flatnonzero(row <= max_distance)
@@ -79,8 +80,9 @@ def mixed_queries(stored: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return np.stack(qs)
 
 
-def test_equals_brute_force(stored: tuple[np.ndarray, np.ndarray],
-                            mixed_queries: np.ndarray) -> None:
+def test_equals_brute_force(
+    stored: tuple[np.ndarray, np.ndarray], mixed_queries: np.ndarray
+) -> None:
     ids, codes = stored
     index = PDQIndex.build(ids, codes)
     got = index.query(mixed_queries)
@@ -91,13 +93,13 @@ def test_equals_brute_force(stored: tuple[np.ndarray, np.ndarray],
     assert sum(1 for r in got if r) < len(got)
 
 
-def test_hex_and_array_input_agree(stored: tuple[np.ndarray, np.ndarray],
-                                   mixed_queries: np.ndarray) -> None:
+def test_hex_and_array_input_agree(
+    stored: tuple[np.ndarray, np.ndarray], mixed_queries: np.ndarray
+) -> None:
     ids, codes = stored
     index = PDQIndex.build(ids[:2000].tolist(), hexes(codes[:2000]))
     assert index.query(hexes(mixed_queries[:300])) == index.query(mixed_queries[:300])
-    assert index.query(mixed_queries[:300]) == brute(codes[:2000], ids[:2000],
-                                                     mixed_queries[:300])
+    assert index.query(mixed_queries[:300]) == brute(codes[:2000], ids[:2000], mixed_queries[:300])
 
 
 def test_distance_31_matches_and_32_does_not() -> None:
@@ -144,8 +146,9 @@ def test_worst_case_31_every_bit_position() -> None:
     assert index.query(np.stack(queries)) == [[(1, 31)]] * 256
 
 
-def test_batch_of_one_equals_batch(stored: tuple[np.ndarray, np.ndarray],
-                                   mixed_queries: np.ndarray) -> None:
+def test_batch_of_one_equals_batch(
+    stored: tuple[np.ndarray, np.ndarray], mixed_queries: np.ndarray
+) -> None:
     ids, codes = stored
     index = PDQIndex.build(ids, codes)
     index.add([1, 2, 3], random_codes(np.random.default_rng(1), 3))  # delta searched too
@@ -153,20 +156,21 @@ def test_batch_of_one_equals_batch(stored: tuple[np.ndarray, np.ndarray],
     batch = np.concatenate([mixed_queries, mixed_queries[rng.permutation(len(mixed_queries))]])
     assert len(batch) > 2000
     whole = index.query(batch)
-    singles = [index.query(batch[i:i + 1])[0] for i in range(len(batch))]
+    singles = [index.query(batch[i : i + 1])[0] for i in range(len(batch))]
     assert whole == singles
     index.CANDIDATE_BUDGET = 3000  # many small groups of queries
     index.QUERY_BLOCK = 97
     assert index.query(batch) == whole
 
 
-def test_add_after_build_delta_and_merge(stored: tuple[np.ndarray, np.ndarray],
-                                         mixed_queries: np.ndarray) -> None:
+def test_add_after_build_delta_and_merge(
+    stored: tuple[np.ndarray, np.ndarray], mixed_queries: np.ndarray
+) -> None:
     ids, codes = stored
     for threshold in (10**6, 500):  # delta only; merges every 500 adds
         index = PDQIndex.build(ids[:10_000], codes[:10_000], delta_threshold=threshold)
         for lo in range(10_000, 20_000, 1700):
-            index.add(ids[lo:lo + 1700], codes[lo:lo + 1700])
+            index.add(ids[lo : lo + 1700], codes[lo : lo + 1700])
         assert len(index) == 20_000
         if threshold == 500:
             assert index._dn < 500 and index._n > 10_000  # merged into the tables
@@ -175,13 +179,14 @@ def test_add_after_build_delta_and_merge(stored: tuple[np.ndarray, np.ndarray],
         assert index.query(mixed_queries) == brute(codes, ids, mixed_queries)
 
 
-def test_bulk_add_to_empty_then_single_adds(stored: tuple[np.ndarray, np.ndarray],
-                                            mixed_queries: np.ndarray) -> None:
+def test_bulk_add_to_empty_then_single_adds(
+    stored: tuple[np.ndarray, np.ndarray], mixed_queries: np.ndarray
+) -> None:
     ids, codes = stored
     index = PDQIndex(delta_threshold=64)
     index.add(ids[:15_000], codes[:15_000])  # one merge of everything
     for i in range(15_000, 15_300):
-        index.add([int(ids[i])], hexes(codes[i:i + 1]))
+        index.add([int(ids[i])], hexes(codes[i : i + 1]))
     assert len(index) == 15_300
     assert index.query(mixed_queries) == brute(codes[:15_300], ids[:15_300], mixed_queries)
 
@@ -227,10 +232,15 @@ def test_random_operations_against_model() -> None:
             new_ids = list(range(next_id, next_id + k))
             next_id += k
             if model and rng.random() < 0.5:  # some replace existing ids
-                new_ids[: k // 3] = rng.choice(list(model), size=min(k // 3, len(model)),
-                                               replace=False).tolist()
-            new_codes = np.stack([near(rng, pool[rng.integers(len(pool))],
-                                       int(rng.integers(0, 40))) for _ in new_ids])
+                new_ids[: k // 3] = rng.choice(
+                    list(model), size=min(k // 3, len(model)), replace=False
+                ).tolist()
+            new_codes = np.stack(
+                [
+                    near(rng, pool[rng.integers(len(pool))], int(rng.integers(0, 40)))
+                    for _ in new_ids
+                ]
+            )
             index.add(new_ids, new_codes)
             for i, c in zip(new_ids, new_codes):
                 model[i] = c
@@ -243,18 +253,28 @@ def test_random_operations_against_model() -> None:
             index.remove([next_id + 10**6])  # absent: no effect
         assert len(index) == len(model)
         if step % 6 == 5:
-            queries = np.concatenate([
-                np.stack([near(rng, pool[rng.integers(len(pool))], int(rng.integers(0, 40)))
-                          for _ in range(150)]),
-                np.stack(list(model.values()))[:50]])
+            queries = np.concatenate(
+                [
+                    np.stack(
+                        [
+                            near(rng, pool[rng.integers(len(pool))], int(rng.integers(0, 40)))
+                            for _ in range(150)
+                        ]
+                    ),
+                    np.stack(list(model.values()))[:50],
+                ]
+            )
             assert index.query(queries) == brute_model(model, queries)
     assert index._n > 0  # merges happened
 
 
 def test_empty_index() -> None:
     q = random_codes(np.random.default_rng(0), 3)
-    for index in (PDQIndex(), PDQIndex.build([], []), PDQIndex.build(np.array([], np.int64),
-                                                                     np.empty((0, 32), np.uint8))):
+    for index in (
+        PDQIndex(),
+        PDQIndex.build([], []),
+        PDQIndex.build(np.array([], np.int64), np.empty((0, 32), np.uint8)),
+    ):
         assert len(index) == 0
         assert index.query(q) == [[], [], []]
         assert index.query([]) == []
@@ -289,12 +309,14 @@ def test_results_sorted_by_distance_then_id() -> None:
     stored = [flip(base, list(range(k))) for k in (5, 0, 5, 3, 31, 32)]
     index = PDQIndex.build([50, 40, 30, 20, 10, 60], np.stack(stored))
     index.add([5, 1], np.stack([flip(base, [200, 201, 202]), base]))
-    assert index.query(base[None, :]) == [[(1, 0), (40, 0), (5, 3), (20, 3), (30, 5), (50, 5),
-                                           (10, 31)]]
+    assert index.query(base[None, :]) == [
+        [(1, 0), (40, 0), (5, 3), (20, 3), (30, 5), (50, 5), (10, 31)]
+    ]
 
 
-def test_smaller_max_distance(stored: tuple[np.ndarray, np.ndarray],
-                              mixed_queries: np.ndarray) -> None:
+def test_smaller_max_distance(
+    stored: tuple[np.ndarray, np.ndarray], mixed_queries: np.ndarray
+) -> None:
     ids, codes = stored
     for md in (0, 10, 15, 16, 20):
         index = PDQIndex.build(ids[:4000], codes[:4000], max_distance=md)
@@ -314,16 +336,19 @@ def test_pdq_to_bytes() -> None:
     assert pdq_to_bytes(np.array([h])).tobytes() == bytes.fromhex(h)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("0" * 63, r"PDQ hash 1: must be 64 hexadecimal characters, got 63"),
-    ("0" * 65, r"PDQ hash 1: must be 64 hexadecimal characters, got 65"),
-    ("", r"PDQ hash 1: must be 64"),
-    ("g" + "0" * 63, r"PDQ hash 1: not hexadecimal \(character 0\)"),
-    ("0" * 62 + " 0", r"PDQ hash 1: not hexadecimal \(character 62\)"),
-    ("0" * 63 + "é", r"PDQ hash 1: not hexadecimal \(character 63\)"),
-    (None, r"PDQ hash 1: expected a hex string, got NoneType"),
-    (b"0" * 64, r"PDQ hash 1: expected a hex string, got bytes"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("0" * 63, r"PDQ hash 1: must be 64 hexadecimal characters, got 63"),
+        ("0" * 65, r"PDQ hash 1: must be 64 hexadecimal characters, got 65"),
+        ("", r"PDQ hash 1: must be 64"),
+        ("g" + "0" * 63, r"PDQ hash 1: not hexadecimal \(character 0\)"),
+        ("0" * 62 + " 0", r"PDQ hash 1: not hexadecimal \(character 62\)"),
+        ("0" * 63 + "é", r"PDQ hash 1: not hexadecimal \(character 63\)"),
+        (None, r"PDQ hash 1: expected a hex string, got NoneType"),
+        (b"0" * 64, r"PDQ hash 1: expected a hex string, got bytes"),
+    ],
+)
 def test_invalid_hex(bad: object, message: str) -> None:
     good = "ab" * 32
     with pytest.raises(ValueError, match=message):
@@ -364,10 +389,11 @@ def test_growth_keeps_tables_consistent() -> None:
     index = PDQIndex.build(ids[:100], codes[:100], delta_threshold=37)
     for lo in range(100, 6000, 250):
         held = index._codes[:3]  # forces the copying path for the codes this round
-        index.add(ids[lo:lo + 250], codes[lo:lo + 250])
+        index.add(ids[lo : lo + 250], codes[lo : lo + 250])
         del held
-    queries = np.stack([near(rng, codes[rng.integers(6000)], int(rng.integers(0, 36)))
-                        for _ in range(400)])
+    queries = np.stack(
+        [near(rng, codes[rng.integers(6000)], int(rng.integers(0, 36))) for _ in range(400)]
+    )
     assert index.query(queries) == brute(codes, ids, queries)
     assert len(index) == 6000 and index.nbytes >= index._n * 100
 
@@ -391,7 +417,6 @@ def test_compiled_scan_refuses_bad_input_instead_of_reading_past_it(scan: str) -
     bad_starts = idx._starts.copy()
     bad_starts[:, 1:] = 1_000  # ranges beyond the 100 stored rows
     with pytest.raises(ValueError, match="outside the stored rows"):
-        _pdqscan.main(q, idx._codes, idx._order, bad_starts, idx._dead, idx._n, idx._cap,
-                      31, True)
+        _pdqscan.main(q, idx._codes, idx._order, bad_starts, idx._dead, idx._n, idx._cap, 31, True)
     with pytest.raises(ValueError, match="whole number of 32-byte"):
         _pdqscan.brute(b"ab", idx._codes, idx._dead, idx._n, 31)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -18,20 +19,19 @@ from sqlalchemy import select
 from centre import messages as m
 from centre import samples
 from centre.db import Provider, Report, make_engine, make_sessionmaker
-from triage.tables import Cluster, ReportCluster
 from centre.runtime import Record
 from centre.settings import Settings
 from centre.topology import TRIAGED
 from tests.complaints.seed import FakeProducer
 from triage.stage import TriageStage
+from triage.tables import Cluster, ReportCluster
 
-NOW = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 
 
 @pytest.fixture
 def stage(db_url: str, tmp_path: Path) -> Iterator[TriageStage]:
-    st = TriageStage(Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1",
-                              database_url=db_url))
+    st = TriageStage(Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1", database_url=db_url))
     st.producer = FakeProducer()  # type: ignore[assignment]
     yield st
     st.close()
@@ -50,15 +50,32 @@ class Intake:
         doc = samples.report("acme", ref, **kw)
         rid = m.report_id_for("acme", ref)
         with make_sessionmaker(self.engine).begin() as s:
-            s.add(Report(report_id=rid, case_id=m.case_id_for(rid), provider_id="acme",
-                         provider_report_id=ref, received_at=NOW, submitted_at="x",
-                         signature="absent", status="received", reasons=[], supplements=0))
-        env = {"supplement": 0, "report_id": rid, "case_id": m.case_id_for(rid),
-               "provider_id": "acme", "provider_report_id": ref, "received_at": m.iso(NOW),
-               "signature": "absent", "report": doc}
+            s.add(
+                Report(
+                    report_id=rid,
+                    case_id=m.case_id_for(rid),
+                    provider_id="acme",
+                    provider_report_id=ref,
+                    received_at=NOW,
+                    submitted_at="x",
+                    signature="absent",
+                    status="received",
+                    reasons=[],
+                    supplements=0,
+                )
+            )
+        env = {
+            "supplement": 0,
+            "report_id": rid,
+            "case_id": m.case_id_for(rid),
+            "provider_id": "acme",
+            "provider_report_id": ref,
+            "received_at": m.iso(NOW),
+            "signature": "absent",
+            "report": doc,
+        }
         self.offset += 1
-        return Record("reports.accepted", 0, self.offset, rid.encode(), orjson.dumps(env), {},
-                      0.0)
+        return Record("reports.accepted", 0, self.offset, rid.encode(), orjson.dumps(env), {}, 0.0)
 
 
 def triaged(stage: TriageStage) -> dict[str, dict[str, Any]]:
@@ -70,20 +87,25 @@ def triaged(stage: TriageStage) -> dict[str, dict[str, Any]]:
 
 
 def test_a_batch_decided_before_the_one_before_is_stored_sees_it(
-        stage: TriageStage, db_url: str) -> None:
+    stage: TriageStage, db_url: str
+) -> None:
     intake = Intake(db_url)
     first = [intake("a1", media_seed="pic"), intake("b1", media_seed="other")]
     finish_first = stage.process(first)
     # Nothing of the first batch is stored or sent yet.
     with make_sessionmaker(intake.engine)() as s:
-        assert s.scalar(select(Report.status).where(
-            Report.report_id == m.report_id_for("acme", "a1"))) == "received"
+        assert (
+            s.scalar(select(Report.status).where(Report.report_id == m.report_id_for("acme", "a1")))
+            == "received"
+        )
         assert s.scalars(select(Cluster.cluster_id)).all() == []
     assert triaged(stage) == {}
 
-    second = [intake("a2", media_seed="pic"),  # the same picture again
-              intake("c1", near_copy_of="other"),  # a near copy (PDQ) of b1's
-              first[0]]  # a1 read again (as after a crash): its result, not counted again
+    second = [
+        intake("a2", media_seed="pic"),  # the same picture again
+        intake("c1", near_copy_of="other"),  # a near copy (PDQ) of b1's
+        first[0],
+    ]  # a1 read again (as after a crash): its result, not counted again
     finish_second = stage.process(second)
     finish_first()
     finish_second()
@@ -96,8 +118,13 @@ def test_a_batch_decided_before_the_one_before_is_stored_sees_it(
     assert out["a2"]["duplicates"]["related_case_ids"] == [out["a1"]["case_id"]]
     assert out["c1"]["duplicates"]["cluster_ids"] == out["b1"]["duplicates"]["cluster_ids"]
     assert any(r.startswith("near_duplicate:pdq_distance:") for r in out["c1"]["reasons"])
-    sent_a1 = [orjson.loads(v) for v, _k in stage.producer.on(  # type: ignore[attr-defined]
-        stage.settings.topic(TRIAGED)) if orjson.loads(v)["provider_report_id"] == "a1"]
+    sent_a1 = [
+        orjson.loads(v)
+        for v, _k in stage.producer.on(  # type: ignore[attr-defined]
+            stage.settings.topic(TRIAGED)
+        )
+        if orjson.loads(v)["provider_report_id"] == "a1"
+    ]
     assert len(sent_a1) == 2 and sent_a1[0]["duplicates"] == sent_a1[1]["duplicates"]
 
     # Stored as one batch after the other.
@@ -106,26 +133,32 @@ def test_a_batch_decided_before_the_one_before_is_stored_sees_it(
         c = s.get(Cluster, cid)
         assert c is not None and c.times_reported == 2
         assert c.recent_cases == [out["a1"]["case_id"], out["a2"]["case_id"]]
-        links = s.execute(select(ReportCluster.report_id).where(
-            ReportCluster.cluster_id == cid)).scalars().all()
+        links = (
+            s.execute(select(ReportCluster.report_id).where(ReportCluster.cluster_id == cid))
+            .scalars()
+            .all()
+        )
         assert sorted(links) == sorted(m.report_id_for("acme", r) for r in ("a1", "a2"))
         statuses = dict(s.execute(select(Report.provider_report_id, Report.status)).all())
-        assert statuses == {"a1": "triaged", "b1": "triaged", "a2": "triaged",
-                            "c1": "triaged"}
-        stored = s.scalar(select(Report.triage).where(
-            Report.report_id == m.report_id_for("acme", "a2")))
+        assert statuses == {"a1": "triaged", "b1": "triaged", "a2": "triaged", "c1": "triaged"}
+        stored = s.scalar(
+            select(Report.triage).where(Report.report_id == m.report_id_for("acme", "a2"))
+        )
         assert stored["duplicates"]["times_reported"] == 2
 
 
 def _with_items(rec: Record, items: list[dict[str, Any]]) -> Record:
     env = orjson.loads(rec.value or b"")
-    env["report"]["content"] = [{**env["report"]["content"][0], **it, "content_id": f"f{n}"}
-                                for n, it in enumerate(items, 1)]
+    env["report"]["content"] = [
+        {**env["report"]["content"][0], **it, "content_id": f"f{n}"}
+        for n, it in enumerate(items, 1)
+    ]
     return Record(rec.topic, 0, rec.offset, rec.key, orjson.dumps(env), {}, 0.0)
 
 
 def test_a_merge_of_clusters_the_batch_before_linked_waits_for_its_links(
-        stage: TriageStage, db_url: str) -> None:
+    stage: TriageStage, db_url: str
+) -> None:
     """Clusters x and y, stored; the batch before (not yet written) has a report holding
     both pictures, counted in both. Then one picture links x and y: they merge, and that
     report must count once, which only the stored links can tell."""
@@ -151,8 +184,7 @@ def test_a_merge_of_clusters_the_batch_before_linked_waits_for_its_links(
     t = threading.Thread(target=write_when_asked)
     t.start()
     # Its sha256 is x's, its md5 y's: one item in both clusters.
-    finish = stage.process([_with_items(intake("xy", media_seed="x"),
-                                        [{**x, "md5": y["md5"]}])])
+    finish = stage.process([_with_items(intake("xy", media_seed="x"), [{**x, "md5": y["md5"]}])])
     t.join(60)
     assert asked.is_set() and ran.is_set(), "the merge did not wait for the stored links"
     finish()
@@ -165,7 +197,8 @@ def test_a_merge_of_clusters_the_batch_before_linked_waits_for_its_links(
 
 
 def test_two_copies_of_one_report_in_a_batch_are_triaged_once(
-        stage: TriageStage, db_url: str) -> None:
+    stage: TriageStage, db_url: str
+) -> None:
     """Intake sends a report again after a crash, and both copies may land in one batch:
     the second is the first's replay, not a stored result (it crashed triage with a
     KeyError on `report_id` and stopped the stage)."""
@@ -173,8 +206,12 @@ def test_two_copies_of_one_report_in_a_batch_are_triaged_once(
     a = intake("a1", media_seed="pic")
     again = Record(a.topic, a.partition, a.offset + 100, a.key, a.value, {}, 0.0)
     stage.process([a, intake("b1", media_seed="other"), again])()
-    sent = [orjson.loads(v) for v, _k in stage.producer.on(  # type: ignore[attr-defined]
-        stage.settings.topic(TRIAGED))]
+    sent = [
+        orjson.loads(v)
+        for v, _k in stage.producer.on(  # type: ignore[attr-defined]
+            stage.settings.topic(TRIAGED)
+        )
+    ]
     assert sorted(r["provider_report_id"] for r in sent) == ["a1", "b1"]
     assert all(r["report_id"] and r["case_id"] for r in sent)
     with make_sessionmaker(intake.engine)() as s:
@@ -183,7 +220,8 @@ def test_two_copies_of_one_report_in_a_batch_are_triaged_once(
 
 
 def test_a_report_set_aside_is_kept_marked_and_its_company_told(
-        stage: TriageStage, db_url: str) -> None:
+    stage: TriageStage, db_url: str
+) -> None:
     from centre.db import DeadLetter
     from tests.complaints.seed import FakeTopics
 
@@ -192,8 +230,12 @@ def test_a_report_set_aside_is_kept_marked_and_its_company_told(
     stage.provider_topics = FakeTopics()
     stage.quarantine(poison, 3)
     stage.quarantine(poison, 3)  # again, as after a crash before its commit: nothing doubles
-    told = [orjson.loads(v) for v, _k in stage.producer.on(  # type: ignore[attr-defined]
-        stage.settings.topic("provider.acme.feedback"))]
+    told = [
+        orjson.loads(v)
+        for v, _k in stage.producer.on(  # type: ignore[attr-defined]
+            stage.settings.topic("provider.acme.feedback")
+        )
+    ]
     assert {f["feedback_id"] for f in told} == {told[0]["feedback_id"]}
     assert told[0]["status"] == "rejected" and told[0]["provider_report_id"] == "p1"
     assert [r["code"] for r in told[0]["reasons"]] == ["quarantined"]

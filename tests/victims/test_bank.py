@@ -13,20 +13,27 @@ from victims.bank import VictimBank
 
 def test_exact_beats_pdq_and_nearer_beats_farther() -> None:
     a, b = hashes("a"), hashes("b")
-    bank = VictimBank.from_rows([
-        ("r1", 1, "sha256", a["sha256"], None), ("r1", 1, "pdq", a["pdq"], 100),
-        ("r1", 2, "pdq", near_pdq(a["pdq"], 20, 3), 100),
-        ("r2", 1, "pdq", near_pdq(a["pdq"], 5, 4), 90),
-        ("r3", 1, "pdq", b["pdq"], 10),  # low quality: not matched
-    ])
-    hits = bank.match([
-        [("sha256", a["sha256"]), ("pdq", a["pdq"])],  # the picture itself
-        [("pdq", near_pdq(a["pdq"], 8, 9))],  # a re-encoded copy
-        [("pdq", b["pdq"])],
-        [("md5", a["md5"])],  # not in any bank
-    ])
+    bank = VictimBank.from_rows(
+        [
+            ("r1", 1, "sha256", a["sha256"], None),
+            ("r1", 1, "pdq", a["pdq"], 100),
+            ("r1", 2, "pdq", near_pdq(a["pdq"], 20, 3), 100),
+            ("r2", 1, "pdq", near_pdq(a["pdq"], 5, 4), 90),
+            ("r3", 1, "pdq", b["pdq"], 10),  # low quality: not matched
+        ]
+    )
+    hits = bank.match(
+        [
+            [("sha256", a["sha256"]), ("pdq", a["pdq"])],  # the picture itself
+            [("pdq", near_pdq(a["pdq"], 8, 9))],  # a re-encoded copy
+            [("pdq", b["pdq"])],
+            [("md5", a["md5"])],  # not in any bank
+        ]
+    )
     assert [(h.request_id, h.item, h.signal, h.distance) for h in hits[0]] == [
-        ("r1", 1, "sha256", 0), ("r2", 1, "pdq", 5)]
+        ("r1", 1, "sha256", 0),
+        ("r2", 1, "pdq", 5),
+    ]
     near = {h.request_id: h for h in hits[1]}
     assert near["r1"].item == 1 and near["r1"].signal == "pdq" and near["r1"].distance <= 8
     assert near["r2"].distance <= 13

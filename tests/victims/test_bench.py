@@ -18,9 +18,14 @@ pytestmark = pytest.mark.integration
 
 
 def settings_for(broker: Any, tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, kafka_bootstrap=broker.bootstrap,
-                    database_url="sqlite:///unused.db", topic_prefix=f"tv{uuid.uuid4().hex[:6]}.",
-                    partitions=1, batch_size=200)
+    return Settings(
+        home=tmp_path,
+        kafka_bootstrap=broker.bootstrap,
+        database_url="sqlite:///unused.db",
+        topic_prefix=f"tv{uuid.uuid4().hex[:6]}.",
+        partitions=1,
+        batch_size=200,
+    )
 
 
 def text(table: Any) -> str:
@@ -42,10 +47,12 @@ def test_past_matching_finds_what_was_seeded(broker: Any, tmp_path: Path) -> Non
 def test_triage_with_and_without_the_victims_hashes(broker: Any, tmp_path: Path) -> None:
     from victims.bench import run_live_bench
 
-    _ok, table = run_live_bench(settings_for(broker, tmp_path), reports=600,
-                                victim_hashes=2000, rounds=1)
+    _ok, table = run_live_bench(
+        settings_for(broker, tmp_path), reports=600, victim_hashes=2000, rounds=1
+    )
     out = text(table)
-    row = next(line for line in out.splitlines()
-               if "matches recorded by the victims worker" in line)
+    row = next(
+        line for line in out.splitlines() if "matches recorded by the victims worker" in line
+    )
     assert int(row.strip("│ ").split()[-1].replace(",", "")) > 0, out
     assert "throughput lost" in out

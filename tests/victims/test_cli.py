@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from centre.audit.tables import AuditEntry
 from centre.db import make_engine, make_sessionmaker
-from victims.tables import VictimRequest
 from centre.keys import KeySet
 from tests.victims.seed import NOW, add_report, hashes, public_item, request_doc
 from victims import flow
 from victims.cli import victims_app
 from victims.model import Item
+from victims.tables import VictimRequest
 
 runner = CliRunner()
 
@@ -27,8 +27,12 @@ runner = CliRunner()
 @pytest.fixture
 def env(db_url: str, tmp_path: Path) -> dict[str, str]:
     KeySet.init(tmp_path / "keys")  # the centre's signing key signs the audit trail's head
-    return {"CENTRE_DATABASE_URL": db_url, "CENTRE_HOME": str(tmp_path),
-            "CENTRE_KAFKA_BOOTSTRAP": "127.0.0.1:1", "USER": "hanna"}
+    return {
+        "CENTRE_DATABASE_URL": db_url,
+        "CENTRE_HOME": str(tmp_path),
+        "CENTRE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+        "USER": "hanna",
+    }
 
 
 def run(env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -39,8 +43,9 @@ def run(env: dict[str, str], *args: str) -> tuple[int, str]:
 def audit_actions(db_url: str) -> list[tuple[str, str, str]]:
     engine = make_engine(db_url)
     with engine.connect() as c:
-        rows = c.execute(select(AuditEntry.actor, AuditEntry.action, AuditEntry.subject)
-                         .order_by(AuditEntry.seq)).all()
+        rows = c.execute(
+            select(AuditEntry.actor, AuditEntry.action, AuditEntry.subject).order_by(AuditEntry.seq)
+        ).all()
     engine.dispose()
     return [tuple(r) for r in rows]  # type: ignore[misc]
 
@@ -54,21 +59,23 @@ def test_help_for_every_command() -> None:
         assert c == 0 and len(text) > 200, cmd
 
 
-@pytest.mark.parametrize("content, says", [
-    ("", "holds no hashes"),
-    ('{"file": "a.jpg", "sha256": "not-a-hash"}\n', "line 1.sha256: sha256 must be 64"),
-    ('{"file": "a.jpg"}\n', "has no sha256, md5 or pdq"),
-])
-def test_bad_lists_are_refused_and_nothing_is_sent(env: dict[str, str], db_url: str,
-                                                   tmp_path: Path, content: str,
-                                                   says: str) -> None:
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("", "holds no hashes"),
+        ('{"file": "a.jpg", "sha256": "not-a-hash"}\n', "line 1.sha256: sha256 must be 64"),
+        ('{"file": "a.jpg"}\n', "has no sha256, md5 or pdq"),
+    ],
+)
+def test_bad_lists_are_refused_and_nothing_is_sent(
+    env: dict[str, str], db_url: str, tmp_path: Path, content: str, says: str
+) -> None:
     f = tmp_path / "hashes.jsonl"
     f.write_text(content)
     code, out = run(env, "request", "--hashes", str(f), "--representative", "Jane Doe")
     assert code == 2 and says in out and "Nothing was sent" in out, out
     assert "Jane" not in out and "not-a-hash" not in out
-    assert audit_actions(db_url) == [("staff:hanna", "victim.request_refused",
-                                      "victims:request")]
+    assert audit_actions(db_url) == [("staff:hanna", "victim.request_refused", "victims:request")]
     code, out = run(env, "request", "--hashes", str(tmp_path / "missing.jsonl"))
     assert code == 2 and "cannot read" in out
 
@@ -81,15 +88,17 @@ def test_a_bad_identity_is_refused(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_status_and_withdrawal_need_the_pin_and_never_say_which_was_wrong(
-        env: dict[str, str], db_url: str) -> None:
+    env: dict[str, str], db_url: str
+) -> None:
     engine = make_engine(db_url)
     add_report(engine, "acme", "a1", items=[public_item("f1", "pic")], cluster="c1")
     h = hashes("pic")
     rid = str(uuid.uuid4())
     items = [Item(1, "image", h["sha256"], h["md5"], h["pdq"], 100)]
     with make_sessionmaker(engine).begin() as s:
-        flow.file_request(s, request_doc(rid, items, pin="7KQ2-M9XD-4HTR"), items,
-                          source="t/0/0", now=NOW)
+        flow.file_request(
+            s, request_doc(rid, items, pin="7KQ2-M9XD-4HTR"), items, source="t/0/0", now=NOW
+        )
     engine.dispose()
 
     wrong = run(env, "status", rid, "--pin", "0000-0000-0000")

@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -24,7 +25,6 @@ from sqlalchemy import select, update
 
 from centre import samples
 from centre.db import make_engine
-from victims.tables import VictimMatch, VictimNotice
 from centre.kafka import BatchProducer, base_config
 from centre.settings import Settings
 from centre.stack import Stack
@@ -39,23 +39,34 @@ from centre.topology import (
 from tests.imagegen import jpeg_bytes, png_bytes, recompressed, resized, structured_image
 from tests.integration.helpers import FeedbackReader, send_reports, wait_for
 from triage.hashing import hash_file
+from victims.tables import VictimMatch, VictimNotice
 
 pytestmark = pytest.mark.integration
 
 NAME, REF = "Jana Novak-Testperson", "helpline-file-4711"
 
 
-def victims(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def victims(
+    settings: Settings, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """`centre victims …` as a case handler runs it."""
-    return subprocess.run([sys.executable, "-m", "app", "victims", *args],
-                          env={**settings.child_env(), "USER": "hanna"}, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app", "victims", *args],
+        env={**settings.child_env(), "USER": "hanna"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def centre(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app", *args],
-                          env={**settings.child_env(), "USER": "dora"}, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env={**settings.child_env(), "USER": "dora"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def ok(res: subprocess.CompletedProcess[str]) -> str:
@@ -67,18 +78,26 @@ class Reader:
     """A topic read from its beginning, as an outsider would."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self.consumer = Consumer({**base_config(settings), "group.id": f"t-{uuid.uuid4()}",
-                                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                                  "topic.metadata.refresh.interval.ms": 500})
+        self.consumer = Consumer(
+            {
+                **base_config(settings),
+                "group.id": f"t-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "topic.metadata.refresh.interval.ms": 500,
+            }
+        )
         self.consumer.subscribe([settings.topic(topic)])
         self.raw: list[bytes] = []
 
-    def until(self, done: Callable[[list[dict[str, Any]]], bool],
-              timeout: float = 90) -> list[dict[str, Any]]:
+    def until(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 90
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while not done(self.docs()):
-            assert time.monotonic() < deadline, [(d.get("type"), d.get("attempt"))
-                                                 for d in self.docs()]
+            assert time.monotonic() < deadline, [
+                (d.get("type"), d.get("attempt")) for d in self.docs()
+            ]
             for msg in self.consumer.consume(500, timeout=0.3):
                 if not msg.error():
                     self.raw.append(msg.value() or b"")
@@ -121,9 +140,16 @@ class Reader:
 
 def report_of(provider: str, prid: str, item: dict[str, Any], url: str) -> dict[str, Any]:
     doc = samples.report(provider, prid, ip_country="de")
-    doc["content"] = [{"content_id": "img-1", "media_type": "image",
-                       **{k: item[k] for k in ("sha256", "md5", "pdq", "pdq_quality")},
-                       "url": url, "publicly_available": True, "removed": False}]
+    doc["content"] = [
+        {
+            "content_id": "img-1",
+            "media_type": "image",
+            **{k: item[k] for k in ("sha256", "md5", "pdq", "pdq_quality")},
+            "url": url,
+            "publicly_available": True,
+            "removed": False,
+        }
+    ]
     doc["users"] = [{"role": "suspect", "account_id": "u-9", "account_action": "suspended"}]
     return doc
 
@@ -138,9 +164,11 @@ def forwarded(s: Settings, provider: str, reports: list[dict[str, Any]]) -> None
 
 def answer(s: Settings, **doc: Any) -> None:
     p = BatchProducer(s)
-    p.send(NOTICE_RESPONSES, orjson.dumps({"schema": "notice-response/v1",
-                                           "at": "2026-11-23T12:00:00Z", **doc}),
-           key=str(doc.get("notice_id", "")).encode())
+    p.send(
+        NOTICE_RESPONSES,
+        orjson.dumps({"schema": "notice-response/v1", "at": "2026-11-23T12:00:00Z", **doc}),
+        key=str(doc.get("notice_id", "")).encode(),
+    )
     p.flush_or_raise()
     p.close()
 
@@ -151,14 +179,16 @@ def matched_all(s: Settings) -> None:
 
     c = lag_reader(s, READERS["victims-match"].name)
     try:
-        wait_for("the victims worker's live matching caught up",
-                 lambda: group_lag(c, s.topic(TRIAGED)) == 0, every=0.5)
+        wait_for(
+            "the victims worker's live matching caught up",
+            lambda: group_lag(c, s.topic(TRIAGED)) == 0,
+            every=0.5,
+        )
     finally:
         c.close()
 
 
-def test_a_victims_request_from_the_pictures_to_the_removal(stack: Stack,
-                                                            tmp_path: Path) -> None:
+def test_a_victims_request_from_the_pictures_to_the_removal(stack: Stack, tmp_path: Path) -> None:
     s = stack.settings
     run = uuid.uuid4().hex[:8]
     seed = int(run[:6], 16)
@@ -175,8 +205,9 @@ def test_a_victims_request_from_the_pictures_to_the_removal(stack: Stack,
     listed = [json.loads(x) for x in out.read_text().splitlines()]
     assert {x["file"] for x in listed} == {"IMG_0001.jpg", "IMG_0002.png"}
     assert all(x["pdq_quality"] >= 50 for x in listed)
-    assert before == {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                      for p in mine.iterdir()}  # only read
+    assert before == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in mine.iterdir()
+    }  # only read
 
     # Earlier: a company reported the very file, still online.
     acme, other = f"acme-{run}", f"other-{run}"
@@ -187,8 +218,19 @@ def test_a_victims_request_from_the_pictures_to_the_removal(stack: Stack,
     notices = Reader(s, notices_topic(acme))
 
     # The case handler files the request.
-    res = victims(s, "request", "--hashes", str(out), "--representative", NAME,
-                  "--identity-ref", REF, "--wait", "120", "--json")
+    res = victims(
+        s,
+        "request",
+        "--hashes",
+        str(out),
+        "--representative",
+        NAME,
+        "--identity-ref",
+        REF,
+        "--wait",
+        "120",
+        "--json",
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     filed = json.loads(res.stdout)
     rid, pin = filed["request_id"], filed["pin"]
@@ -208,40 +250,61 @@ def test_a_victims_request_from_the_pictures_to_the_removal(stack: Stack,
     assert copy["sha256"] != exact["sha256"]
     later = report_of(acme, f"{run}-late", copy, f"https://acme.example/q/{run}")
     forwarded(s, acme, [later])
-    got = notices.until(lambda d: any(x.get("type") == "removal" and x["provider_report_id"] ==
-                                      later["provider_report_id"] for x in d))
+    got = notices.until(
+        lambda d: any(
+            x.get("type") == "removal" and x["provider_report_id"] == later["provider_report_id"]
+            for x in d
+        )
+    )
     second = next(x for x in got if x.get("provider_report_id") == later["provider_report_id"])
     assert second["notice_id"] != first["notice_id"]
     assert second["request_ref"] == first["request_ref"]  # one request, as acme knows it
     engine = make_engine(s.database_url)
     try:
         with engine.connect() as c:
-            found = dict(c.execute(select(VictimMatch.provider_report_id, VictimMatch.found_by)
-                                   .where(VictimMatch.request_id == rid)).all())
-        assert found == {earlier["provider_report_id"]: "past",
-                         later["provider_report_id"]: "live"}
+            found = dict(
+                c.execute(
+                    select(VictimMatch.provider_report_id, VictimMatch.found_by).where(
+                        VictimMatch.request_id == rid
+                    )
+                ).all()
+            )
+        assert found == {earlier["provider_report_id"]: "past", later["provider_report_id"]: "live"}
 
         # A day passes without an answer (here: the due time moved): the notice goes again.
         with engine.begin() as c:
-            c.execute(update(VictimNotice).where(VictimNotice.notice_id == first["notice_id"])
-                      .values(next_due_at=VictimNotice.created_at))
-        got = notices.until(lambda d: any(x.get("notice_id") == first["notice_id"] and
-                                          x.get("attempt") == 2 for x in d))
+            c.execute(
+                update(VictimNotice)
+                .where(VictimNotice.notice_id == first["notice_id"])
+                .values(next_due_at=VictimNotice.created_at)
+            )
+        got = notices.until(
+            lambda d: any(
+                x.get("notice_id") == first["notice_id"] and x.get("attempt") == 2 for x in d
+            )
+        )
 
         # Another company answers acme's notice: refused, nothing changed. acme answers.
         strangers = Reader(s, notices_topic(other))
         answer(s, notice_id=first["notice_id"], provider_id=other, status="removed")
-        refusal = strangers.until(lambda d: any(x.get("type") == "response_invalid"
-                                                for x in d))
+        refusal = strangers.until(lambda d: any(x.get("type") == "response_invalid" for x in d))
         strangers.close()
-        assert [x for x in refusal if x.get("type") == "response_invalid"][0][
-            "reasons"][0]["code"] == "unknown_notice"
+        assert [x for x in refusal if x.get("type") == "response_invalid"][0]["reasons"][0][
+            "code"
+        ] == "unknown_notice"
         answer(s, notice_id=first["notice_id"], provider_id=acme, status="removed")
 
         def removed() -> bool:
             with engine.connect() as c:
-                return c.execute(select(VictimNotice.answer).where(
-                    VictimNotice.notice_id == first["notice_id"])).scalar() == "removed"
+                return (
+                    c.execute(
+                        select(VictimNotice.answer).where(
+                            VictimNotice.notice_id == first["notice_id"]
+                        )
+                    ).scalar()
+                    == "removed"
+                )
+
         wait_for("the removal recorded", removed)
     finally:
         engine.dispose()
@@ -270,13 +333,23 @@ def test_a_victims_request_from_the_pictures_to_the_removal(stack: Stack,
         everything = r.everything()
         r.close()
         assert everything and NAME.encode() not in everything and REF.encode() not in everything
-    shown = [json.loads(x) for x in ok(centre(s, "audit", "show", "--subject",
-                                              f"victim:{rid}", "--role", "dpo")).splitlines()]
+    shown = [
+        json.loads(x)
+        for x in ok(
+            centre(s, "audit", "show", "--subject", f"victim:{rid}", "--role", "dpo")
+        ).splitlines()
+    ]
     ident = [e for e in shown if e["action"] == "victim.identity_recorded"]
     assert ident and ident[0]["personal"] == {"representative": NAME, "identity_ref": REF}
     actions = {e["action"] for e in shown}
-    assert {"victim.request_filed", "victim.matched", "victim.notice_sent",
-            "victim.notice_answered", "victim.status_shown", "victim.access_refused"} <= actions
+    assert {
+        "victim.request_filed",
+        "victim.matched",
+        "victim.notice_sent",
+        "victim.notice_answered",
+        "victim.status_shown",
+        "victim.access_refused",
+    } <= actions
 
     # Withdrawn: the open notice is cancelled at acme, and a new copy is no longer matched.
     out_w = ok(victims(s, "withdraw", rid, "--pin", pin))
@@ -289,11 +362,18 @@ def test_a_victims_request_from_the_pictures_to_the_removal(stack: Stack,
     matched_all(s)
     engine = make_engine(s.database_url)
     try:
+
         def decided() -> list[str] | None:  # the worker may still have held the old bank
             with engine.connect() as c:
-                states = list(c.execute(select(VictimMatch.state).where(
-                    VictimMatch.provider_report_id == again["provider_report_id"])).scalars())
+                states = list(
+                    c.execute(
+                        select(VictimMatch.state).where(
+                            VictimMatch.provider_report_id == again["provider_report_id"]
+                        )
+                    ).scalars()
+                )
             return None if "new" in states else (states or ["none"])
+
         assert wait_for("the new copy decided", decided) in (["none"], ["withdrawn"])
     finally:
         engine.dispose()

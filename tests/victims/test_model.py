@@ -27,11 +27,18 @@ def jsonl(*rows: object) -> bytes:
 
 def test_the_list_of_victims_hash_is_read_and_file_names_stay_out() -> None:
     a, b = hashes("a"), hashes("b")
-    items = parse_hash_list(jsonl(
-        {"file": "me at the beach.jpg", "media_type": "image", **a, "pdq_quality": 100},
-        {"file": "clip.mp4", "media_type": "video", "sha256": b["sha256"].upper(),
-         "md5": b["md5"]},
-        {"file": "again.jpg", "media_type": "image", **a, "pdq_quality": 100}))  # a repeat
+    items = parse_hash_list(
+        jsonl(
+            {"file": "me at the beach.jpg", "media_type": "image", **a, "pdq_quality": 100},
+            {
+                "file": "clip.mp4",
+                "media_type": "video",
+                "sha256": b["sha256"].upper(),
+                "md5": b["md5"],
+            },
+            {"file": "again.jpg", "media_type": "image", **a, "pdq_quality": 100},
+        )
+    )  # a repeat
     assert [i.item for i in items] == [1, 2]
     assert items[1].sha256 == b["sha256"] and items[1].pdq is None
     assert "file" not in items[0].as_dict() and "beach" not in repr(items)
@@ -46,19 +53,22 @@ def test_low_quality_pdq_is_kept_but_not_matched() -> None:
     assert ("sha256", a["sha256"]) in it.signals()
 
 
-@pytest.mark.parametrize("data, code, path", [
-    (b"", "empty", "$"),
-    (b"\n  \n", "empty", "$"),
-    (b"{not json\n", "invalid_json", "line 1"),
-    (jsonl({"sha256": "xyz"}), "invalid_hash", "line 1.sha256"),
-    (jsonl({"sha256": "a" * 64}, {"md5": "b" * 31}), "invalid_hash", "line 2.md5"),
-    (jsonl({"file": "x.jpg"}), "no_hash", "line 1"),
-    (jsonl(5), "not_an_object", "line 1"),
-    (jsonl(["a" * 64]), "not_an_object", "$[0]"),  # one JSON array
-    (jsonl({"pdq": "a" * 64, "pdq_quality": 101}), "invalid_value", "line 1.pdq_quality"),
-    (jsonl({"pdq": "a" * 64, "media_type": "video"}), "invalid_value", "line 1.pdq"),
-    (b"\xff\xfe", "invalid_encoding", "$"),
-])
+@pytest.mark.parametrize(
+    "data, code, path",
+    [
+        (b"", "empty", "$"),
+        (b"\n  \n", "empty", "$"),
+        (b"{not json\n", "invalid_json", "line 1"),
+        (jsonl({"sha256": "xyz"}), "invalid_hash", "line 1.sha256"),
+        (jsonl({"sha256": "a" * 64}, {"md5": "b" * 31}), "invalid_hash", "line 2.md5"),
+        (jsonl({"file": "x.jpg"}), "no_hash", "line 1"),
+        (jsonl(5), "not_an_object", "line 1"),
+        (jsonl(["a" * 64]), "not_an_object", "$[0]"),  # one JSON array
+        (jsonl({"pdq": "a" * 64, "pdq_quality": 101}), "invalid_value", "line 1.pdq_quality"),
+        (jsonl({"pdq": "a" * 64, "media_type": "video"}), "invalid_value", "line 1.pdq"),
+        (b"\xff\xfe", "invalid_encoding", "$"),
+    ],
+)
 def test_bad_lists_are_refused_naming_the_line(data: bytes, code: str, path: str) -> None:
     with pytest.raises(HashListError) as e:
         parse_hash_list(data)
@@ -87,21 +97,25 @@ def test_a_request_message_round_trips_and_carries_no_identity() -> None:
         assert value not in json.dumps(bad.problems)
 
 
-@pytest.mark.parametrize("change, path", [
-    ({"schema": "victim-request/v2"}, "$.schema"),
-    ({"request_id": "R-1"}, "$.request_id"),
-    ({"pin": "1234"}, "$.pin"),
-    ({"pin": "scrypt$20$8$1$AAAA$AAAA"}, "$.pin"),  # too costly to check: refused
-    ({"items": []}, "$.items"),
-    ({"items": [{"item": 1, "sha256": "zz"}]}, "$.items[0].sha256"),
-    ({"items": [{"item": 1, "sha256": "a" * 64}, {"item": 1, "md5": "b" * 32}]},
-     "$.items[1].item"),
-    ({"requested_at": "yesterday"}, "$.requested_at"),
-    ({"filed_by": "a b"}, "$.filed_by"),
-    ({"victim": "J. N."}, "$.victim"),  # no field but the known ones travels
-    ({"items": [{"item": 1, "sha256": "a" * 64, "file": "jana_beach.jpg"}]},
-     "$.items[0].file"),
-])
+@pytest.mark.parametrize(
+    "change, path",
+    [
+        ({"schema": "victim-request/v2"}, "$.schema"),
+        ({"request_id": "R-1"}, "$.request_id"),
+        ({"pin": "1234"}, "$.pin"),
+        ({"pin": "scrypt$20$8$1$AAAA$AAAA"}, "$.pin"),  # too costly to check: refused
+        ({"items": []}, "$.items"),
+        ({"items": [{"item": 1, "sha256": "zz"}]}, "$.items[0].sha256"),
+        (
+            {"items": [{"item": 1, "sha256": "a" * 64}, {"item": 1, "md5": "b" * 32}]},
+            "$.items[1].item",
+        ),
+        ({"requested_at": "yesterday"}, "$.requested_at"),
+        ({"filed_by": "a b"}, "$.filed_by"),
+        ({"victim": "J. N."}, "$.victim"),  # no field but the known ones travels
+        ({"items": [{"item": 1, "sha256": "a" * 64, "file": "jana_beach.jpg"}]}, "$.items[0].file"),
+    ],
+)
 def test_bad_request_messages(change: dict[str, object], path: str) -> None:
     doc = {**request_doc(str(uuid.uuid4()), [Item(1, sha256="a" * 64)]), **change}
     out = validate_request(orjson.dumps(doc))
@@ -114,8 +128,13 @@ def test_unreadable_request_messages(raw: bytes | None) -> None:
 
 
 def response(**over: object) -> bytes:
-    doc = {"schema": "notice-response/v1", "notice_id": str(uuid.uuid4()),
-           "provider_id": "acme", "status": "removed", "at": "2026-11-23T12:00:00Z"}
+    doc = {
+        "schema": "notice-response/v1",
+        "notice_id": str(uuid.uuid4()),
+        "provider_id": "acme",
+        "status": "removed",
+        "at": "2026-11-23T12:00:00Z",
+    }
     doc.update(over)
     return orjson.dumps({k: v for k, v in doc.items() if v is not None})
 
@@ -125,10 +144,14 @@ def test_responses() -> None:
     assert validate_response(response(removed_at="2026-11-23T11:00:00+01:00")).accepted
     ok = validate_response(response(status="refused", reason="legal review pending"))
     assert ok.accepted
-    for over, path in (({"status": "refused"}, "$.reason"), ({"status": "gone"}, "$.status"),
-                       ({"notice_id": "n-1"}, "$.notice_id"),
-                       ({"provider_id": "Not A Provider"}, "$.provider_id"),
-                       ({"at": None}, "$.at"), ({"removed_at": "soon"}, "$.removed_at")):
+    for over, path in (
+        ({"status": "refused"}, "$.reason"),
+        ({"status": "gone"}, "$.status"),
+        ({"notice_id": "n-1"}, "$.notice_id"),
+        ({"provider_id": "Not A Provider"}, "$.provider_id"),
+        ({"at": None}, "$.at"),
+        ({"removed_at": "soon"}, "$.removed_at"),
+    ):
         out = validate_response(response(**over))
         assert not out.accepted and path in [p["path"] for p in out.problems], (over, out)
     bad = validate_response(response(notice_id="x"))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -26,18 +27,30 @@ class Env:
         return AuditLog(self.settings.with_(**changes) if changes else self.settings)
 
 
-def events(n: int, start: int = 0, *, actor: str = "triage",
-           action: str = "report.prioritised") -> list[AuditEvent]:
-    return [AuditEvent(actor=actor, action=action, subject=f"report:r-{i:06d}",
-                       details={"priority": "P2", "reasons": [{"code": "new_material"}]})
-            for i in range(start, start + n)]
+def events(
+    n: int, start: int = 0, *, actor: str = "triage", action: str = "report.prioritised"
+) -> list[AuditEvent]:
+    return [
+        AuditEvent(
+            actor=actor,
+            action=action,
+            subject=f"report:r-{i:06d}",
+            details={"priority": "P2", "reasons": [{"code": "new_material"}]},
+        )
+        for i in range(start, start + n)
+    ]
 
 
 @pytest.fixture
 def env(db_url: str, tmp_path: Path) -> Iterator[Env]:
     home = tmp_path / "home"
-    settings = Settings(home=home, kafka_bootstrap=None, database_url=db_url,
-                        audit_checkpoint_every=10, audit_checkpoint_seconds=3600)
+    settings = Settings(
+        home=home,
+        kafka_bootstrap=None,
+        database_url=db_url,
+        audit_checkpoint_every=10,
+        audit_checkpoint_seconds=3600,
+    )
     KeySet.init(settings.keys_dir)
     log = AuditLog(settings)
     yield Env(settings, log)

@@ -17,9 +17,16 @@ runner = CliRunner()
 
 
 def _run(env: Env, *args: str) -> tuple[int, str, str]:
-    r = runner.invoke(audit_app, list(args), env={
-        "CENTRE_HOME": str(env.settings.home), "CENTRE_DATABASE_URL": env.settings.database_url,
-        "CENTRE_AUDIT_READER_ROLES": "auditor,dpo", "CENTRE_AUDIT_RETENTION": "victim=30"})
+    r = runner.invoke(
+        audit_app,
+        list(args),
+        env={
+            "CENTRE_HOME": str(env.settings.home),
+            "CENTRE_DATABASE_URL": env.settings.database_url,
+            "CENTRE_AUDIT_READER_ROLES": "auditor,dpo",
+            "CENTRE_AUDIT_RETENTION": "victim=30",
+        },
+    )
     return r.exit_code, r.stdout, r.stderr
 
 
@@ -67,28 +74,53 @@ def test_verify_with_a_wrong_key_or_bad_input_fails(env: Env, tmp_path: Path) ->
 
 
 def test_show_prints_json_lines_for_a_reader_role_and_refuses_others(env: Env) -> None:
-    env.log.record([AuditEvent(actor="victims", action="victim.request_received",
-                               subject="victim:q-1", person="victim:q-1",
-                               personal={"email": "v@example.org"}, details={"hashes": 2})])
-    code, stdout, _ = _run(env, "show", "--subject", "victim:q-1", "--role", "dpo",
-                           "--by", "dpo-anna")
+    env.log.record(
+        [
+            AuditEvent(
+                actor="victims",
+                action="victim.request_received",
+                subject="victim:q-1",
+                person="victim:q-1",
+                personal={"email": "v@example.org"},
+                details={"hashes": 2},
+            )
+        ]
+    )
+    code, stdout, _ = _run(
+        env, "show", "--subject", "victim:q-1", "--role", "dpo", "--by", "dpo-anna"
+    )
     assert code == 0
     shown = [json.loads(line) for line in stdout.splitlines()]
     assert shown[0]["personal"] == {"email": "v@example.org"}
     assert shown[-1]["action"] == "audit.read" and shown[-1]["actor"] == "staff:dpo-anna"
-    code, stdout, stderr = _run(env, "show", "--subject", "victim:q-1", "--role", "support",
-                                "--by", "mallory")
+    code, stdout, stderr = _run(
+        env, "show", "--subject", "victim:q-1", "--role", "support", "--by", "mallory"
+    )
     assert code == 1 and stdout == "" and "may not read" in stderr
     code, stdout, _ = _run(env, "show", "--subject", "victim:q-1", "--role", "auditor")
     assert [json.loads(line)["action"] for line in stdout.splitlines()] == [
-        "victim.request_received", "audit.read", "audit.read_refused", "audit.read"]
+        "victim.request_received",
+        "audit.read",
+        "audit.read_refused",
+        "audit.read",
+    ]
 
 
 def test_purge_lists_then_erases_and_verify_still_passes(env: Env) -> None:
-    old = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    env.log.record([AuditEvent(actor="victims", action="victim.request_received",
-                               subject="victim:q-1", person="victim:q-1",
-                               personal={"email": "v@example.org"}, at=old)], now=old)
+    old = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    env.log.record(
+        [
+            AuditEvent(
+                actor="victims",
+                action="victim.request_received",
+                subject="victim:q-1",
+                person="victim:q-1",
+                personal={"email": "v@example.org"},
+                at=old,
+            )
+        ],
+        now=old,
+    )
     code, stdout, _ = _run(env, "purge", "--dry-run", "--now", "2026-01-20T00:00:00Z")
     assert code == 0 and stdout.endswith("0 person key(s) would be erased\n")
     code, stdout, _ = _run(env, "purge", "--dry-run", "--now", "2026-03-01T00:00:00Z")

@@ -28,19 +28,31 @@ from centre.settings import Settings
 
 
 def test_event_id_is_deterministic_and_depends_on_every_part() -> None:
-    a = AuditEvent(actor="intake", action="report.received", subject="report:r1",
-                   discriminator="0/5", details={"x": 1})
-    b = AuditEvent(actor="intake", action="report.received", subject="report:r1",
-                   discriminator="0/5", details={"x": 2})
-    assert a.event_id == b.event_id == event_id_for("intake", "report.received", "report:r1",
-                                                    "0/5")
-    ids = {event_id_for(*parts) for parts in [
-        ("intake", "report.received", "report:r1", "0/5"),
-        ("triage", "report.received", "report:r1", "0/5"),
-        ("intake", "report.rejected", "report:r1", "0/5"),
-        ("intake", "report.received", "report:r2", "0/5"),
-        ("intake", "report.received", "report:r1", "0/6"),
-    ]}
+    a = AuditEvent(
+        actor="intake",
+        action="report.received",
+        subject="report:r1",
+        discriminator="0/5",
+        details={"x": 1},
+    )
+    b = AuditEvent(
+        actor="intake",
+        action="report.received",
+        subject="report:r1",
+        discriminator="0/5",
+        details={"x": 2},
+    )
+    assert a.event_id == b.event_id == event_id_for("intake", "report.received", "report:r1", "0/5")
+    ids = {
+        event_id_for(*parts)
+        for parts in [
+            ("intake", "report.received", "report:r1", "0/5"),
+            ("triage", "report.received", "report:r1", "0/5"),
+            ("intake", "report.rejected", "report:r1", "0/5"),
+            ("intake", "report.received", "report:r2", "0/5"),
+            ("intake", "report.received", "report:r1", "0/6"),
+        ]
+    }
     assert len(ids) == 5
 
 
@@ -49,48 +61,61 @@ def test_an_event_ordered_by_a_time_gets_an_id_that_leads_with_it() -> None:
     crash, the same id; another time, another id; no time, the plain derived id."""
     import datetime as dt
 
-    t = dt.datetime(2026, 11, 24, 1, 2, 3, 456789, tzinfo=dt.timezone.utc)
+    t = dt.datetime(2026, 11, 24, 1, 2, 3, 456789, tzinfo=dt.UTC)
     parts = ("triage", "report.triaged", "report:r1", "supplement/0")
-    a = AuditEvent(actor=parts[0], action=parts[1], subject=parts[2], discriminator=parts[3],
-                   ordered_by=t)
+    a = AuditEvent(
+        actor=parts[0], action=parts[1], subject=parts[2], discriminator=parts[3], ordered_by=t
+    )
     assert a.event_id == event_id_for(*parts, ordered_by=t)
     assert a.event_id != event_id_for(*parts)
     assert a.event_id != event_id_for(*parts, ordered_by=t + dt.timedelta(milliseconds=1))
-    assert a.event_id[:13] == f"{1_795_482_123_456:012x}"[:8] + "-" + \
-        f"{1_795_482_123_456:012x}"[8:]
+    assert (
+        a.event_id[:13] == f"{1_795_482_123_456:012x}"[:8] + "-" + f"{1_795_482_123_456:012x}"[8:]
+    )
     back = AuditEvent.from_json(a.to_json())  # the id travels; the time it came from does not
     assert back.event_id == a.event_id and back.ordered_by is None
 
 
 def test_wire_form_round_trips() -> None:
     at = dt.datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
-    ev = AuditEvent(actor="victims", action="victim.request_received", subject="victim:q-1",
-                    details={"hashes": 3}, person="victim:q-1", personal={"email": "v@x.eu"},
-                    at=at)
+    ev = AuditEvent(
+        actor="victims",
+        action="victim.request_received",
+        subject="victim:q-1",
+        details={"hashes": 3},
+        person="victim:q-1",
+        personal={"email": "v@x.eu"},
+        at=at,
+    )
     wire = orjson.loads(ev.to_json())
     assert wire["schema"] == "audit-event/v1" and wire["at"] == "2026-11-23T09:00:00.123456Z"
     back = AuditEvent.from_json(ev.to_json())
-    assert back == ev and back.at.tzinfo == dt.timezone.utc
+    assert back == ev and back.at.tzinfo == dt.UTC
 
 
-@pytest.mark.parametrize("change,path", [
-    ({"actor": "Intake Stage"}, "$.actor"),
-    ({"action": "received!"}, "$.action"),
-    ({"subject": "jane.doe@example.org"}, "$.subject"),
-    ({"subject": "report: with space"}, "$.subject"),
-    ({"event_id": "not-a-uuid"}, "$.event_id"),
-    ({"at": "2026-11-23T10:00:00"}, "$.at"),
-    ({"at": "yesterday"}, "$.at"),
-    ({"details": [1, 2]}, "$.details"),
-    ({"personal": {"name": "x"}}, "$.person"),
-    ({"person": "Jane Doe", "personal": {"x": 1}}, "$.person"),
-    ({"schema": "audit-event/v0"}, "$.schema"),
-    ({"extra": 1}, "$.extra"),
-])
-def test_malformed_events_are_refused_with_the_field_named(change: dict[str, Any],
-                                                           path: str) -> None:
-    good = orjson.loads(AuditEvent(actor="intake", action="report.received",
-                                   subject="report:r1").to_json())
+@pytest.mark.parametrize(
+    "change,path",
+    [
+        ({"actor": "Intake Stage"}, "$.actor"),
+        ({"action": "received!"}, "$.action"),
+        ({"subject": "jane.doe@example.org"}, "$.subject"),
+        ({"subject": "report: with space"}, "$.subject"),
+        ({"event_id": "not-a-uuid"}, "$.event_id"),
+        ({"at": "2026-11-23T10:00:00"}, "$.at"),
+        ({"at": "yesterday"}, "$.at"),
+        ({"details": [1, 2]}, "$.details"),
+        ({"personal": {"name": "x"}}, "$.person"),
+        ({"person": "Jane Doe", "personal": {"x": 1}}, "$.person"),
+        ({"schema": "audit-event/v0"}, "$.schema"),
+        ({"extra": 1}, "$.extra"),
+    ],
+)
+def test_malformed_events_are_refused_with_the_field_named(
+    change: dict[str, Any], path: str
+) -> None:
+    good = orjson.loads(
+        AuditEvent(actor="intake", action="report.received", subject="report:r1").to_json()
+    )
     with pytest.raises(AuditEventError) as exc:
         AuditEvent.from_json(orjson.dumps({**good, **change}))
     assert path in [r["path"] for r in exc.value.reasons]
@@ -103,15 +128,18 @@ def test_unparseable_values_are_refused(value: bytes | None) -> None:
 
 
 def test_what_parses_but_could_never_be_sealed_is_refused_not_retried_forever() -> None:
-    good = orjson.loads(AuditEvent(actor="intake", action="report.received",
-                                   subject="report:r1").to_json())
-    deep = orjson.dumps(good).replace(b'"details":{}',
-                                      b'"details":{"a":' + b"[" * 300 + b"]" * 300 + b"}")
+    good = orjson.loads(
+        AuditEvent(actor="intake", action="report.received", subject="report:r1").to_json()
+    )
+    deep = orjson.dumps(good).replace(
+        b'"details":{}', b'"details":{"a":' + b"[" * 300 + b"]" * 300 + b"}"
+    )
     with pytest.raises(AuditEventError) as exc:
         AuditEvent.from_json(deep)
     assert exc.value.reasons[0]["code"] == "not_encodable"
-    huge = AuditEvent(actor="intake", action="report.received", subject="report:r1",
-                      details={"x": "a" * 300_000})
+    huge = AuditEvent(
+        actor="intake", action="report.received", subject="report:r1", details={"x": "a" * 300_000}
+    )
     with pytest.raises(AuditEventError, match="too_large|over"):
         AuditEvent.from_json(huge.to_json())
     with pytest.raises(AuditEventError):
@@ -122,37 +150,53 @@ def test_building_a_bad_event_fails_where_it_is_built() -> None:
     with pytest.raises(AuditEventError, match="subject"):
         AuditEvent(actor="intake", action="report.received", subject="no colon")
     with pytest.raises(AuditEventError, match="person"):
-        AuditEvent(actor="intake", action="report.received", subject="report:r1",
-                   personal={"x": 1})
+        AuditEvent(actor="intake", action="report.received", subject="report:r1", personal={"x": 1})
 
 
 class _Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None]] = []
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None,
-             headers: list[tuple[str, bytes]] | None = None, prefixed: bool = False) -> None:
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        prefixed: bool = False,
+    ) -> None:
         self.sent.append((topic, value, key))
 
 
 def test_emit_sends_to_the_unprefixed_topic_name_keyed_by_subject() -> None:
     p = _Recorder()
-    evs = [AuditEvent(actor="intake", action="report.received", subject=f"report:r{i}")
-           for i in range(3)]
+    evs = [
+        AuditEvent(actor="intake", action="report.received", subject=f"report:r{i}")
+        for i in range(3)
+    ]
     assert emit(p, evs) == 3
-    assert [(t, k) for t, _v, k in p.sent] == [(AUDIT_EVENTS, f"report:r{i}".encode())
-                                                for i in range(3)]
+    assert [(t, k) for t, _v, k in p.sent] == [
+        (AUDIT_EVENTS, f"report:r{i}".encode()) for i in range(3)
+    ]
     assert AuditEvent.from_json(p.sent[0][1]) == evs[0]
 
 
 def test_the_batch_producer_adds_the_topic_prefix(tmp_path: Any) -> None:
     # BatchProducer.send prefixes unprefixed names: what emit relies on.
-    s = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1", database_url="sqlite://",
-                 topic_prefix="eu.")
+    s = Settings(
+        home=tmp_path, kafka_bootstrap="127.0.0.1:1", database_url="sqlite://", topic_prefix="eu."
+    )
     p = BatchProducer(s)
     seen: list[str] = []
-    p._producer = type("P", (), {"produce": lambda self, name, **kw: seen.append(name),
-                                 "poll": lambda self, t: 0, "flush": lambda self, t: 0})()
+    p._producer = type(
+        "P",
+        (),
+        {
+            "produce": lambda self, name, **kw: seen.append(name),
+            "poll": lambda self, t: 0,
+            "flush": lambda self, t: 0,
+        },
+    )()
     emit(p, [AuditEvent(actor="intake", action="report.received", subject="report:r1")])
     assert seen == ["eu.audit.events"]
 
@@ -163,8 +207,18 @@ def test_at_text_is_utc_microseconds() -> None:
     assert at_text(dt.datetime(2026, 1, 2, 3, 4, 5, 7)) == "2026-01-02T03:04:05.000007Z"
 
 
-_FIELDS = dict(seq=1, event_id=b"e", at=b"t", actor=b"a", action=b"b", subject=b"s",
-               person=b"", data_key_id=b"k", ciphertext=b"c", personal=b"")
+_FIELDS = dict(
+    seq=1,
+    event_id=b"e",
+    at=b"t",
+    actor=b"a",
+    action=b"b",
+    subject=b"s",
+    person=b"",
+    data_key_id=b"k",
+    ciphertext=b"c",
+    personal=b"",
+)
 
 
 def test_every_field_is_in_the_hash_and_fields_cannot_trade_bytes() -> None:
@@ -204,12 +258,15 @@ def test_verifier_accepts_a_chain_and_its_signed_heads() -> None:
     assert v.result().ok and v.result().entries == 5
 
 
-@pytest.mark.parametrize("tamper,seq", [
-    (lambda c: c.pop(2), 3),                                   # deletion
-    (lambda c: c.insert(2, dict(c[1])), 3),                    # insertion (a copy)
-    (lambda c: c.__setitem__(slice(2, 4), [c[3], c[2]]), 3),   # reordering
-    (lambda c: c[2].__setitem__("actor", b"z"), 3),            # modification
-])
+@pytest.mark.parametrize(
+    "tamper,seq",
+    [
+        (lambda c: c.pop(2), 3),  # deletion
+        (lambda c: c.insert(2, dict(c[1])), 3),  # insertion (a copy)
+        (lambda c: c.__setitem__(slice(2, 4), [c[3], c[2]]), 3),  # reordering
+        (lambda c: c[2].__setitem__("actor", b"z"), 3),  # modification
+    ],
+)
 def test_verifier_names_the_first_broken_entry(tamper: Any, seq: int) -> None:
     chain = _chain(6)
     tamper(chain)

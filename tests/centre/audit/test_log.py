@@ -25,7 +25,7 @@ from centre.audit.tables import (
 )
 from tests.centre.audit.conftest import Env, events
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _seqs(env: Env) -> list[int]:
@@ -64,7 +64,8 @@ def test_the_same_event_twice_is_one_entry(env: Env) -> None:
 
 
 def test_events_appended_by_another_writer_meanwhile_are_not_appended_twice(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What is new is found before the head is locked; when another writer appended in
     between (the head moved), it is asked again under the lock."""
     from centre.audit import store as audit
@@ -95,8 +96,11 @@ def test_checkpoints_every_n_entries_and_after_t_seconds(env: Env) -> None:
     env.log.record(events(3), now=t0)  # the first batch: no checkpoint yet, so one now
     env.log.record(events(25, 3), now=t0 + dt.timedelta(seconds=1))
     with env.log.engine.connect() as c:
-        assert list(c.scalars(select(AuditCheckpoint.seq).order_by(AuditCheckpoint.seq))) == \
-            [3, 13, 23]
+        assert list(c.scalars(select(AuditCheckpoint.seq).order_by(AuditCheckpoint.seq))) == [
+            3,
+            13,
+            23,
+        ]
     # 5 entries wait past T (3600 s here): the idle check signs them.
     assert not env.log.checkpoint_if_due(now=t0 + dt.timedelta(seconds=60))
     assert env.log.checkpoint_if_due(now=t0 + dt.timedelta(hours=2))
@@ -111,9 +115,18 @@ def test_checkpoints_every_n_entries_and_after_t_seconds(env: Env) -> None:
 
 def test_payloads_are_encrypted_and_no_key_is_stored_in_clear(env: Env) -> None:
     secret = "sextortion-case-details-42"
-    env.log.record([AuditEvent(actor="victims", action="victim.request_received",
-                               subject="victim:q-1", details={"note": secret},
-                               person="victim:q-1", personal={"email": "v@example.org"})])
+    env.log.record(
+        [
+            AuditEvent(
+                actor="victims",
+                action="victim.request_received",
+                subject="victim:q-1",
+                details={"note": secret},
+                person="victim:q-1",
+                personal={"email": "v@example.org"},
+            )
+        ]
+    )
     with env.log.engine.connect() as c:
         row = c.execute(select(AuditEntry)).one()
         dk = c.execute(select(AuditDataKey)).one()
@@ -128,8 +141,16 @@ def test_payloads_are_encrypted_and_no_key_is_stored_in_clear(env: Env) -> None:
 
 
 def test_show_decrypts_for_an_authorised_role_and_records_the_read(env: Env) -> None:
-    env.log.record([AuditEvent(actor="routing", action="case.forwarded", subject="report:r-1",
-                               details={"recipients": ["de", "europol"]})])
+    env.log.record(
+        [
+            AuditEvent(
+                actor="routing",
+                action="case.forwarded",
+                subject="report:r-1",
+                details={"recipients": ["de", "europol"]},
+            )
+        ]
+    )
     shown = env.log.show("report:r-1", role="auditor", reader="Alice Smith")
     assert shown[0]["details"] == {"recipients": ["de", "europol"]} and shown[0]["intact"]
     # The read is itself an entry, about the same subject, by the reader, in the chain.
@@ -149,13 +170,25 @@ def test_a_refused_read_is_recorded_and_shows_nothing(env: Env) -> None:
 
 
 def test_deleting_a_persons_key_erases_their_data_and_the_chain_still_verifies(env: Env) -> None:
-    env.log.record([
-        AuditEvent(actor="victims", action="victim.request_received", subject="victim:q-1",
-                   person="victim:q-1", personal={"email": "v@example.org"},
-                   details={"hashes": 2}),
-        AuditEvent(actor="victims", action="victim.request_received", subject="victim:q-2",
-                   person="victim:q-2", personal={"email": "w@example.org"}),
-    ])
+    env.log.record(
+        [
+            AuditEvent(
+                actor="victims",
+                action="victim.request_received",
+                subject="victim:q-1",
+                person="victim:q-1",
+                personal={"email": "v@example.org"},
+                details={"hashes": 2},
+            ),
+            AuditEvent(
+                actor="victims",
+                action="victim.request_received",
+                subject="victim:q-2",
+                person="victim:q-2",
+                personal={"email": "w@example.org"},
+            ),
+        ]
+    )
     with env.log.sessions.begin() as s:
         s.execute(delete(AuditSubjectKey).where(AuditSubjectKey.person == "victim:q-1"))
     gone = env.log.show("victim:q-1", role="dpo", reader="dpo1")[0]
@@ -165,40 +198,71 @@ def test_deleting_a_persons_key_erases_their_data_and_the_chain_still_verifies(e
     assert kept["personal"] == {"email": "w@example.org"} and not kept["personal_erased"]
     assert env.log.verify().ok
     # A new event about the erased person gets a new key; the old data stays erased.
-    env.log.record([AuditEvent(actor="victims", action="victim.status_requested",
-                               subject="victim:q-1", person="victim:q-1",
-                               personal={"phone": "+49 1"})])
+    env.log.record(
+        [
+            AuditEvent(
+                actor="victims",
+                action="victim.status_requested",
+                subject="victim:q-1",
+                person="victim:q-1",
+                personal={"phone": "+49 1"},
+            )
+        ]
+    )
     shown = env.log.show("victim:q-1", role="dpo", reader="dpo1")
     assert [e["personal_erased"] for e in shown if "personal" in e] == [True, False]
 
 
 def test_rotating_the_kek_keeps_old_entries_readable_and_seals_new_ones_under_it(env: Env) -> None:
     other = env.fresh_log()  # another process (the writer), running across the rotation
-    other.record([AuditEvent(actor="victims", action="victim.request_received",
-                             subject="victim:q-9", person="victim:q-9",
-                             personal={"email": "old@example.org"}, details={"n": 1})])
+    other.record(
+        [
+            AuditEvent(
+                actor="victims",
+                action="victim.request_received",
+                subject="victim:q-9",
+                person="victim:q-9",
+                personal={"email": "old@example.org"},
+                details={"n": 1},
+            )
+        ]
+    )
     old = AuditKeyring(env.settings.keys_dir).current_id()
     new = env.log.rotate_kek(by="operator")
     assert new != old and AuditKeyring(env.settings.keys_dir).current_id() == new
-    other.record([AuditEvent(actor="triage", action="report.categorised", subject="report:x",
-                             details={"n": 2}),
-                  AuditEvent(actor="victims", action="victim.status_requested",
-                             subject="victim:q-10", person="victim:q-10",
-                             personal={"email": "new@example.org"})])
+    other.record(
+        [
+            AuditEvent(
+                actor="triage", action="report.categorised", subject="report:x", details={"n": 2}
+            ),
+            AuditEvent(
+                actor="victims",
+                action="victim.status_requested",
+                subject="victim:q-10",
+                person="victim:q-10",
+                personal={"email": "new@example.org"},
+            ),
+        ]
+    )
     with env.log.engine.connect() as c:
         keks = list(c.scalars(select(AuditDataKey.kek_id).order_by(AuditDataKey.created_at)))
-        subject_keks = {p: k for p, k in c.execute(select(AuditSubjectKey.person,
-                                                          AuditSubjectKey.kek_id))}
+        subject_keks = {
+            p: k for p, k in c.execute(select(AuditSubjectKey.person, AuditSubjectKey.kek_id))
+        }
     assert keks[0] == old and keks[-1] == new
     assert subject_keks == {"victim:q-9": old, "victim:q-10": new}
     reader = env.fresh_log()
-    assert reader.show("victim:q-9", role="auditor", reader="a")[0]["personal"] == \
-        {"email": "old@example.org"}
-    assert reader.show("victim:q-10", role="auditor", reader="a")[0]["personal"] == \
-        {"email": "new@example.org"}
+    assert reader.show("victim:q-9", role="auditor", reader="a")[0]["personal"] == {
+        "email": "old@example.org"
+    }
+    assert reader.show("victim:q-10", role="auditor", reader="a")[0]["personal"] == {
+        "email": "new@example.org"
+    }
     rotation = reader.show(f"kek:{new}", role="auditor", reader="a")[0]
-    assert rotation["action"] == "audit.kek_rotated" and rotation["details"] == \
-        {"previous": old, "current": new}
+    assert rotation["action"] == "audit.kek_rotated" and rotation["details"] == {
+        "previous": old,
+        "current": new,
+    }
     assert reader.verify().ok
     other.close()
     reader.close()
@@ -219,8 +283,12 @@ def test_a_passphrase_protects_the_kek_file(env: Env, monkeypatch: pytest.Monkey
     assert '"protection":"scrypt-A256GCM"' in text
     ring.make_current(kid)
     kek_id, blob = ring.wrap(b"k" * 32, b"aad")
-    assert AuditKeyring(env.settings.keys_dir / "p", passphrase="correct horse").unwrap(
-        kek_id, blob, b"aad") == b"k" * 32
+    assert (
+        AuditKeyring(env.settings.keys_dir / "p", passphrase="correct horse").unwrap(
+            kek_id, blob, b"aad"
+        )
+        == b"k" * 32
+    )
     monkeypatch.delenv("CENTRE_KEY_PASSPHRASE", raising=False)
     with pytest.raises(AuditKeyError, match="CENTRE_KEY_PASSPHRASE"):
         AuditKeyring(env.settings.keys_dir / "p").kek(kid)
@@ -231,11 +299,24 @@ def test_a_passphrase_protects_the_kek_file(env: Env, monkeypatch: pytest.Monkey
 def test_purge_shreds_by_retention_per_kind_and_records_it(env: Env) -> None:
     t0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
     log = env.fresh_log(audit_retention_days={"victim": 30, "default": 365})
-    for person, when in (("victim:old", t0), ("victim:new", t0 + dt.timedelta(days=20)),
-                         ("suspect:s1", t0)):
-        log.record([AuditEvent(actor="victims", action="victim.request_received",
-                               subject=person, person=person, personal={"x": person},
-                               at=when)], now=when)
+    for person, when in (
+        ("victim:old", t0),
+        ("victim:new", t0 + dt.timedelta(days=20)),
+        ("suspect:s1", t0),
+    ):
+        log.record(
+            [
+                AuditEvent(
+                    actor="victims",
+                    action="victim.request_received",
+                    subject=person,
+                    person=person,
+                    personal={"x": person},
+                    at=when,
+                )
+            ],
+            now=when,
+        )
     later = t0 + dt.timedelta(days=40)
     assert [d["person"] for d in log.purge(now=later, dry_run=True)] == ["victim:old"]
     assert _count(env, AuditSubjectKey) == 3  # a dry run changes nothing
@@ -244,12 +325,17 @@ def test_purge_shreds_by_retention_per_kind_and_records_it(env: Env) -> None:
     assert log.purge(now=later) == []  # nothing left to do
     shown = log.show("victim:old", role="auditor", reader="a", now=later)
     assert shown[0]["personal_erased"] is True
-    assert [e["action"] for e in shown] == ["victim.request_received", "audit.subject_shredded",
-                                            "audit.read"]
+    assert [e["action"] for e in shown] == [
+        "victim.request_received",
+        "audit.subject_shredded",
+        "audit.read",
+    ]
     assert shown[1]["actor"] == "audit-purge" and shown[1]["details"]["kind"] == "victim"
     # suspect falls under default (365 days): kept until then.
-    assert [d["person"] for d in log.purge(now=t0 + dt.timedelta(days=366))] == \
-        ["suspect:s1", "victim:new"]
+    assert [d["person"] for d in log.purge(now=t0 + dt.timedelta(days=366))] == [
+        "suspect:s1",
+        "victim:new",
+    ]
     assert log.verify().ok
     log.close()
 
@@ -259,9 +345,20 @@ def test_using_a_persons_key_restarts_their_retention(env: Env) -> None:
     log = env.fresh_log(audit_retention_days={"default": 30})
     for days in (0, 25):
         when = t0 + dt.timedelta(days=days)
-        log.record([AuditEvent(actor="victims", action="victim.status_requested",
-                               subject="victim:q", discriminator=str(days), person="victim:q",
-                               personal={"d": days}, at=when)], now=when)
+        log.record(
+            [
+                AuditEvent(
+                    actor="victims",
+                    action="victim.status_requested",
+                    subject="victim:q",
+                    discriminator=str(days),
+                    person="victim:q",
+                    personal={"d": days},
+                    at=when,
+                )
+            ],
+            now=when,
+        )
     assert log.purge(now=t0 + dt.timedelta(days=40)) == []
     assert len(log.purge(now=t0 + dt.timedelta(days=56))) == 1
     log.close()

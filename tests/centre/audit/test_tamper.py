@@ -5,8 +5,9 @@ an intact log always verifies."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -48,17 +49,28 @@ def _verify_lines(env: Env, tmp_path: Path, lines: list[dict[str, Any]]) -> Veri
 
 def _rehashed(lines: list[dict[str, Any]], start: int) -> None:
     """What a forger does next: recompute every link and hash from line `start` on."""
-    prev = bytes.fromhex(lines[start - 1]["hash"]) if lines[start - 1]["type"] == "entry" \
+    prev = (
+        bytes.fromhex(lines[start - 1]["hash"])
+        if lines[start - 1]["type"] == "entry"
         else bytes.fromhex(next(d for d in reversed(lines[:start]) if d["type"] == "entry")["hash"])
+    )
     for d in lines[start:]:
         if d["type"] != "entry":
             continue
         d["prev_hash"] = prev.hex()
-        h = entry_hash(prev, d["seq"], d["event_id"].encode(), d["at"].encode(),
-                       d["actor"].encode(), d["action"].encode(), d["subject"].encode(),
-                       (d["person"] or "").encode(), d["data_key_id"].encode(),
-                       base64.b64decode(d["ciphertext"]),
-                       base64.b64decode(d["personal"]) if d["personal"] else b"")
+        h = entry_hash(
+            prev,
+            d["seq"],
+            d["event_id"].encode(),
+            d["at"].encode(),
+            d["actor"].encode(),
+            d["action"].encode(),
+            d["subject"].encode(),
+            (d["person"] or "").encode(),
+            d["data_key_id"].encode(),
+            base64.b64decode(d["ciphertext"]),
+            base64.b64decode(d["personal"]) if d["personal"] else b"",
+        )
         d["hash"] = h.hex()
         prev = h
 
@@ -95,10 +107,14 @@ def _insert_copy(lines: list[dict[str, Any]]) -> None:
 def _insert_forged(lines: list[dict[str, Any]]) -> None:
     """A new entry 16 that links correctly to entry 15, the rest left as they were."""
     i = _index(lines, 15)
-    forged = dict(lines[i], seq=16, event_id="00000000-0000-5000-8000-000000000000",
-                  prev_hash=lines[i]["hash"])
+    forged = dict(
+        lines[i],
+        seq=16,
+        event_id="00000000-0000-5000-8000-000000000000",
+        prev_hash=lines[i]["hash"],
+    )
     lines.insert(i + 1, forged)
-    _rehashed(lines[:i + 2], i + 1)
+    _rehashed(lines[: i + 2], i + 1)
 
 
 def _insert_and_renumber(lines: list[dict[str, Any]]) -> None:
@@ -106,7 +122,7 @@ def _insert_and_renumber(lines: list[dict[str, Any]]) -> None:
     i = _index(lines, 15)
     forged = dict(lines[i], event_id="00000000-0000-5000-8000-000000000000")
     lines.insert(i + 1, forged)
-    for d in lines[i + 1:]:
+    for d in lines[i + 1 :]:
         if d["type"] == "entry":
             d["seq"] += 1
     _rehashed(lines, i + 1)
@@ -124,30 +140,38 @@ def _reorder(lines: list[dict[str, Any]]) -> None:
 
 
 def _truncate(lines: list[dict[str, Any]]) -> None:
-    del lines[_index(lines, 26):]
+    del lines[_index(lines, 26) :]
 
 
 def _truncate_keep_head(lines: list[dict[str, Any]]) -> None:
     head = lines[-1]
-    del lines[_index(lines, 26):]
+    del lines[_index(lines, 26) :]
     lines.append(head)
 
 
-@pytest.mark.parametrize("tamper,broken,word", [
-    (_modify, 15, "altered"),
-    (_modify_ciphertext, 15, "altered"),
-    (_delete, 15, "missing"),
-    (_insert_copy, 16, "inserted"),
-    (_insert_forged, 17, "inserted"),
-    (_insert_and_renumber, 11, "differ from the checkpoint signed at entry 20"),
-    (_modify_and_rehash, 11, "differ from the checkpoint signed at entry 20"),
-    (_reorder, 15, "missing"),
-    (_truncate, 26, "truncated"),
-    (_truncate_keep_head, 26, "truncated"),
-], ids=lambda x: getattr(x, "__name__", str(x)))
-def test_tampering_with_an_export_is_detected(log30: Env, tmp_path: Path,
-                                              tamper: Callable[[list[dict[str, Any]]], None],
-                                              broken: int, word: str) -> None:
+@pytest.mark.parametrize(
+    "tamper,broken,word",
+    [
+        (_modify, 15, "altered"),
+        (_modify_ciphertext, 15, "altered"),
+        (_delete, 15, "missing"),
+        (_insert_copy, 16, "inserted"),
+        (_insert_forged, 17, "inserted"),
+        (_insert_and_renumber, 11, "differ from the checkpoint signed at entry 20"),
+        (_modify_and_rehash, 11, "differ from the checkpoint signed at entry 20"),
+        (_reorder, 15, "missing"),
+        (_truncate, 26, "truncated"),
+        (_truncate_keep_head, 26, "truncated"),
+    ],
+    ids=lambda x: getattr(x, "__name__", str(x)),
+)
+def test_tampering_with_an_export_is_detected(
+    log30: Env,
+    tmp_path: Path,
+    tamper: Callable[[list[dict[str, Any]]], None],
+    broken: int,
+    word: str,
+) -> None:
     lines = _lines(log30, tmp_path)
     tamper(lines)
     result = _verify_lines(log30, tmp_path, lines)
@@ -157,8 +181,9 @@ def test_tampering_with_an_export_is_detected(log30: Env, tmp_path: Path,
     assert f"entry {broken}" in result.summary()
 
 
-def test_an_export_signed_by_another_key_or_with_a_forged_head_fails(log30: Env,
-                                                                     tmp_path: Path) -> None:
+def test_an_export_signed_by_another_key_or_with_a_forged_head_fails(
+    log30: Env, tmp_path: Path
+) -> None:
     lines = _lines(log30, tmp_path)
     lines[-1]["seq"] = 29
     assert "does not verify" in (_verify_lines(log30, tmp_path, lines).problem or "")
@@ -200,25 +225,39 @@ def _t_delete(env: Env) -> None:
 
 def _t_insert_after_head(env: Env) -> None:
     row = _row(env, 30)
-    _sql(env, insert(E).values(dict(row, seq=31, event_id="00000000-0000-5000-8000-00000000001f",
-                                    prev_hash=row["hash"])))
+    _sql(
+        env,
+        insert(E).values(
+            dict(
+                row, seq=31, event_id="00000000-0000-5000-8000-00000000001f", prev_hash=row["hash"]
+            )
+        ),
+    )
 
 
 def _t_insert_and_renumber(env: Env) -> None:
     row = _row(env, 15)
-    forged = dict(row, seq=16, event_id="00000000-0000-5000-8000-000000000010",
-                  prev_hash=row["hash"])
-    forged["hash"] = entry_hash(row["hash"], 16, forged["event_id"].encode(), b"x", b"", b"",
-                                b"", b"", b"", b"", b"")
-    _sql(env, update(E).where(E.c.seq >= 16).values(seq=E.c.seq + 1000),
-         update(E).where(E.c.seq >= 1016).values(seq=E.c.seq - 999),
-         insert(E).values(forged))
+    forged = dict(
+        row, seq=16, event_id="00000000-0000-5000-8000-000000000010", prev_hash=row["hash"]
+    )
+    forged["hash"] = entry_hash(
+        row["hash"], 16, forged["event_id"].encode(), b"x", b"", b"", b"", b"", b"", b"", b""
+    )
+    _sql(
+        env,
+        update(E).where(E.c.seq >= 16).values(seq=E.c.seq + 1000),
+        update(E).where(E.c.seq >= 1016).values(seq=E.c.seq - 999),
+        insert(E).values(forged),
+    )
 
 
 def _t_reorder(env: Env) -> None:
-    _sql(env, update(E).where(E.c.seq == 15).values(seq=-15),
-         update(E).where(E.c.seq == 16).values(seq=15),
-         update(E).where(E.c.seq == -15).values(seq=16))
+    _sql(
+        env,
+        update(E).where(E.c.seq == 15).values(seq=-15),
+        update(E).where(E.c.seq == 16).values(seq=15),
+        update(E).where(E.c.seq == -15).values(seq=16),
+    )
 
 
 def _t_truncate(env: Env) -> None:
@@ -228,24 +267,31 @@ def _t_truncate(env: Env) -> None:
 def _t_truncate_and_move_head(env: Env) -> None:
     """Entries, checkpoint and head cut back to 25; the head keeps its (now wrong) signature."""
     h25 = _row(env, 25)["hash"]
-    _sql(env, delete(E).where(E.c.seq > 25),
-         delete(AuditCheckpoint.__table__).where(AuditCheckpoint.seq > 25),
-         update(AuditHead.__table__).values(seq=25, hash=h25, checkpoint_seq=20))
+    _sql(
+        env,
+        delete(E).where(E.c.seq > 25),
+        delete(AuditCheckpoint.__table__).where(AuditCheckpoint.seq > 25),
+        update(AuditHead.__table__).values(seq=25, hash=h25, checkpoint_seq=20),
+    )
 
 
-@pytest.mark.parametrize("tamper,broken,word", [
-    (_t_modify, 15, "altered"),
-    (_t_modify_ciphertext, 15, "altered"),
-    (_t_delete, 15, "missing"),
-    (_t_insert_after_head, 31, "not covered by the signed head"),
-    (_t_insert_and_renumber, 16, "altered"),
-    (_t_reorder, 15, "does not link"),
-    (_t_truncate, 26, "truncated"),
-    (_t_truncate_and_move_head, 21, "does not verify"),
-], ids=lambda x: getattr(x, "__name__", str(x)))
-def test_tampering_with_the_table_is_detected(log30: Env, tmp_path: Path,
-                                             tamper: Callable[[Env], None], broken: int,
-                                             word: str) -> None:
+@pytest.mark.parametrize(
+    "tamper,broken,word",
+    [
+        (_t_modify, 15, "altered"),
+        (_t_modify_ciphertext, 15, "altered"),
+        (_t_delete, 15, "missing"),
+        (_t_insert_after_head, 31, "not covered by the signed head"),
+        (_t_insert_and_renumber, 16, "altered"),
+        (_t_reorder, 15, "does not link"),
+        (_t_truncate, 26, "truncated"),
+        (_t_truncate_and_move_head, 21, "does not verify"),
+    ],
+    ids=lambda x: getattr(x, "__name__", str(x)),
+)
+def test_tampering_with_the_table_is_detected(
+    log30: Env, tmp_path: Path, tamper: Callable[[Env], None], broken: int, word: str
+) -> None:
     assert log30.log.verify().ok
     tamper(log30)
     result = log30.fresh_log().verify()
@@ -265,8 +311,7 @@ def test_the_writer_refuses_to_extend_a_log_with_entries_beyond_its_head(log30: 
         log30.log.record(events(1, 100))
 
 
-def test_a_rollback_to_an_older_signed_head_is_caught_only_by_a_head_seen_before(
-        env: Env) -> None:
+def test_a_rollback_to_an_older_signed_head_is_caught_only_by_a_head_seen_before(env: Env) -> None:
     env.log.record(events(10))
     with env.log.engine.connect() as c:
         old_head = dict(c.execute(select(AuditHead.__table__)).one()._mapping)
@@ -274,9 +319,12 @@ def test_a_rollback_to_an_older_signed_head_is_caught_only_by_a_head_seen_before
     seen = env.log.verify()
     assert seen.ok and seen.head_seq == 15
     # Restore the older state whole (entries, checkpoints, signed head): consistent in itself.
-    _sql(env, delete(E).where(E.c.seq > 10),
-         delete(AuditCheckpoint.__table__).where(AuditCheckpoint.seq > 10),
-         update(AuditHead.__table__).values(old_head))
+    _sql(
+        env,
+        delete(E).where(E.c.seq > 10),
+        delete(AuditCheckpoint.__table__).where(AuditCheckpoint.seq > 10),
+        update(AuditHead.__table__).values(old_head),
+    )
     assert env.log.verify().ok  # the stated limit: nothing in the database tells
     caught = env.log.verify(known_heads=[(15, bytes.fromhex(seen.head_hash))])
     assert not caught.ok and caught.broken_seq == 11 and "truncated" in (caught.problem or "")

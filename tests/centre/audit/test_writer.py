@@ -14,22 +14,29 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from centre.audit import AuditEvent
-from centre.audit.writer import AuditWriterStage
 from centre.audit.tables import AuditEntry
+from centre.audit.writer import AuditWriterStage
 from centre.db import DeadLetter
 from centre.runtime import Record
 from tests.centre.audit.conftest import Env, events
 
 
 def _records(values: list[bytes], first_offset: int = 0) -> list[Record]:
-    return [Record("audit.events", 0, first_offset + i, b"k", v, {}, 0.0)
-            for i, v in enumerate(values)]
+    return [
+        Record("audit.events", 0, first_offset + i, b"k", v, {}, 0.0) for i, v in enumerate(values)
+    ]
 
 
 def _entries(env: Env) -> list[tuple[int, str, str]]:
     with env.log.engine.connect() as c:
-        return [tuple(r) for r in c.execute(select(AuditEntry.seq, AuditEntry.event_id,
-                                                   AuditEntry.action).order_by(AuditEntry.seq))]
+        return [
+            tuple(r)
+            for r in c.execute(
+                select(AuditEntry.seq, AuditEntry.event_id, AuditEntry.action).order_by(
+                    AuditEntry.seq
+                )
+            )
+        ]
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -53,21 +60,26 @@ def test_batches_append_in_order_and_a_redelivered_batch_adds_nothing(env: Env) 
 def test_malformed_events_go_to_the_dead_letter_store_and_the_writer_goes_on(env: Env) -> None:
     stage = AuditWriterStage(env.settings)
     good = [e.to_json() for e in events(8)]
-    bad_subject = AuditEvent(actor="intake", action="report.received",
-                             subject="report:x").to_json().replace(b"report:x", b"Jane Doe")
+    bad_subject = (
+        AuditEvent(actor="intake", action="report.received", subject="report:x")
+        .to_json()
+        .replace(b"report:x", b"Jane Doe")
+    )
     values = good[:4] + [b"{not json", bad_subject] + good[4:]
     dead_before = _sample("centre_dead_letters_total", stage="audit")
     alert_before = _sample("centre_errors_total", stage="audit", kind="malformed_event")
     stage.process(_records(values))
     with env.log.engine.connect() as c:
-        dead = c.execute(select(DeadLetter.offset, DeadLetter.value, DeadLetter.reasons)
-                         .order_by(DeadLetter.offset)).all()
+        dead = c.execute(
+            select(DeadLetter.offset, DeadLetter.value, DeadLetter.reasons).order_by(
+                DeadLetter.offset
+            )
+        ).all()
     assert [(d.offset, d.value) for d in dead] == [(4, b"{not json"), (5, bad_subject)]
     assert dead[0].reasons[0]["code"] == "invalid_json"
     assert {r["path"] for r in dead[1].reasons} == {"$.subject"}
     assert _sample("centre_dead_letters_total", stage="audit") == dead_before + 2
-    assert _sample("centre_errors_total", stage="audit", kind="malformed_event") == \
-        alert_before + 2
+    assert _sample("centre_errors_total", stage="audit", kind="malformed_event") == alert_before + 2
     rows = _entries(env)
     assert len(rows) == 10 and [r[0] for r in rows] == list(range(1, 11))
     rejected = [r for r in rows if r[2] == "audit.event_rejected"]
@@ -115,9 +127,21 @@ _CHILD = textwrap.dedent("""
 def test_a_sigkill_mid_batch_loses_and_duplicates_nothing(env: Env) -> None:
     n, batch, kill_at = 1000, 100, 4
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(env.settings.home), env.settings.database_url,
-         str(kill_at), str(n), str(batch)],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[3])
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            str(env.settings.home),
+            env.settings.database_url,
+            str(kill_at),
+            str(n),
+            str(batch),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     # Batches 1…3 committed; the 4th was inserted but never committed: none of it is there.
     assert [r[0] for r in _entries(env)] == list(range(1, (kill_at - 1) * batch + 1))
@@ -127,7 +151,7 @@ def test_a_sigkill_mid_batch_loses_and_duplicates_nothing(env: Env) -> None:
     stage = AuditWriterStage(env.settings)
     recs = _records([e.to_json() for e in events(n)])
     for i in range((kill_at - 2) * batch, n, batch):
-        stage.process(recs[i:i + batch])
+        stage.process(recs[i : i + batch])
     stage.close()
     rows = _entries(env)
     assert [r[0] for r in rows] == list(range(1, n + 1)), "a gap or a duplicate"
@@ -138,7 +162,8 @@ def test_a_sigkill_mid_batch_loses_and_duplicates_nothing(env: Env) -> None:
 
 @pytest.mark.parametrize("when", ["before_commit", "after_commit"])
 def test_a_failure_inside_the_batch_transaction_leaves_the_head_consistent(
-        env: Env, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    env: Env, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
     """In-process twin of the SIGKILL test: an exception where the kill would land."""
     import centre.audit as audit
 
