@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from centre.benchkit import (
     RssSampler,
@@ -37,16 +38,24 @@ def run_bench(
     paced_rate: float = 1000.0,
     paced_seconds: float = 30.0,
     postgres: str | None = None,
+    victim_hashes: int = 0,
 ) -> int:
     """The whole pipeline; on a scratch database made on the PostgreSQL server of
-    `postgres` (and dropped after) when given, else on a new SQLite file."""
+    `postgres` (and dropped after) when given, else on a new SQLite file. With
+    `victim_hashes`, that many victims' hashes are banked first (open requests), 1 % of the
+    paced reports hold one, and the time from sending such a report to its match is
+    measured."""
     if not postgres:
-        return _run_bench(settings, None, reports, p1_share, paced_rate, paced_seconds)
+        return _run_bench(
+            settings, None, reports, p1_share, paced_rate, paced_seconds, victim_hashes
+        )
     from centre.audit.bench import _pg_scratch
 
     url, drop = _pg_scratch(postgres)
     try:
-        return _run_bench(settings, url, reports, p1_share, paced_rate, paced_seconds)
+        return _run_bench(
+            settings, url, reports, p1_share, paced_rate, paced_seconds, victim_hashes
+        )
     finally:
         drop()
 
@@ -58,6 +67,7 @@ def _run_bench(
     p1_share: float,
     paced_rate: float,
     paced_seconds: float,
+    victim_hashes: int = 0,
 ) -> int:
     run, home, settings = fresh(settings, database_url)
     console.print(f"bench {run}: starting a fresh stack under {home} …")
@@ -76,6 +86,7 @@ def _run_bench(
         warm_at: dict[bytes, float] = {}
         produce_stamped(producer, intake, warm, sent_at=warm_at)
         collect_cases(settings, case_ids_of(intake_ids(warm_at)), 120)
+        bank = _bank_victims(settings, victim_hashes) if victim_hashes else []
 
         msgs, _ = synthetic_messages(run, reports, p1_share, 2)
         console.print(f"phase 1: {reports} reports as fast as they can be produced …")
@@ -98,11 +109,13 @@ def _run_bench(
         cpu_at_pace = rss.cpu_seconds()
         paced_started = time.time()
         paced, paced_prio = synthetic_messages(run + "p", n_paced, max(p1_share, 0.05), 3)
+        paced, holding = _with_victims(paced, bank, 0.01, 4)
         sent_at: dict[bytes, float] = {}
         produce_stamped(producer, intake, paced, sent_at=sent_at, rate=paced_rate)
         ids = intake_ids(sent_at)
         paced_arrived = collect_cases(settings, case_ids_of(ids), 300)
         paced_took = time.time() - paced_started
+        matched_after = _match_delays(settings, holding, ids, sent_at) if holding else []
         locks_after = lock_figures(logs)
         cpu_paced = {
             k: (v - cpu_at_pace[k]) / paced_took
@@ -172,8 +185,108 @@ def _run_bench(
         table.add_row(f"CPU per 1,000 reports (phase 1) {name}", f"{secs * 1000 / reports:.2f} s")
     for name, share in sorted(cpu_paced.items()):
         table.add_row(f"CPU at {paced_rate:.0f}/s (phase 2) {name}", f"{share:.0%} of a core")
+    if victim_hashes:
+        table.add_row("victims' hashes banked (open requests)", f"{victim_hashes:,}")
+        table.add_row(
+            "paced reports holding a victim's picture / matched",
+            f"{len(holding)} / {len(matched_after)}",
+        )
+        table.add_row(
+            "  time from sending to the match p50 / p99 / max",
+            f"{pct(matched_after, 0.5) * 1000:,.0f} ms / {pct(matched_after, 0.99) * 1000:,.0f}"
+            f" ms / {max(matched_after, default=float('nan')) * 1000:,.0f} ms",
+        )
     console.print(table)
     if len(arrived) < reports:
         console.print(f"[red]{reports - len(arrived)} cases did not arrive[/]")
         return 1
     return 0
+
+
+def _bank_victims(settings: Settings, n: int) -> list[Any]:
+    """`n` victims' hashes filed as open requests of 1,000 (as a case handler files them);
+    the victims worker reloads its bank on its next read."""
+    import uuid
+
+    from centre import messages as m
+    from centre.audit.sink import drop
+    from centre.db import make_engine, make_sessionmaker
+    from victims import flow
+    from victims.bench import request_doc, victim_items
+
+    bank = victim_items(n, 5)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    now = m.now()
+    for start in range(0, n, 1000):
+        part = bank[start : start + 1000]
+        with sessions.begin() as ses:
+            flow.file_request(
+                ses, request_doc(str(uuid.uuid4()), part, now), part, source="bench", now=now
+            )
+            drop(ses)  # its audit events: the bench is not the centre's staff
+    engine.dispose()
+    console.print(f"{n:,} victims' hashes banked")
+    return bank
+
+
+def _with_victims(
+    msgs: list[tuple[bytes, bytes]], bank: list[Any], share: float, seed: int
+) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
+    """`msgs` with `share` of them holding a banked picture byte for byte; their keys."""
+    import random
+
+    import orjson
+
+    if not bank:
+        return msgs, set()
+    rng = random.Random(seed)
+    out, holding = [], set()
+    for key, value in msgs:
+        if rng.random() < share:
+            doc = orjson.loads(value)
+            it = rng.choice(bank)
+            doc["content"][0].update(sha256=it.sha256, md5=it.md5, pdq=it.pdq)
+            value = orjson.dumps(doc)
+            holding.add(key)
+        out.append((key, value))
+    return out, holding
+
+
+def _match_delays(
+    settings: Settings,
+    holding: set[bytes],
+    ids: dict[bytes, tuple[bytes, bytes]],
+    sent_at: dict[bytes, float],
+    timeout: float = 60.0,
+) -> list[float]:
+    """Seconds from sending each report of `holding` to its match being recorded, waiting
+    up to `timeout` for the last ones."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from centre.db import make_engine
+    from victims.tables import VictimMatch
+
+    by_report = {ids[k][0].decode(): k for k in holding}
+    engine = make_engine(settings.database_url)
+    found: dict[str, dt.datetime] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < len(by_report) and time.monotonic() < deadline:
+            with engine.connect() as c:
+                for rid, at in c.execute(
+                    select(VictimMatch.report_id, VictimMatch.found_at).where(
+                        VictimMatch.report_id.in_(list(by_report))
+                    )
+                ):
+                    found.setdefault(rid, at)
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+    utc = dt.UTC
+    return sorted(
+        (at if at.tzinfo else at.replace(tzinfo=utc)).timestamp() - sent_at[by_report[rid]]
+        for rid, at in found.items()
+    )

@@ -30,6 +30,11 @@ def bench(
         help="a PostgreSQL URL: the stack runs on a scratch "
         "database made on that server (dropped after)",
     ),
+    victim_hashes: int = typer.Option(
+        0,
+        help="bank this many victims' hashes first; 1 % of the paced reports then hold one, "
+        "and the time to match them is measured",
+    ),
 ) -> None:
     """Without a subcommand: measure the pipeline on a fresh local stack (end-to-end
     throughput, latency per priority at a steady rate, peak memory and CPU per process, and
@@ -48,6 +53,7 @@ def bench(
             paced_seconds=paced_seconds,
             keep=keep,
             postgres=postgres or None,
+            victim_hashes=victim_hashes,
         )
     )
 

@@ -268,7 +268,7 @@ def run_past_bench(
         expect = seed_stored(engine, stored, items, now)
         seeded_in = time.perf_counter() - t0
         rid = str(uuid.uuid4())
-        doc = _request_doc(rid, items, now)
+        doc = request_doc(rid, items, now)
         producer = BatchProducer(s)
         topics = ProviderTopics(s)
         console.print(
@@ -318,7 +318,7 @@ def run_past_bench(
         return ok, t
 
 
-def _request_doc(rid: str, items: list[Item], now: dt.datetime) -> dict[str, Any]:
+def request_doc(rid: str, items: list[Item], now: dt.datetime) -> dict[str, Any]:
     from victims import pin as pins
     from victims.model import build_request
 
@@ -411,7 +411,7 @@ def _triage_once(
                 with sessions.begin() as ses:
                     flow.file_request(
                         ses,
-                        _request_doc(str(uuid.uuid4()), part, now),
+                        request_doc(str(uuid.uuid4()), part, now),
                         part,
                         source="bench",
                         now=now,
