@@ -11,7 +11,7 @@ from sqlalchemy import Table, bindparam, update
 from centre import audit, metrics
 from centre import messages as m
 from centre.settings import Settings
-from centre.topology import DELIVERY_ACKS
+from centre.topology import DELIVERY_ACKS, READERS, group_id
 from routing.tables import Delivery
 
 STAGE = "routing"  # the acks are routing's: its metrics and audit actor
@@ -38,7 +38,7 @@ class AckReader:
         self.consumer = Consumer(
             {
                 **base_config(settings),
-                "group.id": f"{settings.topic_prefix}centre-acks",
+                "group.id": group_id(settings, READERS["acks"].name),  # centre-acks
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
             }

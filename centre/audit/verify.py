@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,11 +20,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from centre.audit.format import (
-    _ENTRY,
-    _MAGIC,
     EXPORT_FORMAT,
     ZERO_HASH,
     _text,
+    entry_hash,
     tree_head_message,
 )
 from centre.crypto import key_id
@@ -114,35 +112,20 @@ class ChainVerifier:
                 "hash differs): an entry before it was deleted, inserted, moved, "
                 "or altered and re-hashed",
             )
-        h = hashlib.sha256(
-            b"".join(
-                (
-                    prev_hash,
-                    _ENTRY.pack(
-                        _MAGIC,
-                        seq,
-                        len(event_id),
-                        len(at),
-                        len(actor),
-                        len(action),
-                        len(subject),
-                        len(person),
-                        len(data_key_id),
-                        len(ciphertext),
-                        len(personal),
-                    ),
-                    event_id,
-                    at,
-                    actor,
-                    action,
-                    subject,
-                    person,
-                    data_key_id,
-                    ciphertext,
-                    personal,
-                )
-            )
-        ).digest()
+        # The same bytes the appender hashed (format.entry_hash): one definition of an entry.
+        h = entry_hash(
+            prev_hash,
+            seq,
+            event_id,
+            at,
+            actor,
+            action,
+            subject,
+            person,
+            data_key_id,
+            ciphertext,
+            personal,
+        )
         if h != stored_hash:
             raise _Broken(seq, f"entry {seq} does not match its hash: altered")
         self.seq, self.hash = seq, h
